@@ -1,1 +1,22 @@
-//! placeholder
+//! `libldsaref.so`: an `LD_PRELOAD` library that puts the traffic of an
+//! unmodified program into the IPsec SA the operator chooses.
+//!
+//! - [`hooks`]: the `extern "C"` symbols, thin and boring;
+//! - [`ops`]: what each call must do (policy + fd state + kernel support);
+//! - [`config`]: environment and rules, loaded once, swapped atomically;
+//! - [`fdtable`]: per-descriptor state, one atomic word each;
+//! - [`sys`], [`next`], [`addr`], [`errno`]: the thin layer over libc;
+//! - [`logging`]: `LDSAREF_LOG`, one line per cause of failure.
+//!
+//! The rules language and matching live in `ldsaref-rules`, the option
+//! numbers and cmsg layouts in `ldsaref-kernel`.
+
+mod addr;
+mod config;
+mod errno;
+mod fdtable;
+mod hooks;
+mod logging;
+mod next;
+mod ops;
+mod sys;

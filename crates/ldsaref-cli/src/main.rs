@@ -1,1 +1,130 @@
-fn main() {}
+//! `ldsaref`: run a program with its traffic steered into an IPsec SA,
+//! check a rules file, explain a decision, probe the kernel.
+//!
+//! Exit codes (documented in `--help`):
+//! 0 success; 1 invalid configuration (rules file, variable, profile);
+//! 2 usage error; 126 the program cannot be run or would not be steered;
+//! 127 the program was not found.
+
+mod explain;
+mod library;
+mod probe;
+mod run;
+mod settings;
+mod shell;
+mod target;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0    success
+  1    invalid configuration: rules file (file:line:col: message), variable or profile
+  2    usage error
+  126  the program cannot be executed, or LD_PRELOAD would not reach it
+  127  the program was not found";
+
+#[derive(Parser)]
+#[command(
+    name = "ldsaref",
+    version,
+    about = "Put the traffic of unmodified programs into the IPsec SA you choose",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The steering options shared by `run` and `env`; each sets the variable
+/// of the same meaning, overriding the environment.
+#[derive(Args, Clone, Debug, Default)]
+pub struct SteerOpts {
+    /// Bind every AF_INET socket to this SAref (IPSEC_SAREF), 1..32767
+    #[arg(long, value_name = "N")]
+    pub saref: Option<String>,
+    /// Rules file (LDSAREF_RULES); made absolute
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+    /// Profile section of the rules file (LDSAREF_PROFILE)
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// klips (IP_IPSEC_BINDREF/REFINFO) or nfmark (SO_MARK) (LDSAREF_MODE)
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
+    /// fail (default: refuse what cannot be protected) or warn (LDSAREF_ON_ERROR)
+    #[arg(long = "on-error", value_name = "E")]
+    pub on_error: Option<String>,
+    /// error, warn, info, debug or trace (LDSAREF_LOG)
+    #[arg(long, value_name = "LEVEL")]
+    pub log: Option<String>,
+    /// SAref option numbers: 30 (30/31, default) or 22 (legacy 22/23) (LDSAREF_KLIPS_ABI)
+    #[arg(long = "klips-abi", value_name = "ABI")]
+    pub klips_abi: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a program with the library preloaded (exec, no fork)
+    #[command(after_help = EXIT_CODES)]
+    Run {
+        #[command(flatten)]
+        steer: SteerOpts,
+        /// Run the program even if LD_PRELOAD cannot reach it (static,
+        /// setuid/setgid, file capabilities, other ELF class)
+        #[arg(long = "allow-unsteered")]
+        allow_unsteered: bool,
+        /// The program and its arguments
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Validate a rules file (default: LDSAREF_RULES, else /etc/ldsaref/rules)
+    #[command(after_help = EXIT_CODES)]
+    Check {
+        /// The rules file
+        file: Option<PathBuf>,
+    },
+    /// Show the rule that decides for a destination and the kernel operation
+    #[command(after_help = EXIT_CODES)]
+    Explain(explain::ExplainArgs),
+    /// Report what this kernel and these privileges support
+    #[command(after_help = EXIT_CODES)]
+    Probe {
+        /// SAref option numbers to probe: 30 or 22
+        #[arg(long = "klips-abi", value_name = "ABI")]
+        klips_abi: Option<String>,
+    },
+    /// Print `export` lines for eval, to steer a shell or an entrypoint
+    #[command(after_help = EXIT_CODES)]
+    Env {
+        #[command(flatten)]
+        steer: SteerOpts,
+        /// Print the lines that undo it instead
+        #[arg(long)]
+        unset: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Run {
+            steer,
+            allow_unsteered,
+            command,
+        } => run::run(&steer, allow_unsteered, &command),
+        Command::Check { file } => settings::check(file.as_deref()),
+        Command::Explain(args) => explain::explain(&args),
+        Command::Probe { klips_abi } => probe::probe(klips_abi.as_deref()),
+        Command::Env { steer, unset } => run::env(&steer, unset),
+    };
+    ExitCode::from(code)
+}

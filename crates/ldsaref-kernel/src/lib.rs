@@ -1,1 +1,20 @@
-//! placeholder
+//! Kernel facts for ldsaref: the only code that knows option numbers,
+//! mark encodings and control-message layouts.
+//!
+//! Everything here is shared by the preload library and the `ldsaref`
+//! command, so that `ldsaref explain` and `ldsaref probe` describe exactly
+//! what the library does.
+//!
+//! - [`opts`]: option numbers (`IP_IPSEC_BINDREF`, `IP_IPSEC_REFINFO`, in
+//!   both ABIs; `SO_MARK`, `SO_RCVMARK`, `SO_BINDTODEVICE`) and the mast
+//!   nfmark encoding.
+//! - [`cmsg`]: pure, bounds-checked reading and writing of control-message
+//!   buffers (no pointers, no `unsafe`).
+//! - [`op`]: the kernel operation a rule's action turns into, per mode and
+//!   per kind of socket, with a human description for `explain` and logs.
+//! - [`probe`]: what this kernel and these privileges support.
+
+pub mod cmsg;
+pub mod op;
+pub mod opts;
+pub mod probe;

@@ -1,1 +1,77 @@
-//! placeholder
+//! The rules of ldsaref: parsing the rules file, and deciding for each
+//! connection or datagram of a process which action applies.
+//!
+//! Pure Rust without I/O, shared by the preload library (which reads the
+//! file and applies decisions) and the `ldsaref` command (which checks and
+//! explains them).
+//!
+//! # The rules file
+//!
+//! ```text
+//! # DESTINATION   [PROTO] [PORT|LO-HI]  ACTION
+//! 10.1.0.0/16                          saref 1234
+//! 10.2.0.0/16     tcp     22           saref 2000
+//! 2001:db8::/32                        mark 0x200
+//! 192.168.0.0/16                       deny          # never in the clear
+//! any             udp     1701         reflect
+//!
+//! [client1]                            # LDSAREF_PROFILE=client1
+//! 192.168.0.0/24                       saref 101
+//! ```
+//!
+//! One rule a line; `#` starts a comment; fields are separated by spaces or
+//! tabs. DESTINATION and PORT are those of the remote end. `reflect`
+//! applies to UDP only: it is an error with `tcp`, and a `reflect` rule
+//! with no protocol (or `any`) simply never matches TCP traffic. `[NAME]`
+//! starts a profile section; rules before any header are global.
+//!
+//! # Matching
+//!
+//! The rules of the process's profile first, then the global rules. In
+//! each, the longest prefix wins; at equal prefix a rule with a port beats
+//! one without, then a specific protocol beats none. A rule applies only if
+//! its protocol and port match, otherwise shorter prefixes are tried. An
+//! IPv4-mapped IPv6 destination is matched as IPv4. Rules that could both
+//! apply with nothing to choose between them (they *tie*) are a load error.
+//! See [`RuleSet::lookup`] and [`Policy::decide`].
+//!
+//! # Modules
+//!
+//! - parsing: `parse` (one line at a time), `builder` (files into a set);
+//! - checking: `ties`;
+//! - matching: `key`, `trie` (longest-prefix match), `placement` and
+//!   `index` (rules per prefix, in precedence order), `ruleset`;
+//! - [`policy`]: profile, rules and catch-all together;
+//! - [`settings`]: the environment variables.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod action;
+mod builder;
+mod error;
+mod ifname;
+mod index;
+mod key;
+mod parse;
+mod placement;
+pub mod policy;
+mod profiles;
+mod rule;
+mod ruleset;
+mod saref;
+pub mod settings;
+mod ties;
+mod trie;
+
+pub use action::Action;
+pub use builder::RuleSetBuilder;
+pub use error::ParseError;
+pub use ifname::IfName;
+pub use policy::{Decision, DecisionSource, Policy, PolicyError};
+pub use rule::{Dest, Origin, PortRange, ProfileId, Proto, ProtoMatch, Rule};
+pub use ruleset::RuleSet;
+pub use saref::Saref;
+pub use settings::{
+    vars, KlipsAbi, LogLevel, Mode, OnError, SettingError, Settings, DEFAULT_RULES_PATH,
+};

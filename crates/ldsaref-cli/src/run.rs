@@ -1,0 +1,160 @@
+//! `ldsaref run` and `ldsaref env`.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+
+use ldsaref_rules::settings::vars;
+
+use crate::settings::{self, Overrides};
+use crate::{library, shell, target, SteerOpts};
+
+/// `LD_PRELOAD` with `lib` first, once.
+fn preload_with(lib: &Path, current: Option<&OsStr>) -> OsString {
+    let mut v = OsString::from(lib.as_os_str());
+    if let Some(cur) = current {
+        let cur = cur.to_string_lossy();
+        let lib = lib.to_string_lossy();
+        for entry in cur.split([' ', ':']).filter(|e| !e.is_empty() && *e != lib) {
+            v.push(":");
+            v.push(entry);
+        }
+    }
+    v
+}
+
+/// `LD_PRELOAD` without `lib`.
+fn preload_without(lib: &Path, current: &str) -> String {
+    let lib = lib.to_string_lossy();
+    current
+        .split([' ', ':'])
+        .filter(|e| !e.is_empty() && *e != lib)
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn prepare(opts: &SteerOpts) -> Result<(Overrides, std::path::PathBuf), u8> {
+    let ov = settings::overrides(opts).map_err(|e| {
+        eprintln!("ldsaref: {e}");
+        1
+    })?;
+    if let Err(problems) = settings::validate(&ov) {
+        for p in problems {
+            eprintln!("ldsaref: {p}");
+        }
+        eprintln!("ldsaref: not starting anything: the library could not know what to protect");
+        return Err(1);
+    }
+    let lib = library::find().map_err(|e| {
+        eprintln!("ldsaref: {e}");
+        126
+    })?;
+    Ok((ov, lib))
+}
+
+/// Replaces this process with `command` (same PID: signals reach it and its
+/// exit status is the caller's), with the library preloaded.
+pub fn run(opts: &SteerOpts, allow_unsteered: bool, command: &[OsString]) -> u8 {
+    let (ov, lib) = match prepare(opts) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let program = &command[0];
+    let resolved = match target::resolve(program) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ldsaref: {}: {e}", program.to_string_lossy());
+            return 127;
+        }
+    };
+    if let Err(why) = target::reachable(&resolved) {
+        if allow_unsteered {
+            eprintln!(
+                "ldsaref: warning: {}: {why}; running it unsteered (--allow-unsteered)",
+                resolved.display()
+            );
+        } else {
+            eprintln!(
+                "ldsaref: {}: {why}, so its traffic would not be steered; refusing to run it (--allow-unsteered runs it anyway)",
+                resolved.display()
+            );
+            return 126;
+        }
+    }
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(&command[1..]);
+    for (k, v) in &ov {
+        cmd.env(k, v);
+    }
+    cmd.env(
+        "LD_PRELOAD",
+        preload_with(&lib, std::env::var_os("LD_PRELOAD").as_deref()),
+    );
+    let err = cmd.exec();
+    eprintln!("ldsaref: {}: {err}", program.to_string_lossy());
+    if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    }
+}
+
+/// Prints `export` lines (or `unset` lines) for `eval`.
+pub fn env(opts: &SteerOpts, unset: bool) -> u8 {
+    if unset {
+        let lib = library::find().ok();
+        let all = [
+            vars::IPSEC_SAREF,
+            vars::LDSAREF_RULES,
+            vars::LDSAREF_PROFILE,
+            vars::LDSAREF_MODE,
+            vars::LDSAREF_ON_ERROR,
+            vars::LDSAREF_LOG,
+            vars::LDSAREF_KLIPS_ABI,
+        ];
+        println!("unset {}", all.join(" "));
+        let current = std::env::var("LD_PRELOAD").unwrap_or_default();
+        let rest = match &lib {
+            Some(l) => preload_without(l, &current),
+            None => current,
+        };
+        if rest.is_empty() {
+            println!("unset LD_PRELOAD");
+        } else {
+            println!("export LD_PRELOAD={}", shell::quote(&rest));
+        }
+        return 0;
+    }
+    let (ov, lib) = match prepare(opts) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    for (k, v) in &ov {
+        println!("export {k}={}", shell::quote(v));
+    }
+    let preload = preload_with(&lib, std::env::var_os("LD_PRELOAD").as_deref());
+    println!(
+        "export LD_PRELOAD={}",
+        shell::quote(&preload.to_string_lossy())
+    );
+    0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preload_puts_the_library_first_once() {
+        let lib = Path::new("/opt/l/libldsaref.so");
+        assert_eq!(
+            preload_with(lib, None),
+            OsString::from("/opt/l/libldsaref.so")
+        );
+        assert_eq!(
+            preload_with(lib, Some(OsStr::new("/a.so /opt/l/libldsaref.so:/b.so"))),
+            OsString::from("/opt/l/libldsaref.so:/a.so:/b.so")
+        );
+        assert_eq!(preload_without(lib, "/a.so:/opt/l/libldsaref.so"), "/a.so");
+    }
+}

@@ -1,0 +1,187 @@
+//! Loading rules files into a [`RuleSet`]: sections, origins, the
+//! all-or-nothing rule, and the order in which errors are reported.
+
+use crate::index::Index;
+use crate::parse::{self, Fault, Item};
+use crate::placement;
+use crate::profiles::Profiles;
+use crate::ties::{self, Tie};
+use crate::{Origin, ParseError, Rule, RuleSet};
+
+/// The most rules one set may hold: indices are `u32` internally.
+const MAX_RULES: usize = 1 << 31;
+
+const BOM: char = '\u{feff}';
+
+/// Builds a [`RuleSet`] from one or several sources (the files of a rules
+/// directory, say), which form one set: profile sections of the same name
+/// merge across sources, and rules tie across sources too.
+///
+/// Each source starts with global rules, whatever section the previous
+/// source ended in. A source that fails to load leaves the builder as it
+/// was before it.
+///
+/// Errors are reported in load order: the first error a reader going down
+/// the sources would meet. Ties are only fully checked by
+/// [`build`](Self::build), but when a source has a syntax error, a tie
+/// among the rules before it is reported instead, since it comes first.
+#[derive(Clone, Debug, Default)]
+pub struct RuleSetBuilder {
+    rules: Vec<Rule>,
+    /// Column of each rule's destination, where errors about a whole rule
+    /// point.
+    cols: Vec<u32>,
+    files: Vec<String>,
+    profiles: Profiles,
+}
+
+/// The builder's size before a source, to undo a source that fails.
+#[derive(Clone, Copy)]
+struct Checkpoint {
+    rules: usize,
+    files: usize,
+    profiles: usize,
+}
+
+impl RuleSetBuilder {
+    /// An empty builder; same as [`RuleSet::builder`].
+    pub fn new() -> RuleSetBuilder {
+        RuleSetBuilder::default()
+    }
+
+    /// Adds the rules of `text`, read from `file` (the name errors and
+    /// [`RuleSet::file_name`] give). A leading byte-order mark is ignored.
+    pub fn add_source(&mut self, text: &str, file: &str) -> Result<(), ParseError> {
+        let text = text.strip_prefix(BOM).unwrap_or(text);
+        self.load(text, file, None)
+    }
+
+    /// Like [`add_source`](Self::add_source) for raw bytes, which must be
+    /// UTF-8: invalid UTF-8 is an error at its line and column (unless an
+    /// earlier line has an error of its own).
+    pub fn add_bytes(&mut self, bytes: &[u8], file: &str) -> Result<(), ParseError> {
+        let mut bom = [0; 3];
+        let bom = BOM.encode_utf8(&mut bom).as_bytes();
+        let bytes = bytes.strip_prefix(bom).unwrap_or(bytes);
+        let invalid = match std::str::from_utf8(bytes) {
+            Ok(text) => return self.load(text, file, None),
+            Err(e) => e,
+        };
+        // Parse the lines before the bad one, so that an error there is
+        // still reported first.
+        let valid = bytes.get(..invalid.valid_up_to()).unwrap_or_default();
+        let line_start = valid.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let before = std::str::from_utf8(&valid[..line_start]).unwrap_or_default();
+        let on_line = std::str::from_utf8(&valid[line_start..]).unwrap_or_default();
+        let line = valid.iter().filter(|&&b| b == b'\n').count() + 1;
+        let error = ParseError {
+            file: file.to_owned(),
+            line: u32::try_from(line).unwrap_or(u32::MAX),
+            col: parse::char_count(on_line).saturating_add(1),
+            message: "invalid UTF-8 (a rules file must be UTF-8 text)".to_owned(),
+        };
+        self.load(before, file, Some(error))
+    }
+
+    /// Checks the rules as a whole (ties) and builds the set.
+    pub fn build(self) -> Result<RuleSet, ParseError> {
+        let placed = placement::place(&self.rules);
+        if let Some(tie) = ties::first_tie(&placed) {
+            return Err(self.tie_error(tie));
+        }
+        let RuleSetBuilder {
+            mut rules,
+            files,
+            profiles,
+            ..
+        } = self;
+        let index = Index::build(&rules, &placed, profiles.len() + 1);
+        drop(placed);
+        rules.shrink_to_fit();
+        Ok(RuleSet::new(rules, files, profiles, index))
+    }
+
+    /// Loads `text` as a whole, or not at all. `then` is an error that
+    /// follows the text (invalid UTF-8 past it).
+    fn load(&mut self, text: &str, file: &str, then: Option<ParseError>) -> Result<(), ParseError> {
+        let checkpoint = Checkpoint {
+            rules: self.rules.len(),
+            files: self.files.len(),
+            profiles: self.profiles.len(),
+        };
+        let result = self
+            .read(text, file)
+            .and_then(|()| then.map_or(Ok(()), Err));
+        if let Err(error) = result {
+            // All the rules read so far come before `error`: a tie among
+            // them is the first error.
+            let placed = placement::place(&self.rules);
+            let error = ties::first_tie(&placed).map_or(error, |tie| self.tie_error(tie));
+            self.rules.truncate(checkpoint.rules);
+            self.cols.truncate(checkpoint.rules);
+            self.files.truncate(checkpoint.files);
+            self.profiles.truncate(checkpoint.profiles);
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Reads the rules of `text` into the builder, up to the first error.
+    fn read(&mut self, text: &str, file: &str) -> Result<(), ParseError> {
+        let file_index = self.files.len();
+        self.files.push(file.to_owned());
+        let mut profile = None;
+        for (line, content) in parse::lines(text) {
+            let locate = |fault: Fault| ParseError {
+                file: file.to_owned(),
+                line,
+                col: parse::column(content, fault.at),
+                message: fault.message,
+            };
+            match parse::parse_line(content).map_err(locate)? {
+                None => {}
+                Some(Item::Header(name)) => profile = Some(self.profiles.intern(name)),
+                Some(Item::Rule(spec)) => {
+                    if self.rules.len() >= MAX_RULES {
+                        let message = format!("too many rules (at most {MAX_RULES})");
+                        return Err(locate(Fault::new(spec.at, message)));
+                    }
+                    self.rules.push(Rule {
+                        dest: spec.dest,
+                        proto: spec.proto,
+                        ports: spec.ports,
+                        action: spec.action,
+                        origin: Origin {
+                            file: file_index,
+                            line,
+                        },
+                        profile,
+                    });
+                    self.cols.push(parse::column(content, spec.at));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The error for a tie, at the later rule, naming the earlier one.
+    fn tie_error(&self, tie: Tie) -> ParseError {
+        let origin = |rule: u32| {
+            self.rules
+                .get(rule as usize)
+                .map_or(Origin { file: 0, line: 0 }, |r| r.origin)
+        };
+        let file = |origin: Origin| self.files.get(origin.file).map_or("", String::as_str);
+        let (later, earlier) = (origin(tie.later), origin(tie.earlier));
+        ParseError {
+            file: file(later).to_owned(),
+            line: later.line,
+            col: self.cols.get(tie.later as usize).copied().unwrap_or(1),
+            message: format!(
+                "rule ties with {}:{} (same destination, port and proto): only one can apply",
+                file(earlier),
+                earlier.line
+            ),
+        }
+    }
+}

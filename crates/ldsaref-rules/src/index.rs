@@ -1,0 +1,163 @@
+//! The lookup structure of a rule set: for each set (global, or a profile)
+//! and each family, a trie of the prefixes that have rules; for each prefix,
+//! its rules in precedence order and the next shorter prefix to fall back
+//! to when none of them matches the protocol and port.
+
+use std::net::IpAddr;
+
+use crate::key::{key_of, mask, Family};
+use crate::placement::{runs, Placed};
+use crate::trie::{self, Tries, NONE};
+use crate::{Proto, ProtoMatch, Rule};
+
+/// The rules of one prefix of one trie.
+#[derive(Clone, Copy, Debug)]
+struct PrefixRules {
+    /// Its entries: `entries[first..first + count]`.
+    first: u32,
+    count: u32,
+    /// The longest shorter prefix of the same trie that contains this one,
+    /// or [`NONE`]. Always a smaller index: prefixes are numbered in order.
+    parent: u32,
+}
+
+/// What the lookup needs of a rule, kept apart from [`Rule`] so that the
+/// candidates of a prefix share a cache line or two.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    rule: u32,
+    /// Ports covered, `0..=65535` for a rule without ports.
+    lo: u16,
+    hi: u16,
+    /// The effective protocol: `reflect` is UDP only.
+    proto: ProtoMatch,
+}
+
+impl Entry {
+    #[inline]
+    fn matches(&self, proto: Proto, port: u16) -> bool {
+        self.proto.matches(proto) && self.lo <= port && port <= self.hi
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Index {
+    /// Per set, the root of its IPv4 trie and of its IPv6 trie.
+    roots: Vec<[u32; 2]>,
+    tries: Tries,
+    prefixes: Vec<PrefixRules>,
+    entries: Vec<Entry>,
+}
+
+fn family_slot(family: Family) -> usize {
+    match family {
+        Family::V4 => 0,
+        Family::V6 => 1,
+    }
+}
+
+impl Index {
+    /// Builds the index of `rules`, whose placements are `placed` (sorted,
+    /// and free of ties), for `sets` sets.
+    pub(crate) fn build(rules: &[Rule], placed: &[Placed], sets: usize) -> Index {
+        let mut index = Index {
+            roots: vec![[NONE; 2]; sets],
+            tries: Tries::default(),
+            prefixes: Vec::new(),
+            entries: Vec::with_capacity(placed.len()),
+        };
+        let same_trie = |a: &Placed, b: &Placed| (a.set, a.family) == (b.set, b.family);
+        let mut trie_prefixes = Vec::new();
+        // Prefixes of the trie being built that contain the current one,
+        // innermost last: (key, len, prefix index).
+        let mut enclosing: Vec<(u128, u8, u32)> = Vec::new();
+        for in_trie in runs(placed, same_trie) {
+            trie_prefixes.clear();
+            enclosing.clear();
+            for at_prefix in runs(in_trie, Placed::same_prefix) {
+                let head = at_prefix[0];
+                let id = to_u32(index.prefixes.len());
+                // Sorted order visits a prefix before the ones it contains,
+                // so the innermost open prefix that contains this one is its
+                // parent; the others are closed for good.
+                while let Some(&(key, len, _)) = enclosing.last() {
+                    if len < head.len && mask(head.key, len) == key {
+                        break;
+                    }
+                    enclosing.pop();
+                }
+                let parent = enclosing.last().map_or(NONE, |&(_, _, id)| id);
+                enclosing.push((head.key, head.len, id));
+
+                let first = to_u32(index.entries.len());
+                // Already in precedence order: by rank (see placement).
+                for p in at_prefix {
+                    let proto = rules
+                        .get(p.rule as usize)
+                        .map_or(ProtoMatch::Any, Rule::effective_proto);
+                    index.entries.push(Entry {
+                        rule: p.rule,
+                        lo: p.lo,
+                        hi: p.hi,
+                        proto,
+                    });
+                }
+                index.prefixes.push(PrefixRules {
+                    first,
+                    count: to_u32(at_prefix.len()),
+                    parent,
+                });
+                trie_prefixes.push(trie::Prefix {
+                    key: head.key,
+                    len: head.len,
+                    value: id,
+                });
+            }
+            let head = in_trie[0];
+            let root = index.tries.add(&trie_prefixes);
+            if let Some(roots) = index.roots.get_mut(head.set as usize) {
+                roots[family_slot(head.family)] = root;
+            }
+        }
+        index.tries.shrink_to_fit();
+        index.prefixes.shrink_to_fit();
+        index
+    }
+
+    /// The index of the rule of set `set` that applies to the traffic, if
+    /// any. `addr` must already be unmapped. Allocation-free, panic-free.
+    #[inline]
+    pub(crate) fn lookup(&self, set: usize, addr: IpAddr, proto: Proto, port: u16) -> Option<u32> {
+        let roots = self.roots.get(set)?;
+        let (family, key) = key_of(addr);
+        let mut prefix = self.tries.longest_match(roots[family_slot(family)], key);
+        // From the longest prefix to the shortest, the first rule that
+        // matches the protocol and port. Parents have smaller indices, so
+        // this ends.
+        while let Some(rules) = self.prefixes.get(prefix as usize) {
+            let first = rules.first as usize;
+            let entries = self
+                .entries
+                .get(first..first + rules.count as usize)
+                .unwrap_or_default();
+            if let Some(entry) = entries.iter().find(|e| e.matches(proto, port)) {
+                return Some(entry.rule);
+            }
+            prefix = rules.parent;
+        }
+        None
+    }
+
+    /// Bytes used, for tests and diagnostics.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.roots.capacity() * std::mem::size_of::<[u32; 2]>()
+            + self.tries.heap_bytes()
+            + self.prefixes.capacity() * std::mem::size_of::<PrefixRules>()
+            + self.entries.capacity() * std::mem::size_of::<Entry>()
+    }
+}
+
+/// Arena indices are u32; the builder caps rules far below that.
+fn to_u32(index: usize) -> u32 {
+    u32::try_from(index).unwrap_or(NONE)
+}

@@ -1,0 +1,97 @@
+//! The action of a rule and its arguments.
+
+use super::lexer::Token;
+use super::{fields, Cursor, Fault};
+use crate::{Action, IfName, Saref};
+
+/// The action keywords, in the order messages list them.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Keyword {
+    Saref,
+    Mark,
+    Dev,
+    Reflect,
+    Pass,
+    Deny,
+}
+
+pub(crate) fn keyword(word: &str) -> Option<Keyword> {
+    Some(match word {
+        "saref" => Keyword::Saref,
+        "mark" => Keyword::Mark,
+        "dev" => Keyword::Dev,
+        "reflect" => Keyword::Reflect,
+        "pass" => Keyword::Pass,
+        "deny" => Keyword::Deny,
+        _ => return None,
+    })
+}
+
+pub(crate) fn is_keyword(word: &str) -> bool {
+    keyword(word).is_some()
+}
+
+/// Parses the arguments of the action `keyword`, taking them from `cursor`.
+pub(crate) fn parse(keyword: Keyword, cursor: &mut Cursor<'_>) -> Result<Action, Fault> {
+    Ok(match keyword {
+        Keyword::Saref => {
+            let arg = cursor.expect("missing SAref after saref (a number in 1..32767)")?;
+            let saref = arg
+                .text
+                .parse::<Saref>()
+                .map_err(|message| Fault::new(arg.at, message))?;
+            Action::Saref(saref)
+        }
+        Keyword::Mark => {
+            let arg = cursor.expect("missing mark value after mark (mark N or mark N/MASK)")?;
+            mark(arg)?
+        }
+        Keyword::Dev => {
+            let arg = cursor.expect("missing interface name after dev (dev IFNAME)")?;
+            let name = IfName::new(arg.text).map_err(|message| Fault::new(arg.at, message))?;
+            Action::Dev(name)
+        }
+        Keyword::Reflect => Action::Reflect,
+        Keyword::Pass => Action::Pass,
+        Keyword::Deny => Action::Deny,
+    })
+}
+
+/// `N` or `N/MASK`, each decimal or `0x` hex.
+fn mark(arg: Token<'_>) -> Result<Action, Fault> {
+    let (value_text, mask_text) = match arg.text.split_once('/') {
+        Some((value, mask)) => (value, Some(mask)),
+        None => (arg.text, None),
+    };
+    let number = |what: &str, text: &str| {
+        fields::decimal_or_hex(text).map_err(|e| {
+            let message = match e {
+                fields::NumError::Invalid => {
+                    format!("invalid mark {what} {text:?} (expected a number, decimal or 0x hex)")
+                }
+                fields::NumError::TooBig => {
+                    format!("mark {what} {text} out of range (at most 0xffffffff)")
+                }
+            };
+            Fault::new(arg.at, message)
+        })
+    };
+    let value = number("value", value_text)?;
+    let mask = match mask_text {
+        Some(text) => number("mask", text)?,
+        None => Action::FULL_MASK,
+    };
+    if mask == 0 {
+        return Err(Fault::new(
+            arg.at,
+            "mark mask is 0: the rule would change no bit of the mark",
+        ));
+    }
+    if value & !mask != 0 {
+        return Err(Fault::new(
+            arg.at,
+            format!("mark value {value:#x} has bits outside its mask {mask:#x}"),
+        ));
+    }
+    Ok(Action::Mark { value, mask })
+}

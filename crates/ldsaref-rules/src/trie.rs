@@ -1,0 +1,270 @@
+//! Longest-prefix match: which of a set of prefixes is the longest one that
+//! contains an address.
+//!
+//! A multibit trie with a stride of 6 bits: a lookup reads 6 bits of the key
+//! per node, so it visits at most 6 nodes for IPv4 and 22 for IPv6 (9 for a
+//! /48) however many prefixes there are. A prefix whose length is not a
+//! multiple of 6 is expanded to every slot it covers, so each slot directly
+//! holds its result: the value of the longest prefix covering it.
+//!
+//! Nodes are compressed as in Poptrie (Asai and Ohara, SIGCOMM 2015): rather
+//! than 64 slots, a node has two 64-bit maps, one marking the slots that
+//! have a child node and one marking, among the others, where a run of
+//! equal results starts. Children and results are stored contiguously and
+//! found by counting bits (`popcnt`). A node is 24 bytes; nothing is
+//! allocated per node.
+//!
+//! Keys are left-aligned 128-bit values (see [`crate::key`]): IPv4 and IPv6
+//! tries share this code and one arena.
+
+/// "No node" and "no prefix".
+pub(crate) const NONE: u32 = u32::MAX;
+
+/// Bits consumed per node.
+const STRIDE: u32 = 6;
+const SLOTS: usize = 1 << STRIDE;
+
+/// A prefix to store: `key` has no bit set past `len`; `value` is what a
+/// lookup of an address it contains returns, if no longer prefix does.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Prefix {
+    pub key: u128,
+    pub len: u8,
+    pub value: u32,
+}
+
+#[derive(Clone, Copy, Default, Debug)]
+struct Node {
+    /// Slot `s` has a child node: bit `s`.
+    children: u64,
+    /// Among the slots without a child, slot `s` starts a new run of equal
+    /// results: bit `s`. The first such slot always starts a run.
+    runs: u64,
+    /// Index of the child of the lowest slot that has one.
+    first_child: u32,
+    /// Index in `results` of the first run's result.
+    first_result: u32,
+}
+
+/// An arena of tries.
+#[derive(Clone, Default, Debug)]
+pub(crate) struct Tries {
+    nodes: Vec<Node>,
+    results: Vec<u32>,
+}
+
+/// The slot of `key` in a node at `depth` (its bits `depth..depth + 6`).
+fn slot(key: u128, depth: u32) -> usize {
+    // `depth` < 128 always (the deepest node is at 126), and the bits past
+    // the end of the key read as zeros.
+    ((key << depth) >> (128 - STRIDE)) as usize
+}
+
+impl Tries {
+    /// Adds a trie holding `prefixes` and returns its root, or [`NONE`] if
+    /// there are none. `prefixes` must be sorted by key then length (so that
+    /// a prefix comes before the ones it contains) and unique.
+    pub(crate) fn add(&mut self, prefixes: &[Prefix]) -> u32 {
+        if prefixes.is_empty() {
+            return NONE;
+        }
+        let root = self.nodes.len();
+        self.nodes.push(Node::default());
+        let node = self.build(0, prefixes, NONE);
+        self.nodes[root] = node;
+        index_u32(root)
+    }
+
+    /// Builds the node at `depth` for `prefixes`: those longer than `depth`
+    /// under this node's path. `inherited` is the result of the longest
+    /// prefix ending above the node that contains its path.
+    fn build(&mut self, depth: u32, prefixes: &[Prefix], inherited: u32) -> Node {
+        let end = depth + STRIDE;
+        let ends_here = |p: &Prefix| u32::from(p.len) <= end;
+
+        // Expand the prefixes that end in this node to their slots. An
+        // enclosing prefix comes before those it encloses (sorted order), so
+        // a longer prefix overwrites a shorter one: the longest wins.
+        let mut results = [inherited; SLOTS];
+        let mut children = 0u64;
+        for p in prefixes {
+            let s = slot(p.key, depth);
+            if ends_here(p) {
+                let span = 1usize << (end - u32::from(p.len));
+                let first = s & !(span - 1);
+                results[first..first + span].fill(p.value);
+            } else {
+                children |= 1 << s;
+            }
+        }
+
+        // Reserve the children now, contiguously; they are filled in below.
+        let first_child = self.nodes.len();
+        let child_count = children.count_ones() as usize;
+        self.nodes
+            .resize(first_child + child_count, Node::default());
+
+        // Results of the slots without a child, one per run of equal values.
+        let first_result = self.results.len();
+        let mut runs = 0u64;
+        let mut previous = None;
+        for (s, &result) in results.iter().enumerate() {
+            if children & (1 << s) == 0 && previous != Some(result) {
+                runs |= 1 << s;
+                self.results.push(result);
+                previous = Some(result);
+            }
+        }
+
+        // Build the children in slot order. The prefixes under one slot are
+        // contiguous in `prefixes`: sorted by key, they share the slot's
+        // bits, and no prefix ending in this node sorts between two of them
+        // (it would have to share those bits and be shorter, and then it
+        // sorts before them all).
+        let mut next_child = first_child;
+        let mut i = 0;
+        while i < prefixes.len() {
+            if ends_here(&prefixes[i]) {
+                i += 1;
+                continue;
+            }
+            let s = slot(prefixes[i].key, depth);
+            let start = i;
+            while i < prefixes.len()
+                && !ends_here(&prefixes[i])
+                && slot(prefixes[i].key, depth) == s
+            {
+                i += 1;
+            }
+            let child = self.build(end, &prefixes[start..i], results[s]);
+            self.nodes[next_child] = child;
+            next_child += 1;
+        }
+        debug_assert_eq!(next_child, first_child + child_count);
+
+        Node {
+            children,
+            runs,
+            first_child: index_u32(first_child),
+            first_result: index_u32(first_result),
+        }
+    }
+
+    /// The value of the longest prefix of the trie at `root` that contains
+    /// `key`, or [`NONE`]. Allocation-free, panic-free, at most 22 nodes.
+    #[inline]
+    pub(crate) fn longest_match(&self, root: u32, key: u128) -> u32 {
+        let mut index = root;
+        let mut depth = 0;
+        while let Some(node) = self.nodes.get(index as usize) {
+            let s = slot(key, depth);
+            let bit = 1u64 << s;
+            if node.children & bit != 0 {
+                // Children of the lower slots come first.
+                let rank = (node.children & (bit - 1)).count_ones();
+                index = node.first_child.wrapping_add(rank);
+                depth += STRIDE;
+                if depth >= 128 {
+                    break; // cannot happen in a trie built by `add`
+                }
+            } else {
+                // The run holding slot `s` is the last one starting at or
+                // before it.
+                let run = (node.runs & (u64::MAX >> (63 - s))).count_ones();
+                let Some(run) = run.checked_sub(1) else { break };
+                let at = node.first_result as usize + run as usize;
+                return self.results.get(at).copied().unwrap_or(NONE);
+            }
+        }
+        NONE
+    }
+
+    /// Releases the spare capacity once every trie is built.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.nodes.shrink_to_fit();
+        self.results.shrink_to_fit();
+    }
+
+    /// Bytes used, for tests and diagnostics.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.nodes.capacity() * std::mem::size_of::<Node>()
+            + self.results.capacity() * std::mem::size_of::<u32>()
+    }
+}
+
+/// Arena indices are u32; the builder caps rules far below that.
+fn index_u32(index: usize) -> u32 {
+    u32::try_from(index).unwrap_or(NONE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::mask;
+
+    /// The reference: the longest of `prefixes` containing `key`.
+    fn naive(prefixes: &[Prefix], key: u128) -> u32 {
+        prefixes
+            .iter()
+            .filter(|p| mask(key, p.len) == p.key)
+            .max_by_key(|p| p.len)
+            .map_or(NONE, |p| p.value)
+    }
+
+    fn trie(raw: &[(u128, u8)]) -> (Tries, u32, Vec<Prefix>) {
+        let mut prefixes: Vec<Prefix> = raw
+            .iter()
+            .map(|&(key, len)| Prefix {
+                key: mask(key, len),
+                len,
+                value: 0,
+            })
+            .collect();
+        prefixes.sort_by_key(|p| (p.key, p.len));
+        prefixes.dedup_by_key(|p| (p.key, p.len));
+        for (i, p) in prefixes.iter_mut().enumerate() {
+            p.value = i as u32;
+        }
+        let mut tries = Tries::default();
+        let root = tries.add(&prefixes);
+        (tries, root, prefixes)
+    }
+
+    #[test]
+    fn empty() {
+        let (tries, root, _) = trie(&[]);
+        assert_eq!(root, NONE);
+        assert_eq!(tries.longest_match(root, 5), NONE);
+    }
+
+    #[test]
+    fn every_length_against_naive() {
+        // Nested prefixes of every length along two addresses, plus
+        // neighbours, probed at and around every boundary.
+        let a: u128 = 0x2001_0db8_85a3_0000_0000_8a2e_0370_7334;
+        let b: u128 = !a;
+        let mut raw = Vec::new();
+        for len in (0..=128u8).step_by(5).chain([1, 6, 7, 12, 13, 127, 128]) {
+            raw.push((a, len));
+            raw.push((b, len));
+            raw.push((a ^ (1u128 << (127 - u32::from(len.min(127)))), len));
+        }
+        let (tries, root, prefixes) = trie(&raw);
+        for bit in 0..128 {
+            for probe in [a, b, a ^ (1 << bit), b ^ (1 << bit), 0, u128::MAX] {
+                assert_eq!(
+                    tries.longest_match(root, probe),
+                    naive(&prefixes, probe),
+                    "probe {probe:#x}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn default_route_only() {
+        let (tries, root, _) = trie(&[(0, 0)]);
+        assert_eq!(tries.longest_match(root, 0), 0);
+        assert_eq!(tries.longest_match(root, u128::MAX), 0);
+    }
+}
