@@ -20,7 +20,14 @@ fi
 scripts/setup.sh
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-show() { printf '$ %s\n' "$*"; "$@" 2>&1 | sed 's/^/    /'; }
+show() {
+    local line='$' a
+    for a in "$@"; do
+        if [[ $a =~ [[:space:]\"\'\|\;] ]]; then line+=" '${a//\'/\'\\\'\'}'"; else line+=" $a"; fi
+    done
+    printf '%s\n' "$line"
+    "$@" 2>&1 | sed 's/^/    /'
+}
 
 say "Building (cargo build --release)"
 cargo build --release --workspace -q
@@ -39,7 +46,11 @@ inns ip link set lo up
 inns ip addr add 192.0.2.10/32 dev lo
 inns ip addr add 192.0.2.99/32 dev lo
 inns sysctl -qw net.ipv4.tcp_fwmark_accept=1
-inns python3 scripts/demo/mark_server.py 192.0.2.10 5000 &
+# Debian's python3, not a version manager's shim: the demo's programs must
+# be the plain ones the library is meant for.
+py=/usr/bin/python3
+setsid ip netns exec "$ns" $py scripts/demo/mark_server.py 192.0.2.10 5000 &
+disown
 for _ in $(seq 50); do inns curl -s -o /dev/null http://192.0.2.10:5000/ && break; sleep 0.1; done
 
 rules=$PWD/scripts/demo/demo.rules
@@ -62,7 +73,7 @@ show inns ldsaref run --rules "$rules" --mode nfmark -- sh -c 'echo hello from s
 sleep 0.3
 
 say "UDP from python3 with IPSEC_SAREF=77 (Openswan-compatible catch-all)"
-show inns ldsaref run --saref 77 --mode nfmark -- python3 -c '
+show inns ldsaref run --saref 77 --mode nfmark -- $py -c '
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.sendto(b"hello from python", ("192.0.2.10", 5000))'
@@ -75,8 +86,8 @@ say "KLIPS mode on this stock kernel: it fails closed, with one log line"
 show inns ldsaref run --saref 1234 -- curl -sS http://192.0.2.10:5000/ || true
 
 say "The exact syscalls of the KLIPS path (LDSAREF_PROBE=off: every operation reaches the kernel)"
-show inns env LDSAREF_PROBE=off strace -f -e trace=setsockopt,connect -e signal=none \
-    ldsaref run --saref 1234 --log error -- python3 -c '
+show inns env LDSAREF_PROBE=off strace -f -qq -e trace=setsockopt,connect -e signal=none \
+    ldsaref run --saref 1234 --log error -- $py -c '
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
 s.connect(("192.0.2.10", 5000))' || true

@@ -28,7 +28,7 @@ def describe(mark):
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
-        mark = self.connection.getsockopt(socket.SOL_SOCKET, SO_MARK)
+        mark = self.connection.getsockopt(socket.SOL_SOCKET, SO_MARK) & 0xFFFFFFFF
         body = f"server: your TCP connection arrived with {describe(mark)}\n".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))

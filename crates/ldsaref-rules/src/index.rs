@@ -13,12 +13,22 @@ use crate::{Proto, ProtoMatch, Rule};
 /// The rules of one prefix of one trie.
 #[derive(Clone, Copy, Debug)]
 struct PrefixRules {
+    /// The prefix, to check a candidate of the trie against the key.
+    key: u128,
     /// Its entries: `entries[first..first + count]`.
     first: u32,
     count: u32,
     /// The longest shorter prefix of the same trie that contains this one,
     /// or [`NONE`]. Always a smaller index: prefixes are numbered in order.
     parent: u32,
+    len: u8,
+}
+
+impl PrefixRules {
+    #[inline]
+    fn contains(&self, key: u128) -> bool {
+        mask(key, self.len) == self.key
+    }
 }
 
 /// What the lookup needs of a rule, kept apart from [`Rule`] so that the
@@ -103,9 +113,11 @@ impl Index {
                     });
                 }
                 index.prefixes.push(PrefixRules {
+                    key: head.key,
                     first,
                     count: to_u32(at_prefix.len()),
                     parent,
+                    len: head.len,
                 });
                 trie_prefixes.push(trie::Prefix {
                     key: head.key,
@@ -130,11 +142,16 @@ impl Index {
     pub(crate) fn lookup(&self, set: usize, addr: IpAddr, proto: Proto, port: u16) -> Option<u32> {
         let roots = self.roots.get(set)?;
         let (family, key) = key_of(addr);
-        let mut prefix = self.tries.longest_match(roots[family_slot(family)], key);
+        let mut prefix = self.tries.candidate(roots[family_slot(family)], key);
         // From the longest prefix to the shortest, the first rule that
-        // matches the protocol and port. Parents have smaller indices, so
-        // this ends.
+        // matches the protocol and port. The trie's candidate may be too
+        // long (see `trie`): prefixes that do not contain the key are
+        // skipped on the way up. Parents have smaller indices, so this ends.
         while let Some(rules) = self.prefixes.get(prefix as usize) {
+            if !rules.contains(key) {
+                prefix = rules.parent;
+                continue;
+            }
             let first = rules.first as usize;
             let entries = self
                 .entries

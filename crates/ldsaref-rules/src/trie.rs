@@ -1,18 +1,27 @@
 //! Longest-prefix match: which of a set of prefixes is the longest one that
 //! contains an address.
 //!
-//! A multibit trie with a stride of 6 bits: a lookup reads 6 bits of the key
-//! per node, so it visits at most 6 nodes for IPv4 and 22 for IPv6 (9 for a
-//! /48) however many prefixes there are. A prefix whose length is not a
-//! multiple of 6 is expanded to every slot it covers, so each slot directly
-//! holds its result: the value of the longest prefix covering it.
+//! A multibit trie with a stride of 6 bits: a node looks at 6 bits of the
+//! key, so a lookup visits at most 6 nodes for IPv4 and 22 for IPv6 however
+//! many prefixes there are. A prefix whose length is not a multiple of 6 is
+//! expanded to every slot it covers, so each slot directly holds its result:
+//! the longest prefix covering it.
 //!
 //! Nodes are compressed as in Poptrie (Asai and Ohara, SIGCOMM 2015): rather
 //! than 64 slots, a node has two 64-bit maps, one marking the slots that
 //! have a child node and one marking, among the others, where a run of
 //! equal results starts. Children and results are stored contiguously and
-//! found by counting bits (`popcnt`). A node is 24 bytes; nothing is
-//! allocated per node.
+//! found by counting bits. Nothing is allocated per node.
+//!
+//! Levels where nothing happens (no prefix ends there and all prefixes go
+//! through the same slot, as in sparse IPv6 tables) are skipped: the node
+//! below records its depth, and a lookup jumps over those bits without
+//! reading them. So a lookup returns a *candidate*: the longest prefix
+//! containing the key if the skipped bits match, otherwise a prefix that
+//! the real answer contains (or encloses). The caller checks the candidate
+//! against the key and walks up to the enclosing prefixes until one
+//! contains it, which it does anyway to fall back when a prefix's rules do
+//! not match the protocol or port (see [`crate::index`]).
 //!
 //! Keys are left-aligned 128-bit values (see [`crate::key`]): IPv4 and IPv6
 //! tries share this code and one arena.
@@ -23,6 +32,8 @@ pub(crate) const NONE: u32 = u32::MAX;
 /// Bits consumed per node.
 const STRIDE: u32 = 6;
 const SLOTS: usize = 1 << STRIDE;
+/// The most nodes a lookup visits: nodes sit at depths 0, 6, ..., 126.
+const MAX_LEVELS: usize = 22;
 
 /// A prefix to store: `key` has no bit set past `len`; `value` is what a
 /// lookup of an address it contains returns, if no longer prefix does.
@@ -44,6 +55,8 @@ struct Node {
     first_child: u32,
     /// Index in `results` of the first run's result.
     first_result: u32,
+    /// The first key bit the node looks at: a multiple of 6, below 128.
+    depth: u8,
 }
 
 /// An arena of tries.
@@ -75,10 +88,12 @@ impl Tries {
         index_u32(root)
     }
 
-    /// Builds the node at `depth` for `prefixes`: those longer than `depth`
-    /// under this node's path. `inherited` is the result of the longest
-    /// prefix ending above the node that contains its path.
+    /// Builds the node for `prefixes`, which are longer than `depth` and
+    /// share the first `depth` bits of their keys (the node's path).
+    /// `inherited` is the result of the longest prefix ending above the
+    /// node that contains its path.
     fn build(&mut self, depth: u32, prefixes: &[Prefix], inherited: u32) -> Node {
+        let depth = skip_idle_levels(depth, prefixes);
         let end = depth + STRIDE;
         let ends_here = |p: &Prefix| u32::from(p.len) <= end;
 
@@ -147,26 +162,27 @@ impl Tries {
             runs,
             first_child: index_u32(first_child),
             first_result: index_u32(first_result),
+            // At most 126, see `skip_idle_levels`.
+            depth: depth as u8,
         }
     }
 
-    /// The value of the longest prefix of the trie at `root` that contains
-    /// `key`, or [`NONE`]. Allocation-free, panic-free, at most 22 nodes.
+    /// A candidate for the longest prefix of the trie at `root` that
+    /// contains `key` (see the module documentation), or [`NONE`].
+    /// Allocation-free, panic-free, at most 22 nodes.
     #[inline]
-    pub(crate) fn longest_match(&self, root: u32, key: u128) -> u32 {
+    pub(crate) fn candidate(&self, root: u32, key: u128) -> u32 {
         let mut index = root;
-        let mut depth = 0;
-        while let Some(node) = self.nodes.get(index as usize) {
-            let s = slot(key, depth);
+        for _ in 0..MAX_LEVELS {
+            let Some(node) = self.nodes.get(index as usize) else {
+                break;
+            };
+            let s = slot(key, u32::from(node.depth) & 127);
             let bit = 1u64 << s;
             if node.children & bit != 0 {
                 // Children of the lower slots come first.
                 let rank = (node.children & (bit - 1)).count_ones();
                 index = node.first_child.wrapping_add(rank);
-                depth += STRIDE;
-                if depth >= 128 {
-                    break; // cannot happen in a trie built by `add`
-                }
             } else {
                 // The run holding slot `s` is the last one starting at or
                 // before it.
@@ -192,6 +208,23 @@ impl Tries {
     }
 }
 
+/// The depth of the node for `prefixes`, starting from `depth` and going
+/// down as long as a level would hold nothing but one child: no prefix ends
+/// in it, and all prefixes go through the same slot.
+fn skip_idle_levels(mut depth: u32, prefixes: &[Prefix]) -> u32 {
+    let (Some(first), Some(last)) = (prefixes.first(), prefixes.last()) else {
+        return depth;
+    };
+    // Sorted keys: the bits the first and last share, all share.
+    let shared = (first.key ^ last.key).leading_zeros();
+    let shortest = prefixes.iter().map(|p| u32::from(p.len)).min().unwrap_or(0);
+    // `shortest` is at most 128, so `depth` stays below 128 - 6.
+    while depth + STRIDE <= shared && depth + STRIDE < shortest {
+        depth += STRIDE;
+    }
+    depth
+}
+
 /// Arena indices are u32; the builder caps rules far below that.
 fn index_u32(index: usize) -> u32 {
     u32::try_from(index).unwrap_or(NONE)
@@ -202,13 +235,34 @@ mod tests {
     use super::*;
     use crate::key::mask;
 
+    fn contains(p: &Prefix, key: u128) -> bool {
+        mask(key, p.len) == p.key
+    }
+
     /// The reference: the longest of `prefixes` containing `key`.
     fn naive(prefixes: &[Prefix], key: u128) -> u32 {
         prefixes
             .iter()
-            .filter(|p| mask(key, p.len) == p.key)
+            .filter(|p| contains(p, key))
             .max_by_key(|p| p.len)
             .map_or(NONE, |p| p.value)
+    }
+
+    /// What the index does with a candidate: walk up to the first prefix
+    /// that contains the key.
+    fn resolve(prefixes: &[Prefix], mut value: u32, key: u128) -> u32 {
+        while let Some(p) = prefixes.get(value as usize) {
+            if contains(p, key) {
+                return value;
+            }
+            // The longest prefix enclosing `p`.
+            value = prefixes
+                .iter()
+                .filter(|q| q.len < p.len && contains(q, p.key))
+                .max_by_key(|q| q.len)
+                .map_or(NONE, |q| q.value);
+        }
+        NONE
     }
 
     fn trie(raw: &[(u128, u8)]) -> (Tries, u32, Vec<Prefix>) {
@@ -230,17 +284,45 @@ mod tests {
         (tries, root, prefixes)
     }
 
+    fn check(raw: &[(u128, u8)], probes: &[u128]) {
+        let (tries, root, prefixes) = trie(raw);
+        for &probe in probes {
+            let got = resolve(&prefixes, tries.candidate(root, probe), probe);
+            assert_eq!(got, naive(&prefixes, probe), "probe {probe:#x}");
+        }
+    }
+
     #[test]
     fn empty() {
         let (tries, root, _) = trie(&[]);
         assert_eq!(root, NONE);
-        assert_eq!(tries.longest_match(root, 5), NONE);
+        assert_eq!(tries.candidate(root, 5), NONE);
+    }
+
+    #[test]
+    fn default_route_only() {
+        let (tries, root, _) = trie(&[(0, 0)]);
+        assert_eq!(tries.candidate(root, 0), 0);
+        assert_eq!(tries.candidate(root, u128::MAX), 0);
+    }
+
+    /// Probes at and around every bit of the given keys.
+    fn probes(keys: &[u128]) -> Vec<u128> {
+        let mut probes = vec![0, u128::MAX];
+        for &k in keys {
+            probes.push(k);
+            for bit in 0..128 {
+                probes.push(k ^ (1 << bit));
+                probes.push(k ^ (u128::MAX >> bit));
+            }
+        }
+        probes
     }
 
     #[test]
     fn every_length_against_naive() {
-        // Nested prefixes of every length along two addresses, plus
-        // neighbours, probed at and around every boundary.
+        // Nested prefixes of many lengths along two addresses, plus
+        // neighbours.
         let a: u128 = 0x2001_0db8_85a3_0000_0000_8a2e_0370_7334;
         let b: u128 = !a;
         let mut raw = Vec::new();
@@ -249,22 +331,24 @@ mod tests {
             raw.push((b, len));
             raw.push((a ^ (1u128 << (127 - u32::from(len.min(127)))), len));
         }
-        let (tries, root, prefixes) = trie(&raw);
-        for bit in 0..128 {
-            for probe in [a, b, a ^ (1 << bit), b ^ (1 << bit), 0, u128::MAX] {
-                assert_eq!(
-                    tries.longest_match(root, probe),
-                    naive(&prefixes, probe),
-                    "probe {probe:#x}"
-                );
-            }
-        }
+        check(&raw, &probes(&[a, b]));
     }
 
     #[test]
-    fn default_route_only() {
-        let (tries, root, _) = trie(&[(0, 0)]);
-        assert_eq!(tries.longest_match(root, 0), 0);
-        assert_eq!(tries.longest_match(root, u128::MAX), 0);
+    fn skipped_levels_are_verified() {
+        // Long prefixes under one short one, far apart: the levels between
+        // are skipped, and keys that differ there must fall back.
+        let a: u128 = 0x2001_0db8_0000_0000_0000_0000_0000_0000;
+        let raw = [
+            (a, 16),
+            (a | 0x1234 << 64, 64),
+            (a | 0x1235 << 64, 64),
+            (a | 0x1234 << 64 | 1, 128),
+            (0xffff << 112, 120),
+        ];
+        check(&raw, &probes(&[a, a | 0x1234 << 64, a | 0x1234 << 64 | 1]));
+        // Nothing at all above the skipped levels.
+        check(&raw[1..], &probes(&[a, a | 0x1234 << 64]));
+        check(&[(a, 100)], &probes(&[a]));
     }
 }
