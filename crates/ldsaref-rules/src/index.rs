@@ -11,16 +11,21 @@ use crate::trie::{self, Tries, NONE};
 use crate::{Proto, ProtoMatch, Rule};
 
 /// The rules of one prefix of one trie.
+///
+/// Most prefixes have a single rule: it is stored inline, so that a lookup
+/// usually reads one record (one cache line) per prefix.
 #[derive(Clone, Copy, Debug)]
 struct PrefixRules {
     /// The prefix, to check a candidate of the trie against the key.
     key: u128,
-    /// Its entries: `entries[first..first + count]`.
-    first: u32,
-    count: u32,
+    /// Its best-ranked rule.
+    best: Entry,
     /// The longest shorter prefix of the same trie that contains this one,
     /// or [`NONE`]. Always a smaller index: prefixes are numbered in order.
     parent: u32,
+    /// Its other rules, in precedence order: `entries[more..more + count]`.
+    more: u32,
+    more_count: u32,
     len: u8,
 }
 
@@ -31,8 +36,8 @@ impl PrefixRules {
     }
 }
 
-/// What the lookup needs of a rule, kept apart from [`Rule`] so that the
-/// candidates of a prefix share a cache line or two.
+/// What the lookup needs of a rule, kept apart from [`Rule`], which is
+/// larger and not needed to decide.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     rule: u32,
@@ -44,6 +49,18 @@ struct Entry {
 }
 
 impl Entry {
+    fn new(rules: &[Rule], placed: &Placed) -> Entry {
+        let proto = rules
+            .get(placed.rule as usize)
+            .map_or(ProtoMatch::Any, Rule::effective_proto);
+        Entry {
+            rule: placed.rule,
+            lo: placed.lo,
+            hi: placed.hi,
+            proto,
+        }
+    }
+
     #[inline]
     fn matches(&self, proto: Proto, port: u16) -> bool {
         self.proto.matches(proto) && self.lo <= port && port <= self.hi
@@ -74,7 +91,7 @@ impl Index {
             roots: vec![[NONE; 2]; sets],
             tries: Tries::default(),
             prefixes: Vec::new(),
-            entries: Vec::with_capacity(placed.len()),
+            entries: Vec::new(),
         };
         let same_trie = |a: &Placed, b: &Placed| (a.set, a.family) == (b.set, b.family);
         let mut trie_prefixes = Vec::new();
@@ -99,24 +116,17 @@ impl Index {
                 let parent = enclosing.last().map_or(NONE, |&(_, _, id)| id);
                 enclosing.push((head.key, head.len, id));
 
-                let first = to_u32(index.entries.len());
                 // Already in precedence order: by rank (see placement).
-                for p in at_prefix {
-                    let proto = rules
-                        .get(p.rule as usize)
-                        .map_or(ProtoMatch::Any, Rule::effective_proto);
-                    index.entries.push(Entry {
-                        rule: p.rule,
-                        lo: p.lo,
-                        hi: p.hi,
-                        proto,
-                    });
+                let more = to_u32(index.entries.len());
+                for p in &at_prefix[1..] {
+                    index.entries.push(Entry::new(rules, p));
                 }
                 index.prefixes.push(PrefixRules {
                     key: head.key,
-                    first,
-                    count: to_u32(at_prefix.len()),
+                    best: Entry::new(rules, &head),
                     parent,
+                    more,
+                    more_count: to_u32(at_prefix.len() - 1),
                     len: head.len,
                 });
                 trie_prefixes.push(trie::Prefix {
@@ -152,10 +162,13 @@ impl Index {
                 prefix = rules.parent;
                 continue;
             }
-            let first = rules.first as usize;
+            if rules.best.matches(proto, port) {
+                return Some(rules.best.rule);
+            }
+            let more = rules.more as usize;
             let entries = self
                 .entries
-                .get(first..first + rules.count as usize)
+                .get(more..more + rules.more_count as usize)
                 .unwrap_or_default();
             if let Some(entry) = entries.iter().find(|e| e.matches(proto, port)) {
                 return Some(entry.rule);

@@ -119,17 +119,8 @@ impl Tries {
         self.nodes
             .resize(first_child + child_count, Node::default());
 
-        // Results of the slots without a child, one per run of equal values.
         let first_result = self.results.len();
-        let mut runs = 0u64;
-        let mut previous = None;
-        for (s, &result) in results.iter().enumerate() {
-            if children & (1 << s) == 0 && previous != Some(result) {
-                runs |= 1 << s;
-                self.results.push(result);
-                previous = Some(result);
-            }
-        }
+        let runs = encode_runs(&results, children, &mut self.results);
 
         // Build the children in slot order. The prefixes under one slot are
         // contiguous in `prefixes`: sorted by key, they share the slot's
@@ -206,6 +197,34 @@ impl Tries {
         self.nodes.capacity() * std::mem::size_of::<Node>()
             + self.results.capacity() * std::mem::size_of::<u32>()
     }
+}
+
+/// Run-length encodes the results of the slots that have no child: pushes
+/// one result per run to `out` and returns the map of the slots where a run
+/// starts.
+fn encode_runs(results: &[u32; SLOTS], children: u64, out: &mut Vec<u32>) -> u64 {
+    let free = !children;
+    // Runs go on across child slots: give each the value of the slot before
+    // it (in increasing order, so that this carries over several children).
+    let mut values = *results;
+    let mut rest = children & !1;
+    while rest != 0 {
+        let s = rest.trailing_zeros() as usize;
+        values[s] = values[s - 1];
+        rest &= rest - 1;
+    }
+    // A run starts at the first free slot and wherever the value changes.
+    let mut changes = 0u64;
+    for s in 1..SLOTS {
+        changes |= u64::from(values[s] != values[s - 1]) << s;
+    }
+    let runs = (changes | (free & free.wrapping_neg())) & free;
+    let mut rest = runs;
+    while rest != 0 {
+        out.push(values[rest.trailing_zeros() as usize]);
+        rest &= rest - 1;
+    }
+    runs
 }
 
 /// The depth of the node for `prefixes`, starting from `depth` and going
@@ -290,6 +309,25 @@ mod tests {
             let got = resolve(&prefixes, tries.candidate(root, probe), probe);
             assert_eq!(got, naive(&prefixes, probe), "probe {probe:#x}");
         }
+    }
+
+    #[test]
+    fn runs_skip_children() {
+        let mut results = [7; SLOTS];
+        results[10..20].fill(8);
+        results[40] = 9;
+        let mut out = Vec::new();
+        // Slot 0 and 40 have children; 10..20 are an 8-run, interrupted by
+        // child slot 15, and the run of 7 resumes at 20.
+        let children = 1 | 1 << 15 | 1 << 40;
+        let runs = encode_runs(&results, children, &mut out);
+        assert_eq!(runs, 1 << 1 | 1 << 10 | 1 << 20);
+        assert_eq!(out, [7, 8, 7]);
+        out.clear();
+        assert_eq!(encode_runs(&results, u64::MAX, &mut out), 0);
+        assert!(out.is_empty());
+        assert_eq!(encode_runs(&[3; SLOTS], 0, &mut out), 1);
+        assert_eq!(out, [3]);
     }
 
     #[test]

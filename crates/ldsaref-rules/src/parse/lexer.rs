@@ -66,17 +66,22 @@ impl<'a> Iterator for Tokens<'a> {
     type Item = Token<'a>;
 
     fn next(&mut self) -> Option<Token<'a>> {
-        let start = self.rest.trim_start_matches(is_blank);
-        self.at += self.rest.len() - start.len();
-        if start.is_empty() {
-            self.rest = start;
-            return None;
-        }
-        let len = start.find(is_blank).unwrap_or(start.len());
-        let (text, rest) = start.split_at(len);
-        let token = Token { text, at: self.at };
-        self.at += len;
-        self.rest = rest;
+        // Blanks are ASCII, so scanning bytes finds them without decoding
+        // characters, and the offsets found are character boundaries.
+        let is_blank = |b: &u8| *b == b' ' || *b == b'\t';
+        let bytes = self.rest.as_bytes();
+        let start = bytes.iter().position(|b| !is_blank(b))?;
+        let len = bytes[start..]
+            .iter()
+            .position(is_blank)
+            .unwrap_or(bytes.len() - start);
+        let text = self.rest.get(start..start + len)?;
+        let token = Token {
+            text,
+            at: self.at + start,
+        };
+        self.at += start + len;
+        self.rest = self.rest.get(start + len..).unwrap_or_default();
         Some(token)
     }
 }

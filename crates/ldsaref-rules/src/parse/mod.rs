@@ -93,7 +93,8 @@ impl<'a> Cursor<'a> {
 
     /// The next token, or a fault at the end of the line saying `missing`.
     fn expect(&mut self, missing: &str) -> Result<Token<'a>, Fault> {
-        let end = lexer::end_of(self.content);
-        self.next().ok_or_else(|| Fault::new(end, missing))
+        let content = self.content;
+        self.next()
+            .ok_or_else(|| Fault::new(lexer::end_of(content), missing))
     }
 }
