@@ -150,11 +150,15 @@ pub fn is_root() -> bool {
 
 /// Prints `SKIPPED (needs root): <test>` to stderr and returns whether the
 /// test may go on.  Prefer the `require_root!()` macro.
+///
+/// The line is written to the process's stderr directly, not through
+/// `eprintln!`, so that the test harness's output capture does not hide it.
 pub fn check_root(test: &str) -> bool {
+    use std::io::Write;
     if is_root() {
         return true;
     }
-    eprintln!("SKIPPED (needs root): {test}");
+    let _ = writeln!(std::io::stderr(), "SKIPPED (needs root): {test}");
     false
 }
 

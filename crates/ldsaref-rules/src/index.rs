@@ -49,10 +49,12 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(rules: &[Rule], placed: &Placed) -> Entry {
-        let proto = rules
+    /// The entry of `placed`, given the effective protocol of each rule.
+    fn new(protos: &[ProtoMatch], placed: &Placed) -> Entry {
+        let proto = protos
             .get(placed.rule as usize)
-            .map_or(ProtoMatch::Any, Rule::effective_proto);
+            .copied()
+            .unwrap_or(ProtoMatch::Any);
         Entry {
             rule: placed.rule,
             lo: placed.lo,
@@ -93,6 +95,9 @@ impl Index {
             prefixes: Vec::new(),
             entries: Vec::new(),
         };
+        // Placements come in prefix order, rules in load order: reading
+        // rules at random is slow for large sets, this small table is not.
+        let protos: Vec<ProtoMatch> = rules.iter().map(Rule::effective_proto).collect();
         let same_trie = |a: &Placed, b: &Placed| (a.set, a.family) == (b.set, b.family);
         let mut trie_prefixes = Vec::new();
         // Prefixes of the trie being built that contain the current one,
@@ -119,11 +124,11 @@ impl Index {
                 // Already in precedence order: by rank (see placement).
                 let more = to_u32(index.entries.len());
                 for p in &at_prefix[1..] {
-                    index.entries.push(Entry::new(rules, p));
+                    index.entries.push(Entry::new(&protos, p));
                 }
                 index.prefixes.push(PrefixRules {
                     key: head.key,
-                    best: Entry::new(rules, &head),
+                    best: Entry::new(&protos, &head),
                     parent,
                     more,
                     more_count: to_u32(at_prefix.len() - 1),
@@ -142,6 +147,12 @@ impl Index {
             }
         }
         index.tries.shrink_to_fit();
+        eprintln!(
+            "DEBUG nodes/results {:?} prefixes {} entries {}",
+            index.tries.counts(),
+            index.prefixes.len(),
+            index.entries.len()
+        );
         index.prefixes.shrink_to_fit();
         index
     }

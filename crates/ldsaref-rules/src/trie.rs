@@ -186,6 +186,9 @@ impl Tries {
         NONE
     }
 
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        (self.nodes.len(), self.results.len())
+    }
     /// Releases the spare capacity once every trie is built.
     pub(crate) fn shrink_to_fit(&mut self) {
         self.nodes.shrink_to_fit();
@@ -216,7 +219,10 @@ fn encode_runs(results: &[u32; SLOTS], children: u64, out: &mut Vec<u32>) -> u64
     // A run starts at the first free slot and wherever the value changes.
     let mut changes = 0u64;
     for s in 1..SLOTS {
-        changes |= u64::from(values[s] != values[s - 1]) << s;
+        // Rarely true: a branch is cheaper here than branch-free code.
+        if values[s] != values[s - 1] {
+            changes |= 1 << s;
+        }
     }
     let runs = (changes | (free & free.wrapping_neg())) & free;
     let mut rest = runs;
