@@ -898,3 +898,36 @@ out("fd", s.fileno())
         ("refinfo", "22")
     ]));
 }
+
+#[test]
+fn bad_input_gives_errors_not_crashes() {
+    let dir = common::TempDir::new("klips-emu-badinput");
+    let bin = dir.join("badinput");
+    let src = common::source_dir().join("tests/emu/badinput.c");
+    let cc = run_with_timeout(
+        Command::new("gcc")
+            .args(["-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+            .arg(&bin)
+            .arg(&src),
+        Duration::from_secs(120),
+    );
+    cc.assert_success();
+    let log = EmuLog::new();
+    let (k, v) = log.env();
+    let out = run_with_timeout(
+        Command::new(&bin)
+            .env("LD_PRELOAD", emulator())
+            .env(k, v)
+            .env_remove("KLIPS_EMU_ABI")
+            .env_remove("KLIPS_EMU_MARK"),
+        Duration::from_secs(30),
+    );
+    assert!(
+        out.success() && !out.stdout.contains("FAIL"),
+        "{out}\nlog:\n{}",
+        log.text()
+    );
+    assert!(out.stdout.lines().filter(|l| l.starts_with("ok ")).count() >= 30);
+    // Every line the emulator wrote is well formed.
+    assert!(!log.events().is_empty());
+}

@@ -8,7 +8,6 @@ Every address it uses is given on the command line: the tests only pass
 loopback addresses or addresses inside their own network namespaces.
 """
 import ctypes
-import ctypes.util
 import os
 import socket
 import struct
@@ -111,7 +110,7 @@ def udp_connected(args):
 
 def udp_sendto(args):
     dests = [hostport(a) for a in args]
-    sinks = [udp_sink(h, p) for h, p in dests]
+    sinks = [udp_sink(h, p) for h, p in set(dests)]
     s = socket.socket(family(dests[0][0]), socket.SOCK_DGRAM)
     report(fd=s.fileno())
     for h, p in dests:
@@ -185,7 +184,7 @@ def sendmmsg(args):
     """One sendmmsg call, one message per destination, in order."""
     dests = [hostport(a) for a in args]
     sinks = [udp_sink(h, p) for h, p in set(dests)]
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # global scope: preloads first
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     report(fd=s.fileno())
     n = len(dests)
@@ -208,7 +207,7 @@ def sendmmsg(args):
 def reconnect(args):
     """One UDP socket connected to each destination in turn."""
     dests = [hostport(a) for a in args]
-    sinks = [udp_sink(h, p) for h, p in dests]
+    sinks = [udp_sink(h, p) for h, p in set(dests)]
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     report(fd=s.fileno())
     for h, p in dests:
@@ -219,7 +218,7 @@ def reconnect(args):
 
 def errno_after_socket(args):
     """errno after a successful socket() must be what libc left."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # global scope: preloads first
     ctypes.set_errno(77)
     fd = libc.socket(socket.AF_INET, socket.SOCK_DGRAM, 0)
     report(fd=fd, errno=ctypes.get_errno())

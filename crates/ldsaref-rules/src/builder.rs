@@ -97,7 +97,11 @@ impl RuleSetBuilder {
         } = self;
         let index = Index::build(&rules, &placed, profiles.len() + 1);
         drop(placed);
-        rules.shrink_to_fit();
+        // Lines without rules left some spare room; give it back unless it
+        // is small, since shrinking copies every rule.
+        if rules.capacity() - rules.len() > rules.len() / 8 {
+            rules.shrink_to_fit();
+        }
         Ok(RuleSet::new(rules, files, profiles, index))
     }
 

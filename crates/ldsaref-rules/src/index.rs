@@ -89,11 +89,12 @@ impl Index {
     /// Builds the index of `rules`, whose placements are `placed` (sorted,
     /// and free of ties), for `sets` sets.
     pub(crate) fn build(rules: &[Rule], placed: &[Placed], sets: usize) -> Index {
+        let prefix_count = runs(placed, Placed::same_prefix).count();
         let mut index = Index {
             roots: vec![[NONE; 2]; sets],
             tries: Tries::default(),
-            prefixes: Vec::new(),
-            entries: Vec::new(),
+            prefixes: Vec::with_capacity(prefix_count),
+            entries: Vec::with_capacity(placed.len() - prefix_count),
         };
         // Placements come in prefix order, rules in load order: reading
         // rules at random is slow for large sets, this small table is not.
@@ -147,13 +148,6 @@ impl Index {
             }
         }
         index.tries.shrink_to_fit();
-        eprintln!(
-            "DEBUG nodes/results {:?} prefixes {} entries {}",
-            index.tries.counts(),
-            index.prefixes.len(),
-            index.entries.len()
-        );
-        index.prefixes.shrink_to_fit();
         index
     }
 

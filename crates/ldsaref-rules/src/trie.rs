@@ -186,9 +186,6 @@ impl Tries {
         NONE
     }
 
-    pub(crate) fn counts(&self) -> (usize, usize) {
-        (self.nodes.len(), self.results.len())
-    }
     /// Releases the spare capacity once every trie is built.
     pub(crate) fn shrink_to_fit(&mut self) {
         self.nodes.shrink_to_fit();

@@ -1,6 +1,6 @@
 //! The fields of a rule before its action: destination, protocol, ports.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use super::lexer::Token;
 use super::Fault;
@@ -64,9 +64,12 @@ pub(crate) fn dest(tok: Token<'_>) -> Result<Dest, Fault> {
         Some((addr, len)) => (addr, Some(len)),
         None => (text, None),
     };
-    let addr: IpAddr = addr_text
-        .parse()
-        .map_err(|_| Fault::new(tok.at, bad_dest_message(text)))?;
+    let addr = match dotted_quad(addr_text) {
+        Some(v4) => IpAddr::V4(v4),
+        None => addr_text
+            .parse()
+            .map_err(|_| Fault::new(tok.at, bad_dest_message(text)))?,
+    };
     let (family, key) = key_of(addr);
     let width = family.width();
     let len = match len_text {
@@ -112,6 +115,33 @@ pub(crate) fn dest(tok: Token<'_>) -> Result<Dest, Fault> {
         ));
     }
     Ok(Dest::Net { addr, len })
+}
+
+/// An IPv4 address in dotted-quad form, accepting exactly what the standard
+/// parser accepts (four decimal octets, no leading zeros), or `None` to
+/// let the standard parser decide. It exists for speed: the standard
+/// parser, generic over address kinds, takes a large share of the time
+/// spent loading big rules files.
+fn dotted_quad(s: &str) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = s.split('.');
+    for octet in &mut octets {
+        let part = parts.next()?.as_bytes();
+        let plain = match part {
+            [b'0'] => true,
+            [b'1'..=b'9', rest @ ..] => rest.len() <= 2 && rest.iter().all(u8::is_ascii_digit),
+            _ => false,
+        };
+        if !plain {
+            return None;
+        }
+        let value = part.iter().fold(0u32, |n, d| n * 10 + u32::from(d - b'0'));
+        *octet = u8::try_from(value).ok()?;
+    }
+    match parts.next() {
+        None => Some(Ipv4Addr::from(octets)),
+        Some(_) => None,
+    }
 }
 
 /// The IPv4 form of a network inside `::ffff:0:0/96`. Such a rule could
@@ -221,6 +251,38 @@ mod tests {
             "{}",
             e.message
         );
+    }
+
+    #[test]
+    fn dotted_quad_agrees_with_std() {
+        let cases = [
+            "0.0.0.0",
+            "10.1.2.3",
+            "255.255.255.255",
+            "256.1.1.1",
+            "1.2.3",
+            "1.2.3.4.5",
+            "01.2.3.4",
+            "1.2.3.04",
+            "00.0.0.0",
+            "1..2.3",
+            ".1.2.3",
+            "1.2.3.",
+            "1.2.3.4 ",
+            "+1.2.3.4",
+            "1.2.3.-4",
+            "1000.1.1.1",
+            "a.b.c.d",
+            "",
+            "::1",
+            "1.2.3.4/8",
+            "١.2.3.4",
+            "199.255.9.100",
+            "0.00.0.0",
+        ];
+        for case in cases {
+            assert_eq!(dotted_quad(case), case.parse::<Ipv4Addr>().ok(), "{case:?}");
+        }
     }
 
     #[test]
