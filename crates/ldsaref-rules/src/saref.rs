@@ -38,17 +38,24 @@ impl FromStr for Saref {
     /// Parses a decimal SAref. Signs, spaces and hex are refused: an SAref is
     /// written the way `ipsec look` prints it.
     fn from_str(s: &str) -> Result<Saref, String> {
-        if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!(
+        let invalid = || {
+            format!(
                 "invalid SAref {s:?} (expected a number in 1..{})",
                 Self::MAX
-            ));
+            )
+        };
+        if s.is_empty() {
+            return Err(invalid());
         }
-        // Too many digits for a u32 is simply out of range too.
-        s.parse::<u32>()
-            .ok()
-            .and_then(Saref::new)
-            .ok_or_else(|| format!("SAref {s} out of range (1..{})", Self::MAX))
+        // One pass; past u32 the value is simply out of range.
+        let mut value = 0u32;
+        for b in s.bytes() {
+            if !b.is_ascii_digit() {
+                return Err(invalid());
+            }
+            value = value.saturating_mul(10).saturating_add(u32::from(b - b'0'));
+        }
+        Saref::new(value).ok_or_else(|| format!("SAref {s} out of range (1..{})", Self::MAX))
     }
 }
 

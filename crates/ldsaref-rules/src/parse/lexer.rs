@@ -7,14 +7,48 @@
 
 /// Lines of `text` numbered from 1, each without its line end (`\n` or
 /// `\r\n`) and without its comment (`#` to the end of the line).
-pub(crate) fn lines(text: &str) -> impl Iterator<Item = (u32, &str)> {
-    text.split('\n').enumerate().map(|(i, raw)| {
+pub(crate) fn lines(text: &str) -> Lines<'_> {
+    Lines {
+        rest: Some(text),
+        number: 0,
+    }
+}
+
+/// See [`lines`].
+pub(crate) struct Lines<'a> {
+    /// `None` once the last line is given.
+    rest: Option<&'a str>,
+    number: u32,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = (u32, &'a str);
+
+    fn next(&mut self) -> Option<(u32, &'a str)> {
+        let rest = self.rest?;
+        // One pass for both the line end and the comment: lines are short,
+        // and a search per character costs more than the scan itself.
+        let mut end = rest.len();
+        let mut hash = None;
+        for (i, &b) in rest.as_bytes().iter().enumerate() {
+            match b {
+                b'\n' => {
+                    end = i;
+                    break;
+                }
+                b'#' if hash.is_none() => hash = Some(i),
+                _ => {}
+            }
+        }
+        // '\n' and '#' are ASCII: the offsets are character boundaries.
+        self.rest = rest.get(end + 1..);
+        let raw = &rest[..end];
         let raw = raw.strip_suffix('\r').unwrap_or(raw);
-        let content = raw.find('#').map_or(raw, |hash| &raw[..hash]);
+        let content = hash.map_or(raw, |hash| &rest[..hash]);
         // Past 4 billion lines, numbers stick at the last one rather than wrap.
-        let number = u32::try_from(i + 1).unwrap_or(u32::MAX);
-        (number, content)
-    })
+        self.number = self.number.saturating_add(1);
+        Some((self.number, content))
+    }
 }
 
 /// Field separators: spaces and tabs only.
