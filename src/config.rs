@@ -34,7 +34,7 @@ pub struct Config {
 impl Config {
     /// Nothing to do for any socket: no rules, no `IPSEC_SAREF`, no error.
     pub fn inert(&self) -> bool {
-        self.broken.is_none() && self.policy.as_ref().map_or(true, Policy::is_empty)
+        self.broken.is_none() && self.policy.as_ref().is_none_or(Policy::is_empty)
     }
 }
 

@@ -183,11 +183,7 @@ pub fn remove(buf: &mut [u8], len: usize, level: i32, ty: i32) -> usize {
     let len = len.min(buf.len());
     let mut write = 0;
     let mut read = 0;
-    loop {
-        let next = match iter(&buf[read..len]).next() {
-            Some(Ok(c)) => c,
-            _ => break,
-        };
+    while let Some(Ok(next)) = iter(&buf[read..len]).next() {
         let span = align(next.data.len() + HDR_LEN).min(len - read);
         let keep = !(next.level == level && next.ty == ty);
         if keep {
