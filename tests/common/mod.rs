@@ -368,8 +368,32 @@ pub struct Netns {
     name: String,
 }
 
+/// Delete namespaces `ldsaref-t-<pid>-<n>` left behind by test processes
+/// that no longer run (killed before their `Drop` could run).
+fn sweep_stale_namespaces() {
+    let list = match Command::new("ip").args(["netns", "list"]).output() {
+        Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Err(_) => return,
+    };
+    for name in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        let pid = name
+            .strip_prefix("ldsaref-t-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                drop(Netns {
+                    name: name.to_string(),
+                });
+            }
+        }
+    }
+}
+
 impl Netns {
     pub fn new() -> Netns {
+        static SWEPT: OnceLock<()> = OnceLock::new();
+        SWEPT.get_or_init(sweep_stale_namespaces);
         let name = format!("ldsaref-t-{}", unique_suffix());
         run_ok("ip", &["netns", "add", &name]);
         let ns = Netns { name };
