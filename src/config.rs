@@ -1,14 +1,21 @@
-//! The process's configuration: read once from the environment and the
-//! rules file, on first need, then immutable. It sits behind an
-//! `ArcSwap` so a reload can replace it atomically while the hot path
-//! only does a lock-free load.
+//! The process's configuration: read from the environment and the rules
+//! on first need, then immutable. It sits behind an `ArcSwap`: the hot
+//! path does one lock-free load, and a changed rules file or directory
+//! replaces the whole configuration atomically.
+//!
+//! Reload needs no thread (which `fork` would lose): at most once a
+//! second, the first hooked call that notices the time has come stats the
+//! rules (one `stat` per file) and, if they changed, rebuilds. A new rules
+//! set that does not load keeps the last good one, with one log line per
+//! broken version.
 
-use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::{ArcSwap, Guard};
 use ldsaref_kernel::opts::SarefOpts;
-use ldsaref_rules::settings::{vars, KlipsAbi, Mode, OnError, Settings, DEFAULT_RULES_PATH};
+use ldsaref_rules::files::{self, Location, Stamp};
+use ldsaref_rules::settings::{vars, KlipsAbi, Mode, OnError, Settings};
 use ldsaref_rules::{Action, Policy, RuleSet};
 
 use crate::logging;
@@ -29,6 +36,9 @@ pub struct Config {
     /// off, every operation is attempted and the kernel's own answer is
     /// returned.
     pub probe: bool,
+    /// Some rule says `reflect`: UDP sockets listen for the SA of each
+    /// incoming datagram.
+    pub reflect: bool,
 }
 
 impl Config {
@@ -38,15 +48,39 @@ impl Config {
     }
 }
 
-static CURRENT: OnceLock<ArcSwap<Config>> = OnceLock::new();
+/// What stays fixed for the life of the process, and the reload state.
+struct State {
+    current: ArcSwap<Config>,
+    settings: Settings,
+    /// Problems with the environment itself: no reload can fix them.
+    env_problems: Vec<String>,
+    probe: bool,
+    location: Location,
+    /// The rules as they were when `current` was built.
+    stamp: ArcSwap<Stamp>,
+    /// The last stamp whose rules failed to load, already logged.
+    failed: ArcSwap<Stamp>,
+    /// Monotonic milliseconds of the next check.
+    next_check_ms: AtomicI64,
+    /// The pid of the process checking now (0: nobody). A pid, not a flag,
+    /// so that a child forked in the middle of a check is not stuck.
+    checking: AtomicU32,
+}
+
+static STATE: OnceLock<State> = OnceLock::new();
+
+/// How often the rules are looked at.
+const RELOAD_INTERVAL_MS: i64 = 500;
 
 /// The configuration in force, loaded on first call.
 pub fn current() -> Guard<Arc<Config>> {
-    CURRENT.get_or_init(|| ArcSwap::from_pointee(load())).load()
+    let st = STATE.get_or_init(init);
+    maybe_reload(st);
+    st.current.load()
 }
 
-/// `LDSAREF_PROBE`: not part of the user contract's core, a switch for
-/// tests and for kernels whose answers to the probe cannot be trusted.
+/// `LDSAREF_PROBE`: a switch for tests and for kernels whose answers to
+/// the probe cannot be trusted.
 const LDSAREF_PROBE: &str = "LDSAREF_PROBE";
 
 fn secure_execution() -> bool {
@@ -54,12 +88,24 @@ fn secure_execution() -> bool {
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
-fn load() -> Config {
+fn now_ms() -> i64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write; the coarse clock is a
+    // vDSO read, a few nanoseconds.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
+}
+
+fn init() -> State {
     let secure = secure_execution();
     let env = |name: &str| -> Option<String> {
         // In secure-execution mode (setuid, setgid, file capabilities) the
-        // environment belongs to a less privileged caller: no path from it.
-        if secure && name == vars::LDSAREF_RULES {
+        // environment belongs to a less privileged caller: no path from
+        // it, and no way to turn fail-closed off.
+        if secure && (name == vars::LDSAREF_RULES || name == vars::LDSAREF_ON_ERROR) {
             return None;
         }
         std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
@@ -67,64 +113,85 @@ fn load() -> Config {
     let (settings, errors) = Settings::from_lookup(env);
     logging::init(settings.log);
 
-    let mut reasons: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    let mut env_problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
     let probe = match env(LDSAREF_PROBE).as_deref() {
         None | Some("1") | Some("on") => true,
         Some("0") | Some("off") => false,
         Some(v) => {
-            reasons.push(format!(
+            env_problems.push(format!(
                 "{LDSAREF_PROBE}=\"{v}\": expected \"on\" or \"off\""
             ));
             true
         }
     };
-
-    let rules = match rules_path(&settings) {
-        Some(path) => match load_rules(&path) {
-            Ok(set) => Some(set),
-            Err(e) => {
-                reasons.push(e);
-                None
-            }
-        },
-        None => None,
-    };
-    if let Some(set) = &rules {
-        reasons.extend(unsupported(set));
+    let location = Location::from_setting(settings.rules.as_deref());
+    let stamp = files::stamp(&location);
+    let rules = files::load(&location);
+    let cfg = build(&settings, &env_problems, probe, rules);
+    log_outcome(&cfg, &settings, &location);
+    State {
+        current: ArcSwap::from_pointee(cfg),
+        settings,
+        env_problems,
+        probe,
+        location,
+        stamp: ArcSwap::from_pointee(stamp),
+        failed: ArcSwap::from_pointee(Stamp::default()),
+        next_check_ms: AtomicI64::new(now_ms() + RELOAD_INTERVAL_MS),
+        checking: AtomicU32::new(0),
     }
+}
 
+/// Builds a configuration from fixed settings and freshly loaded rules.
+fn build(
+    settings: &Settings,
+    env_problems: &[String],
+    probe: bool,
+    rules: Result<Option<RuleSet>, String>,
+) -> Config {
+    let mut reasons = env_problems.to_vec();
+    let rules = rules.unwrap_or_else(|e| {
+        reasons.push(e);
+        None
+    });
+    let reflect = rules
+        .as_ref()
+        .is_some_and(|set| set.rules().any(|r| matches!(r.action, Action::Reflect)));
     let policy = if reasons.is_empty() {
-        match Policy::new(rules, settings.profile.as_deref(), settings.saref) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                reasons.push(e.to_string());
-                None
-            }
-        }
+        Policy::new(rules, settings.profile.as_deref(), settings.saref)
+            .map_err(|e| reasons.push(e.to_string()))
+            .ok()
     } else {
         None
     };
+    Config {
+        policy,
+        mode: settings.mode,
+        abi: settings.abi,
+        opts: SarefOpts::for_abi(settings.abi),
+        on_error: settings.on_error,
+        broken: (!reasons.is_empty()).then(|| reasons.join("; ")),
+        probe,
+        reflect,
+    }
+}
 
-    let broken = if reasons.is_empty() {
-        None
-    } else {
-        Some(reasons.join("; "))
-    };
-    if let Some(why) = &broken {
-        if logging::once(logging::Cause::Broken) {
-            match settings.on_error {
-                OnError::Fail => log::error!(
-                    "{why}: every inet connect and send is refused with EACCES (LDSAREF_ON_ERROR=fail)"
-                ),
-                OnError::Warn => log::warn!(
-                    "{why}: traffic goes unsteered (LDSAREF_ON_ERROR=warn)"
-                ),
-            }
+fn log_outcome(cfg: &Config, settings: &Settings, location: &Location) {
+    if let Some(why) = &cfg.broken {
+        match settings.on_error {
+            OnError::Fail => log::error!(
+                "{why}: every inet connect and send is refused with EACCES (LDSAREF_ON_ERROR=fail)"
+            ),
+            OnError::Warn => log::warn!("{why}: traffic goes unsteered (LDSAREF_ON_ERROR=warn)"),
         }
-    } else if let Some(p) = &policy {
+    } else if let Some(p) = &cfg.policy {
         log::info!(
-            "{} rules{}{}, mode {:?}",
+            "{} rules from {}{}{}, mode {}",
             p.rules().map_or(0, RuleSet::len),
+            match location {
+                Location::Explicit(p) => p.display().to_string(),
+                Location::System => format!("{} and {}", files::SYSTEM_FILE, files::SYSTEM_DIR),
+            },
             settings
                 .profile
                 .as_deref()
@@ -136,48 +203,78 @@ fn load() -> Config {
             settings.mode
         );
     }
+}
 
-    Config {
-        policy,
-        mode: settings.mode,
-        abi: settings.abi,
-        opts: SarefOpts::for_abi(settings.abi),
-        on_error: settings.on_error,
-        broken,
-        probe,
+/// At most every [`RELOAD_INTERVAL_MS`], one caller looks at the rules.
+fn maybe_reload(st: &State) {
+    let now = now_ms();
+    let next = st.next_check_ms.load(Ordering::Relaxed);
+    if now < next {
+        return;
     }
+    if st
+        .next_check_ms
+        .compare_exchange(
+            next,
+            now + RELOAD_INTERVAL_MS,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        )
+        .is_err()
+    {
+        return;
+    }
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() } as u32;
+    let other = st.checking.load(Ordering::Acquire);
+    // SAFETY: as above.
+    if other != 0 && other == unsafe { libc::getpid() } as u32 {
+        return;
+    }
+    if st
+        .checking
+        .compare_exchange(other, me, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    reload_if_changed(st);
+    st.checking.store(0, Ordering::Release);
 }
 
-/// `LDSAREF_RULES`, else the system file when it exists. Never relative to
-/// the current directory (the settings refuse relative paths).
-fn rules_path(settings: &Settings) -> Option<PathBuf> {
-    settings.rules.clone().or_else(|| {
-        let p = Path::new(DEFAULT_RULES_PATH);
-        p.exists().then(|| p.to_path_buf())
-    })
-}
-
-fn load_rules(path: &Path) -> Result<RuleSet, String> {
-    let name = path.display().to_string();
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("{name}: cannot read the rules file: {e}"))?;
-    let mut b = RuleSet::builder();
-    b.add_bytes(&bytes, &name).map_err(|e| e.to_string())?;
-    b.build().map_err(|e| e.to_string())
-}
-
-/// Actions the rules language has but this library does not apply yet:
-/// a rule the library cannot honour must not be silently ignored.
-fn unsupported(set: &RuleSet) -> Vec<String> {
-    set.rules()
-        .filter(|r| matches!(r.action, Action::Reflect))
-        .map(|r| {
-            format!(
-                "{}:{}: {} is not supported yet",
-                set.file_name(r.origin),
-                r.origin.line,
-                r.action
-            )
-        })
-        .collect()
+fn reload_if_changed(st: &State) {
+    let stamp = files::stamp(&st.location);
+    if stamp == **st.stamp.load() || stamp == **st.failed.load() {
+        return;
+    }
+    match files::load(&st.location) {
+        Ok(rules) => {
+            let cfg = build(&st.settings, &st.env_problems, st.probe, Ok(rules));
+            if cfg.broken.is_some() {
+                // E.g. the profile in use disappeared from the new rules.
+                log::error!(
+                    "the rules changed but cannot be used ({}): keeping the previous rules",
+                    cfg.broken.as_deref().unwrap_or_default()
+                );
+                st.failed.store(Arc::new(stamp));
+                return;
+            }
+            log::info!("rules reloaded");
+            log_outcome(&cfg, &st.settings, &st.location);
+            st.current.store(Arc::new(cfg));
+            st.stamp.store(Arc::new(stamp));
+        }
+        Err(e) => {
+            if st.current.load().broken.is_some() {
+                // Never loaded: still broken, with the new reason.
+                let cfg = build(&st.settings, &st.env_problems, st.probe, Err(e));
+                log_outcome(&cfg, &st.settings, &st.location);
+                st.current.store(Arc::new(cfg));
+                st.stamp.store(Arc::new(stamp));
+            } else {
+                log::error!("{e}: keeping the previous rules");
+                st.failed.store(Arc::new(stamp));
+            }
+        }
+    }
 }

@@ -80,7 +80,6 @@ pub enum Cause {
     ControlTooLarge,
     Denied,
     Panic,
-    Broken,
     Count,
 }
 

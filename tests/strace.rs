@@ -32,7 +32,7 @@ impl Traced {
                 None => l
                     .split_once(' ')
                     .filter(|(p, _)| p.parse::<u32>().is_ok())
-                    .map_or(l, |(_, r)| r),
+                    .map_or(l, |(_, r)| r.trim_start()),
             })
             .collect()
     }

@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use ldsaref_rules::settings::{vars, Settings, DEFAULT_RULES_PATH};
+use ldsaref_rules::files::{self, Location};
+use ldsaref_rules::settings::{vars, Settings};
 use ldsaref_rules::{Policy, RuleSet};
 
 use crate::SteerOpts;
@@ -58,38 +59,22 @@ pub fn get(ov: &Overrides, name: &str) -> Option<String> {
         .or_else(|| std::env::var_os(name).map(|v| v.to_string_lossy().into_owned()))
 }
 
-/// Reads a rules file as the library does.
-pub fn load_rules(path: &Path) -> Result<RuleSet, String> {
-    let name = path.display().to_string();
-    let bytes =
-        std::fs::read(path).map_err(|e| format!("{name}: cannot read the rules file: {e}"))?;
-    let mut b = RuleSet::builder();
-    b.add_bytes(&bytes, &name).map_err(|e| e.to_string())?;
-    b.build().map_err(|e| e.to_string())
-}
-
-/// The rules file the library will load: `LDSAREF_RULES`, else the system
-/// file if it exists.
-pub fn rules_path(settings: &Settings) -> Option<PathBuf> {
-    settings.rules.clone().or_else(|| {
-        let p = Path::new(DEFAULT_RULES_PATH);
-        p.exists().then(|| p.to_path_buf())
-    })
+/// Reads the rules exactly as the library does: a file, a directory of
+/// `*.rules`, or the system file and directory.
+pub fn load_rules(location: &Location) -> Result<Option<RuleSet>, String> {
+    files::load(location)
 }
 
 /// Everything the library would complain about, all at once.
 pub fn validate(ov: &Overrides) -> Result<(Settings, Policy), Vec<String>> {
     let (settings, errors) = Settings::from_lookup(|k| get(ov, k));
     let mut problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    let rules = match rules_path(&settings) {
-        Some(p) => match load_rules(&p) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                problems.push(e);
-                None
-            }
-        },
-        None => None,
+    let rules = match load_rules(&Location::from_setting(settings.rules.as_deref())) {
+        Ok(r) => r,
+        Err(e) => {
+            problems.push(e);
+            None
+        }
     };
     if !problems.is_empty() {
         return Err(problems);
@@ -100,21 +85,30 @@ pub fn validate(ov: &Overrides) -> Result<(Settings, Policy), Vec<String>> {
     }
 }
 
-/// `ldsaref check [FILE]`.
+/// `ldsaref check [PATH]`: a file or a directory; by default what the
+/// library would load.
 pub fn check(file: Option<&Path>) -> u8 {
-    let path = match file {
-        Some(p) => p.to_path_buf(),
-        None => match get(&Overrides::new(), vars::LDSAREF_RULES) {
-            Some(p) => PathBuf::from(p),
-            None => PathBuf::from(DEFAULT_RULES_PATH),
-        },
+    let location = match file {
+        Some(p) => Location::Explicit(p.to_path_buf()),
+        None => Location::from_setting(
+            get(&Overrides::new(), vars::LDSAREF_RULES)
+                .map(PathBuf::from)
+                .as_deref(),
+        ),
     };
-    match load_rules(&path) {
-        Ok(set) => {
+    let path = match &location {
+        Location::Explicit(p) => p.display().to_string(),
+        Location::System => format!("{} and {}", files::SYSTEM_FILE, files::SYSTEM_DIR),
+    };
+    match load_rules(&location) {
+        Ok(None) => {
+            eprintln!("{path}: no rules file");
+            1
+        }
+        Ok(Some(set)) => {
             let profiles: Vec<&str> = set.profile_names().collect();
             println!(
-                "{}: ok, {} rule{}{}",
-                path.display(),
+                "{path}: ok, {} rule{}{}",
                 set.len(),
                 if set.len() == 1 { "" } else { "s" },
                 if profiles.is_empty() {

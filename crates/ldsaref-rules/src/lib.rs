@@ -50,6 +50,7 @@
 mod action;
 mod builder;
 mod error;
+pub mod files;
 mod ifname;
 mod index;
 mod key;

@@ -102,12 +102,17 @@ impl Tries {
         // a longer prefix overwrites a shorter one: the longest wins.
         let mut results = [inherited; SLOTS];
         let mut children = 0u64;
+        // The slots where an expanded prefix starts or ends: only there can
+        // two neighbouring slots differ.
+        let mut bounds = 0u64;
         for p in prefixes {
             let s = slot(p.key, depth);
             if ends_here(p) {
                 let span = 1usize << (end - u32::from(p.len));
                 let first = s & !(span - 1);
                 results[first..first + span].fill(p.value);
+                bounds |= 1 << first;
+                bounds |= 1u64.checked_shl((first + span) as u32).unwrap_or(0);
             } else {
                 children |= 1 << s;
             }
@@ -120,7 +125,7 @@ impl Tries {
             .resize(first_child + child_count, Node::default());
 
         let first_result = self.results.len();
-        let runs = encode_runs(&results, children, &mut self.results);
+        let runs = encode_runs(&results, children, bounds, &mut self.results);
 
         // Build the children in slot order. The prefixes under one slot are
         // contiguous in `prefixes`: sorted by key, they share the slot's
@@ -201,8 +206,9 @@ impl Tries {
 
 /// Run-length encodes the results of the slots that have no child: pushes
 /// one result per run to `out` and returns the map of the slots where a run
-/// starts.
-fn encode_runs(results: &[u32; SLOTS], children: u64, out: &mut Vec<u32>) -> u64 {
+/// starts. `bounds` has a bit wherever `results` may differ from the slot
+/// before.
+fn encode_runs(results: &[u32; SLOTS], children: u64, bounds: u64, out: &mut Vec<u32>) -> u64 {
     let free = !children;
     // Runs go on across child slots: give each the value of the slot before
     // it (in increasing order, so that this carries over several children).
@@ -213,21 +219,24 @@ fn encode_runs(results: &[u32; SLOTS], children: u64, out: &mut Vec<u32>) -> u64
         values[s] = values[s - 1];
         rest &= rest - 1;
     }
-    // A run starts at the first free slot and wherever the value changes.
-    let mut changes = 0u64;
-    for s in 1..SLOTS {
-        // Rarely true: a branch is cheaper here than branch-free code.
+    // A run starts at the first free slot, and at a free slot whose value
+    // differs from the one before: which can only happen at a bound, or
+    // right after a child.
+    let mut changes = free & free.wrapping_neg();
+    let mut candidates = (bounds | children << 1) & free & !1;
+    while candidates != 0 {
+        let s = candidates.trailing_zeros() as usize;
         if values[s] != values[s - 1] {
             changes |= 1 << s;
         }
+        candidates &= candidates - 1;
     }
-    let runs = (changes | (free & free.wrapping_neg())) & free;
-    let mut rest = runs;
+    let mut rest = changes;
     while rest != 0 {
         out.push(values[rest.trailing_zeros() as usize]);
         rest &= rest - 1;
     }
-    runs
+    changes
 }
 
 /// The depth of the node for `prefixes`, starting from `depth` and going
@@ -323,14 +332,22 @@ mod tests {
         // Slot 0 and 40 have children; 10..20 are an 8-run, interrupted by
         // child slot 15, and the run of 7 resumes at 20.
         let children = 1 | 1 << 15 | 1 << 40;
-        let runs = encode_runs(&results, children, &mut out);
+        let bounds = 1 << 10 | 1 << 20 | 1 << 40 | 1 << 41;
+        let runs = encode_runs(&results, children, bounds, &mut out);
         assert_eq!(runs, 1 << 1 | 1 << 10 | 1 << 20);
         assert_eq!(out, [7, 8, 7]);
         out.clear();
-        assert_eq!(encode_runs(&results, u64::MAX, &mut out), 0);
+        assert_eq!(encode_runs(&results, u64::MAX, bounds, &mut out), 0);
         assert!(out.is_empty());
-        assert_eq!(encode_runs(&[3; SLOTS], 0, &mut out), 1);
+        assert_eq!(encode_runs(&[3; SLOTS], 0, 0, &mut out), 1);
         assert_eq!(out, [3]);
+        // A run starting right after a child, at no bound.
+        out.clear();
+        let mut results = [1; SLOTS];
+        results[4..8].fill(2);
+        let runs = encode_runs(&results, 0b110000, 1 << 4 | 1 << 8, &mut out);
+        assert_eq!(runs, 1 | 1 << 6 | 1 << 8);
+        assert_eq!(out, [1, 2, 1]);
     }
 
     #[test]
