@@ -54,6 +54,12 @@ const APP_DEV: u32 = 1 << 21;
 const SHIM_MARK: u32 = 1 << 22;
 /// The library set `SO_BINDTODEVICE` on this socket.
 const SHIM_DEV: u32 = 1 << 23;
+/// The library asked the kernel for the SA of each received datagram
+/// (`reflect`): `SO_RCVMARK`, or `IP_IPSEC_REFINFO` with [`REFLECT_SAREF`].
+const REFLECT: u32 = 1 << 24;
+const REFLECT_SAREF: u32 = 1 << 25;
+/// The application asked for those receive cmsgs itself: do not hide them.
+const APP_RCV: u32 = 1 << 26;
 const KNOWN: u32 = 1 << 31;
 
 impl FdState {
@@ -128,6 +134,22 @@ impl FdState {
     }
     pub fn shim_dev(self) -> bool {
         self.flag(SHIM_DEV)
+    }
+    pub fn reflect(self) -> bool {
+        self.flag(REFLECT)
+    }
+    /// With [`FdState::reflect`]: the SA arrives as a REFINFO cmsg, not a mark.
+    pub fn reflect_saref(self) -> bool {
+        self.flag(REFLECT_SAREF)
+    }
+    pub fn app_rcv(self) -> bool {
+        self.flag(APP_RCV)
+    }
+    pub fn with_reflect(self, saref: bool) -> FdState {
+        self.with(REFLECT, true).with(REFLECT_SAREF, saref)
+    }
+    pub fn with_app_rcv(self) -> FdState {
+        self.with(APP_RCV, true)
     }
     pub fn with_app_bindref(self) -> FdState {
         self.with(APP_BINDREF, true)

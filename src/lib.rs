@@ -5,6 +5,7 @@
 //! - [`ops`]: what each call must do (policy + fd state + kernel support);
 //! - [`config`]: environment and rules, loaded once, swapped atomically;
 //! - [`fdtable`]: per-descriptor state, one atomic word each;
+//! - [`peers`]: for `reflect`, the SA each peer's last datagram came in on;
 //! - [`sys`], [`next`], [`addr`], [`errno`]: the thin layer over libc;
 //! - [`logging`]: `LDSAREF_LOG`, one line per cause of failure.
 //!
@@ -19,4 +20,5 @@ mod hooks;
 mod logging;
 mod next;
 mod ops;
+mod peers;
 mod sys;

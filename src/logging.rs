@@ -79,6 +79,8 @@ pub enum Cause {
     DevFailed,
     ControlTooLarge,
     Denied,
+    ReflectUnknown,
+    ReflectSetup,
     Panic,
     Count,
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use ldsaref_kernel::cmsg::Tag;
 use ldsaref_kernel::op::{Describe, Steer, Target, Verdict};
-use ldsaref_kernel::opts::{merge_mark, SOL_IP, SOL_SOCKET, SO_BINDTODEVICE, SO_MARK};
+use ldsaref_kernel::opts::{merge_mark, SOL_IP, SOL_SOCKET, SO_BINDTODEVICE, SO_MARK, SO_RCVMARK};
 use ldsaref_kernel::probe;
 use ldsaref_rules::settings::{KlipsAbi, OnError};
 use ldsaref_rules::{Action, Decision, Proto};
@@ -21,6 +21,7 @@ use ldsaref_rules::{Action, Decision, Proto};
 use crate::config::{self, Config};
 use crate::fdtable::{self, Family, FdState, Kind};
 use crate::logging::{self, Cause};
+use crate::peers::{self, Seen};
 use crate::sys::{self, Errno, NextCalls};
 
 /// `SO_BINDTOIFINDEX`: like `SO_BINDTODEVICE`, by index.
@@ -369,12 +370,20 @@ fn log_decision(
 /// sockets that never connect are covered.
 pub fn on_socket(fd: i32, domain: i32, ty: i32) -> Result<(), Errno> {
     let family = sys::family_of(domain);
-    let st = FdState::new(family, sys::kind_of(ty));
+    let kind = sys::kind_of(ty);
+    let mut st = FdState::new(family, kind);
     fdtable::set(fd, st);
-    if family != Family::Inet4 {
+    if family == Family::Other || (family == Family::Inet6 && kind != Kind::Dgram) {
         return Ok(());
     }
     let cfg = config();
+    if kind == Kind::Dgram && cfg.reflect {
+        st = enable_reflect(fd, st, &cfg);
+        fdtable::set(fd, st);
+    }
+    if family != Family::Inet4 {
+        return Ok(());
+    }
     let Some(saref) = cfg.policy.as_ref().and_then(|p| p.catch_all()) else {
         return Ok(());
     };
@@ -496,6 +505,7 @@ pub fn plan_send(
     let r = match (d.as_ref(), verdict) {
         (_, Some(Verdict::Steer(steer))) => datagram_tag(&cfg, fd, st, steer, ip, control),
         (Some(d), Some(Verdict::Deny)) => Err(deny(d, dest, proto)),
+        (_, Some(Verdict::Reflect)) => reflect_tag(&cfg, fd, dest, control),
         _ => Ok(Send::Plain),
     };
     log_decision(
@@ -520,6 +530,32 @@ pub fn plan_send(
         },
     );
     r
+}
+
+/// The reply to `dest` goes back the way its last datagram came in.
+fn reflect_tag(cfg: &Config, fd: i32, dest: SocketAddr, control: &[u8]) -> Result<Send, Errno> {
+    let tag = match peers::lookup(fd, dest) {
+        // It came in without an SA: so does the reply.
+        Some(Seen::Mark(0)) | Some(Seen::Saref(0)) => return Ok(Send::Plain),
+        Some(Seen::Mark(m)) => {
+            if let Err(e) = mark_cmsg_supported(cfg) {
+                mark_refused(cfg, e)?;
+                return Ok(Send::Plain);
+            }
+            Tag::mark(m)
+        }
+        Some(Seen::Saref(s)) => Tag::refinfo(cfg.opts, s),
+        None => {
+            refuse(cfg, Cause::ReflectUnknown, libc::EHOSTUNREACH, || {
+                format!("reflect: no datagram from {dest} was seen on this socket, so the SA to reply through is unknown")
+            })?;
+            return Ok(Send::Plain);
+        }
+    };
+    if tag.present_in(control) {
+        return Ok(Send::Plain);
+    }
+    Ok(Send::Tag(tag))
 }
 
 /// The cmsg for one datagram, unless the application already chose.
@@ -632,6 +668,13 @@ pub fn not_a_socket(fd: i32) {
 pub fn on_setsockopt(fd: i32, level: i32, opt: i32) {
     let mark = match (level, opt) {
         (SOL_SOCKET, SO_MARK) => FdState::with_app_mark,
+        (SOL_SOCKET, SO_RCVMARK) => FdState::with_app_rcv,
+        (SOL_IP, 30) | (SOL_IP, 22) => {
+            if config().opts.refinfo != opt {
+                return;
+            }
+            FdState::with_app_rcv
+        }
         (SOL_SOCKET, SO_BINDTODEVICE) | (SOL_SOCKET, SO_BINDTOIFINDEX) => FdState::with_app_dev,
         (SOL_IP, 31) | (SOL_IP, 23) => {
             if config().opts.bindref != opt {
@@ -656,5 +699,119 @@ pub fn control_error(too_large: bool) -> Result<(), Errno> {
     } else {
         // The kernel rejects such a buffer too: fail like it would.
         Err(libc::EINVAL)
+    }
+}
+
+// ---------------------------------------------------------------------
+// reflect: learning the SA of received datagrams.
+
+/// The receive cmsg that carries the SA of a datagram, on a socket where
+/// the library asked for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecvMode {
+    pub level: i32,
+    pub ty: i32,
+    /// Remove it before the application sees it (it did not ask for it).
+    pub strip: bool,
+    saref: bool,
+}
+
+/// Asks the kernel to report the SA of every datagram: REFINFO where the
+/// kernel has SArefs and the mode is klips, else the mark (`SO_RCVMARK`).
+fn enable_reflect(fd: i32, st: FdState, cfg: &Config) -> FdState {
+    let saref = cfg.mode == ldsaref_rules::settings::Mode::Klips
+        && saref_supported(cfg, SarefOpt::Refinfo).is_ok();
+    let r = if saref {
+        sys::set_int(fd, SOL_IP, cfg.opts.refinfo, 1)
+    } else {
+        sys::set_int(fd, SOL_SOCKET, SO_RCVMARK, 1)
+    };
+    match r {
+        Ok(()) => st.with_reflect(saref),
+        Err(e) => {
+            // Replies will then find no peer and be refused (fail) or sent
+            // unsteered (warn), with their own log line.
+            if logging::once(Cause::ReflectSetup) {
+                log::error!(
+                    "reflect: cannot ask the kernel for the SA of received datagrams ({}): {}",
+                    if saref {
+                        "IP_IPSEC_REFINFO"
+                    } else {
+                        "SO_RCVMARK"
+                    },
+                    logging::errno_text(e)
+                );
+            }
+            st
+        }
+    }
+}
+
+/// For `recvfrom`/`recvmsg`/`recvmmsg`: whether this socket reports the SA
+/// of its datagrams, and in which cmsg. One table load for every socket
+/// that is not a datagram socket of a process with `reflect` rules.
+pub fn recv_mode(fd: i32) -> Option<RecvMode> {
+    let st = fdtable::get(fd);
+    if st.is_known() && (st.kind() != Kind::Dgram || st.family() == Family::Other) {
+        return None;
+    }
+    if st.is_known() && st.reflect() {
+        return Some(mode_of(st, &config()));
+    }
+    let cfg = config();
+    if !cfg.reflect {
+        return None;
+    }
+    let st = state(fd)?;
+    if st.kind() != Kind::Dgram || st.family() == Family::Other {
+        return None;
+    }
+    let st = enable_reflect(fd, st, &cfg);
+    fdtable::set(fd, st);
+    st.reflect().then(|| mode_of(st, &cfg))
+}
+
+fn mode_of(st: FdState, cfg: &Config) -> RecvMode {
+    if st.reflect_saref() {
+        RecvMode {
+            level: SOL_IP,
+            ty: cfg.opts.refinfo,
+            strip: !st.app_rcv(),
+            saref: true,
+        }
+    } else {
+        RecvMode {
+            level: SOL_SOCKET,
+            ty: SO_MARK,
+            strip: !st.app_rcv(),
+            saref: false,
+        }
+    }
+}
+
+/// After a datagram from `peer` arrived with `data` as the payload of the
+/// mode's cmsg (`None`: no such cmsg, it came in without an SA).
+pub fn on_received(fd: i32, peer: SocketAddr, mode: RecvMode, data: Option<&[u8]>) {
+    let word = |i: usize| -> u32 {
+        data.and_then(|d| d.get(i * 4..i * 4 + 4))
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_ne_bytes)
+    };
+    let seen = if mode.saref {
+        // REFINFO receive payload: refme, refhim; replies use refhim.
+        Seen::Saref((word(1) & 0x7fff) as u16)
+    } else {
+        Seen::Mark(word(0))
+    };
+    log::trace!("fd={fd} received from {peer}: {seen:?}");
+    peers::record(fd, peer, seen);
+}
+
+/// The socket is being closed: forget what it learned.
+pub fn on_close(fd: i32) {
+    let st = fdtable::get(fd);
+    fdtable::clear(fd);
+    if st.reflect() {
+        peers::forget(fd);
     }
 }

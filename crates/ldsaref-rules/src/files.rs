@@ -135,7 +135,10 @@ fn add_file(b: &mut RuleSetBuilder, path: &Path) -> Result<(), String> {
 /// (an atomic replace by rename changes the inode; an in-place edit the
 /// mtime or size).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Stamp(Vec<(PathBuf, Option<(u64, u64, u64, i64, i64, i64, i64)>)>);
+pub struct Stamp(Vec<(PathBuf, Option<FileId>)>);
+
+/// Device, inode, size, mtime and ctime (seconds, nanoseconds).
+type FileId = (u64, u64, u64, i64, i64, i64, i64);
 
 /// Stamps `location` now. Costs one `stat` per file and directory.
 pub fn stamp(location: &Location) -> Stamp {
