@@ -39,6 +39,10 @@ pub struct Config {
     /// Some rule says `reflect`: UDP sockets listen for the SA of each
     /// incoming datagram.
     pub reflect: bool,
+    /// `LDSAREF_TEST_PANIC=1`: every decision panics, so tests can show a
+    /// panic never crosses into C and is handled by `LDSAREF_ON_ERROR`.
+    /// Ignored in secure-execution mode.
+    pub inject_panic: bool,
 }
 
 impl Config {
@@ -55,6 +59,7 @@ struct State {
     /// Problems with the environment itself: no reload can fix them.
     env_problems: Vec<String>,
     probe: bool,
+    inject_panic: bool,
     location: Location,
     /// The rules as they were when `current` was built.
     stamp: ArcSwap<Stamp>,
@@ -82,6 +87,8 @@ pub fn current() -> Guard<Arc<Config>> {
 /// `LDSAREF_PROBE`: a switch for tests and for kernels whose answers to
 /// the probe cannot be trusted.
 const LDSAREF_PROBE: &str = "LDSAREF_PROBE";
+/// See [`Config::inject_panic`].
+const LDSAREF_TEST_PANIC: &str = "LDSAREF_TEST_PANIC";
 
 fn secure_execution() -> bool {
     // SAFETY: getauxval has no preconditions.
@@ -124,16 +131,19 @@ fn init() -> State {
             true
         }
     };
+    let inject_panic = !secure && env(LDSAREF_TEST_PANIC).as_deref() == Some("1");
     let location = Location::from_setting(settings.rules.as_deref());
     let stamp = files::stamp(&location);
     let rules = files::load(&location);
-    let cfg = build(&settings, &env_problems, probe, rules);
+    let mut cfg = build(&settings, &env_problems, probe, rules);
+    cfg.inject_panic = inject_panic;
     log_outcome(&cfg, &settings, &location);
     State {
         current: ArcSwap::from_pointee(cfg),
         settings,
         env_problems,
         probe,
+        inject_panic,
         location,
         stamp: ArcSwap::from_pointee(stamp),
         failed: ArcSwap::from_pointee(Stamp::default()),
@@ -173,6 +183,7 @@ fn build(
         broken: (!reasons.is_empty()).then(|| reasons.join("; ")),
         probe,
         reflect,
+        inject_panic: false,
     }
 }
 
@@ -249,7 +260,8 @@ fn reload_if_changed(st: &State) {
     }
     match files::load(&st.location) {
         Ok(rules) => {
-            let cfg = build(&st.settings, &st.env_problems, st.probe, Ok(rules));
+            let mut cfg = build(&st.settings, &st.env_problems, st.probe, Ok(rules));
+            cfg.inject_panic = st.inject_panic;
             if cfg.broken.is_some() {
                 // E.g. the profile in use disappeared from the new rules.
                 log::error!(
@@ -267,7 +279,8 @@ fn reload_if_changed(st: &State) {
         Err(e) => {
             if st.current.load().broken.is_some() {
                 // Never loaded: still broken, with the new reason.
-                let cfg = build(&st.settings, &st.env_problems, st.probe, Err(e));
+                let mut cfg = build(&st.settings, &st.env_problems, st.probe, Err(e));
+                cfg.inject_panic = st.inject_panic;
                 log_outcome(&cfg, &st.settings, &st.location);
                 st.current.store(Arc::new(cfg));
                 st.stamp.store(Arc::new(stamp));

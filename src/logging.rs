@@ -46,7 +46,14 @@ fn filter(level: LogLevel) -> LevelFilter {
 }
 
 /// Installs the logger; called once, when the configuration is loaded.
+/// Also makes the library's panics (caught at the hook boundary and turned
+/// into the `LDSAREF_ON_ERROR` outcome) one log line instead of the
+/// default report. This std is the library's own copy: the host program's
+/// panic hook, if it is Rust, is not touched.
 pub fn init(level: LogLevel) {
+    std::panic::set_hook(Box::new(|info| {
+        log::error!("internal error: {info}");
+    }));
     let _ = env_logger::Builder::new()
         .filter_level(filter(level))
         .format(|buf, record| {

@@ -424,6 +424,13 @@ pub fn before_connect(fd: i32, dest: SocketAddr) -> Result<(), Errno> {
     connect_with(&cfg, fd, st, dest, "connect")
 }
 
+/// The test-only fault switch (see `Config::inject_panic`).
+fn injected_panic(cfg: &Config) {
+    if cfg.inject_panic {
+        panic!("LDSAREF_TEST_PANIC: injected failure in the decision path");
+    }
+}
+
 fn connect_with(
     cfg: &Config,
     fd: i32,
@@ -434,6 +441,7 @@ fn connect_with(
     let Some(proto) = proto_of(st) else {
         return Ok(());
     };
+    injected_panic(cfg);
     let Some(policy) = cfg.policy.as_ref() else {
         return broken(cfg);
     };
@@ -486,6 +494,7 @@ pub fn plan_send(
     let Some(proto) = proto_of(st) else {
         return Ok(Send::Plain);
     };
+    injected_panic(&cfg);
     if proto == Proto::Tcp {
         // TCP Fast Open connects inside sendto/sendmsg: steer it like connect.
         if let (Some(dest), true) = (dest, flags & libc::MSG_FASTOPEN != 0) {
