@@ -69,7 +69,12 @@ static WARN_ON_ERROR: AtomicBool = AtomicBool::new(false);
 
 fn config() -> arc_swap::Guard<std::sync::Arc<Config>> {
     let cfg = config::current();
-    WARN_ON_ERROR.store(cfg.on_error == OnError::Warn, Ordering::Relaxed);
+    let warn = cfg.on_error == OnError::Warn;
+    // Load first: a store on every call would bounce the cache line
+    // between threads.
+    if WARN_ON_ERROR.load(Ordering::Relaxed) != warn {
+        WARN_ON_ERROR.store(warn, Ordering::Relaxed);
+    }
     cfg
 }
 

@@ -555,3 +555,43 @@ fn socat_and_nc_udp_are_steered() {
         r.log.text()
     );
 }
+
+#[test]
+fn debug_log_has_one_line_per_decision_and_ignores_rust_log() {
+    let rules = "127.0.3.29 tcp saref 1020\n[p1]\n127.0.3.30 udp saref 1021\n";
+    // The host's RUST_LOG must not make the library talk.
+    let r = run(
+        Some(rules),
+        &[("RUST_LOG", "trace")],
+        &["tcp", "127.0.3.29:4220"],
+    );
+    assert!(!r.out.stderr.contains("ldsaref["), "{}", r.out);
+    let r = run(
+        Some(rules),
+        &[("LDSAREF_LOG", "debug"), ("LDSAREF_PROFILE", "p1")],
+        &["tcp", "127.0.3.29:4220"],
+    );
+    let line = r
+        .out
+        .stderr
+        .lines()
+        .find(|l| l.contains(" connect dst=127.0.3.29:4220"))
+        .unwrap_or_else(|| panic!("{}", r.out))
+        .to_string();
+    // pid prefix, fd, call, destination, proto, rule (file:line), action,
+    // kernel operation and its result.
+    assert!(line.starts_with("ldsaref["), "{line}");
+    assert!(line.contains(": debug: fd="), "{line}");
+    assert!(line.contains("proto=tcp: "), "{line}");
+    assert!(line.contains("/rules:1 saref 1020 -> setsockopt(fd, SOL_IP, IP_IPSEC_BINDREF=31, [1020], 4) before connect: ok"), "{line}");
+    let r = run(
+        Some(rules),
+        &[("LDSAREF_LOG", "debug"), ("LDSAREF_PROFILE", "p1")],
+        &["udp-sendto", "127.0.3.30:4221"],
+    );
+    assert!(
+        r.out.stderr.contains("/rules:3 [p1] saref 1021 -> sendmsg with cmsg SOL_IP/IP_IPSEC_REFINFO=30 [1021] (cmsg_len 20): ok"),
+        "{}",
+        r.out
+    );
+}
