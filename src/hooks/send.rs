@@ -1,0 +1,352 @@
+//! Hooks on the way out: `connect` (and TCP Fast Open) binds the socket,
+//! datagrams get their cmsg, connected datagram sockets bound to an SAref
+//! tag every `send`/`write`/`writev`.
+
+use ldsaref_kernel::cmsg::{AppendError, Tag};
+use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+
+use super::{
+    control_of, fail, guarded, ControlBuf, CONTROL_CAP, MMSG_BATCH, MMSG_CONTROL_CAP, UIO_MAXIOV,
+};
+use crate::ops::{self, Send};
+use crate::sys::Errno;
+use crate::{addr, errno, next};
+
+/// `sendmsg` with `tag` appended to `app`'s control data.
+///
+/// # Safety
+/// `msg` is valid as for `sendmsg`.
+unsafe fn sendmsg_tagged(
+    fd: c_int,
+    msg: &msghdr,
+    app: Result<&[u8], ()>,
+    tag: Tag,
+    flags: c_int,
+) -> ssize_t {
+    let mut buf = ControlBuf::<CONTROL_CAP>::new();
+    let appended = match app {
+        Ok(app) => tag.append_to(&mut buf.0, app),
+        Err(()) => Err(AppendError::TooLarge { needed: usize::MAX }),
+    };
+    match appended {
+        Ok(n) => {
+            let mut m = *msg;
+            m.msg_control = buf.0.as_mut_ptr().cast::<c_void>();
+            m.msg_controllen = n;
+            // SAFETY: `m` is the caller's message with our control buffer,
+            // which lives until the call returns.
+            unsafe { next::sendmsg(fd, &m, flags) }
+        }
+        Err(e) => match ops::control_error(matches!(e, AppendError::TooLarge { .. })) {
+            // SAFETY: the caller's message, unchanged.
+            Ok(()) => unsafe { next::sendmsg(fd, msg, flags) },
+            Err(e) => fail(e),
+        },
+    }
+}
+
+/// `send`/`write`/`writev` of a connected datagram socket that must carry
+/// `tag`, as a `sendmsg`. A descriptor that turns out not to be a socket
+/// any more (closed behind the library's back) falls back to `plain`.
+///
+/// # Safety
+/// `iov` is valid for `iovcnt` entries.
+unsafe fn write_tagged(
+    fd: c_int,
+    iov: *const iovec,
+    iovcnt: usize,
+    flags: c_int,
+    tag: Tag,
+    plain: impl FnOnce() -> ssize_t,
+) -> ssize_t {
+    // SAFETY: a zeroed msghdr is a valid empty message.
+    let mut m: msghdr = unsafe { std::mem::zeroed() };
+    m.msg_iov = iov.cast_mut();
+    m.msg_iovlen = iovcnt;
+    let saved = errno::get();
+    // SAFETY: `m` points at the caller's buffers only.
+    let r = unsafe { sendmsg_tagged(fd, &m, Ok(&[]), tag, flags) };
+    if r < 0 && errno::get() == libc::ENOTSOCK {
+        ops::not_a_socket(fd);
+        errno::set(saved);
+        return plain();
+    }
+    r
+}
+
+/// # Safety
+/// libc's `connect`.
+#[no_mangle]
+pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    let saved = errno::get();
+    // SAFETY: `addr` is valid for `len` bytes per connect's contract.
+    if let Some(dest) = unsafe { addr::decode(addr, len) } {
+        if let Err(e) = guarded(|| ops::before_connect(fd, dest), ()) {
+            return fail(e);
+        }
+        errno::set(saved);
+    }
+    // SAFETY: forwarding the caller's arguments.
+    unsafe { next::connect(fd, addr, len) }
+}
+
+/// # Safety
+/// libc's `sendto`.
+#[no_mangle]
+pub unsafe extern "C" fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    alen: socklen_t,
+) -> ssize_t {
+    let saved = errno::get();
+    // SAFETY: `addr` is valid for `alen` bytes per sendto's contract.
+    let dest = unsafe { addr::decode(addr, alen) };
+    match guarded(|| ops::plan_send(fd, dest, flags, &[]), Send::Plain) {
+        Err(e) => fail(e),
+        Ok(Send::Plain) => {
+            errno::set(saved);
+            // SAFETY: forwarding the caller's arguments.
+            unsafe { next::sendto(fd, buf, len, flags, addr, alen) }
+        }
+        Ok(Send::Tag(tag)) => {
+            errno::set(saved);
+            let iov = iovec {
+                iov_base: buf.cast_mut(),
+                iov_len: len,
+            };
+            // SAFETY: a zeroed msghdr is a valid empty message.
+            let mut m: msghdr = unsafe { std::mem::zeroed() };
+            m.msg_name = addr.cast_mut().cast::<c_void>();
+            m.msg_namelen = alen;
+            m.msg_iov = (&iov as *const iovec).cast_mut();
+            m.msg_iovlen = 1;
+            // SAFETY: `m` points at the caller's buffer and address.
+            unsafe { sendmsg_tagged(fd, &m, Ok(&[]), tag, flags) }
+        }
+    }
+}
+
+/// # Safety
+/// libc's `sendmsg`.
+#[no_mangle]
+pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
+    if msg.is_null() {
+        // SAFETY: the kernel answers EFAULT.
+        return unsafe { next::sendmsg(fd, msg, flags) };
+    }
+    let saved = errno::get();
+    // SAFETY: non-null, and valid per sendmsg's contract.
+    let m = unsafe { &*msg };
+    // SAFETY: as above, for the name and control buffers.
+    let (dest, control) = unsafe {
+        (
+            addr::decode(m.msg_name.cast::<sockaddr>(), m.msg_namelen),
+            control_of(m),
+        )
+    };
+    match guarded(
+        || ops::plan_send(fd, dest, flags, control.unwrap_or(&[])),
+        Send::Plain,
+    ) {
+        Err(e) => fail(e),
+        Ok(Send::Plain) => {
+            errno::set(saved);
+            // SAFETY: forwarding the caller's arguments.
+            unsafe { next::sendmsg(fd, msg, flags) }
+        }
+        Ok(Send::Tag(tag)) => {
+            errno::set(saved);
+            // SAFETY: the caller's message, valid as above.
+            unsafe { sendmsg_tagged(fd, m, control, tag, flags) }
+        }
+    }
+}
+
+/// # Safety
+/// libc's `sendmmsg`.
+#[no_mangle]
+pub unsafe extern "C" fn sendmmsg(
+    fd: c_int,
+    msgs: *mut mmsghdr,
+    vlen: c_uint,
+    flags: c_int,
+) -> c_int {
+    if msgs.is_null() || vlen == 0 {
+        // SAFETY: forwarding; the kernel validates.
+        return unsafe { next::sendmmsg(fd, msgs, vlen, flags) };
+    }
+    let n = (vlen as usize).min(UIO_MAXIOV);
+    let saved = errno::get();
+    // SAFETY: `msgs` is valid for `vlen` entries per sendmmsg's contract.
+    let plan = |i: usize| -> Result<Send, Errno> {
+        let m = unsafe { &(*msgs.add(i)).msg_hdr };
+        // SAFETY: as above, for each message's name and control buffers.
+        let (dest, control) = unsafe {
+            (
+                addr::decode(m.msg_name.cast::<sockaddr>(), m.msg_namelen),
+                control_of(m),
+            )
+        };
+        match guarded(
+            || ops::plan_send(fd, dest, flags, control.unwrap_or(&[])),
+            Send::Plain,
+        ) {
+            Ok(Send::Tag(_)) if control.is_err() => ops::control_error(true).map(|()| Send::Plain),
+            r => r,
+        }
+    };
+    // The common case: nothing to add to any message, send the caller's
+    // vector as it is.
+    let mut all_plain = true;
+    for i in 0..n {
+        match plan(i) {
+            Ok(Send::Plain) => {}
+            _ => {
+                all_plain = false;
+                break;
+            }
+        }
+    }
+    errno::set(saved);
+    if all_plain {
+        // SAFETY: forwarding the caller's arguments.
+        return unsafe { next::sendmmsg(fd, msgs, vlen, flags) };
+    }
+    // SAFETY: as above.
+    unsafe { sendmmsg_rewritten(fd, msgs, n, flags, &plan) }
+}
+
+/// Sends `msgs` in batches whose messages carry the library's cmsgs,
+/// stopping at the first message that must not be sent, with the kernel's
+/// own partial-success convention (the count sent, or -1 if none).
+///
+/// # Safety
+/// `msgs` is valid for `n` entries.
+unsafe fn sendmmsg_rewritten(
+    fd: c_int,
+    msgs: *mut mmsghdr,
+    n: usize,
+    flags: c_int,
+    plan: &dyn Fn(usize) -> Result<Send, Errno>,
+) -> c_int {
+    let mut sent = 0usize;
+    while sent < n {
+        // SAFETY: zeroed mmsghdrs are valid empty messages.
+        let mut batch: [mmsghdr; MMSG_BATCH] = unsafe { std::mem::zeroed() };
+        let mut bufs =
+            [const { ControlBuf::<MMSG_CONTROL_CAP>([0; MMSG_CONTROL_CAP]) }; MMSG_BATCH];
+        let mut len = 0;
+        let mut stop = None;
+        while len < MMSG_BATCH && sent + len < n {
+            // SAFETY: index below `n`.
+            let m = unsafe { &(*msgs.add(sent + len)).msg_hdr };
+            match plan(sent + len) {
+                Ok(Send::Plain) => batch[len].msg_hdr = *m,
+                Ok(Send::Tag(tag)) => {
+                    // SAFETY: as in `plan`.
+                    let app = unsafe { control_of(m) }.unwrap_or(&[]);
+                    match tag.append_to(&mut bufs[len].0, app) {
+                        Ok(clen) => {
+                            batch[len].msg_hdr = *m;
+                            batch[len].msg_hdr.msg_control =
+                                bufs[len].0.as_mut_ptr().cast::<c_void>();
+                            batch[len].msg_hdr.msg_controllen = clen;
+                        }
+                        Err(e) => {
+                            match ops::control_error(matches!(e, AppendError::TooLarge { .. })) {
+                                Ok(()) => batch[len].msg_hdr = *m,
+                                Err(e) => {
+                                    stop = Some(e);
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    stop = Some(e);
+                    break;
+                }
+            }
+            len += 1;
+        }
+        if len > 0 {
+            // SAFETY: `batch` holds `len` messages pointing at the caller's
+            // buffers and at `bufs`, alive until the call returns.
+            let r = unsafe { next::sendmmsg(fd, batch.as_mut_ptr(), len as c_uint, flags) };
+            if r < 0 {
+                return if sent > 0 { sent as c_int } else { r };
+            }
+            let r = r as usize;
+            for (j, b) in batch.iter().enumerate().take(r) {
+                // SAFETY: index below `n`.
+                unsafe { (*msgs.add(sent + j)).msg_len = b.msg_len };
+            }
+            sent += r;
+            if r < len {
+                return sent as c_int;
+            }
+        }
+        if let Some(e) = stop {
+            return if sent > 0 { sent as c_int } else { fail(e) };
+        }
+    }
+    sent as c_int
+}
+
+/// # Safety
+/// libc's `send`.
+#[no_mangle]
+pub unsafe extern "C" fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t {
+    match guarded(|| Ok(ops::connected_tag(fd)), None) {
+        // SAFETY: forwarding the caller's arguments.
+        Ok(None) => unsafe { next::send(fd, buf, len, flags) },
+        Ok(Some(tag)) => {
+            let iov = iovec {
+                iov_base: buf.cast_mut(),
+                iov_len: len,
+            };
+            // SAFETY: one iovec over the caller's buffer.
+            unsafe { write_tagged(fd, &iov, 1, flags, tag, || next::send(fd, buf, len, flags)) }
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// # Safety
+/// libc's `write`.
+#[no_mangle]
+pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
+    match guarded(|| Ok(ops::connected_tag(fd)), None) {
+        // SAFETY: forwarding the caller's arguments.
+        Ok(None) => unsafe { next::write(fd, buf, count) },
+        Ok(Some(tag)) => {
+            let iov = iovec {
+                iov_base: buf.cast_mut(),
+                iov_len: count,
+            };
+            // SAFETY: one iovec over the caller's buffer.
+            unsafe { write_tagged(fd, &iov, 1, 0, tag, || next::write(fd, buf, count)) }
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// # Safety
+/// libc's `writev`.
+#[no_mangle]
+pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t {
+    match guarded(|| Ok(ops::connected_tag(fd)), None) {
+        // SAFETY: forwarding the caller's arguments.
+        Ok(None) => unsafe { next::writev(fd, iov, iovcnt) },
+        Ok(Some(tag)) => {
+            let cnt = usize::try_from(iovcnt).unwrap_or(0);
+            // SAFETY: the caller's iovec array, valid for `iovcnt` entries.
+            unsafe { write_tagged(fd, iov, cnt, 0, tag, || next::writev(fd, iov, iovcnt)) }
+        }
+        Err(e) => fail(e),
+    }
+}
