@@ -2,7 +2,8 @@
 //! unmodified program into the IPsec SA the operator chooses.
 //!
 //! - [`hooks`]: the `extern "C"` symbols, thin and boring;
-//! - [`ops`]: what each call must do (policy + fd state + kernel support);
+//! - [`ops`]: what each call must do (policy + fd state + kernel support;
+//!   steering, the capability probe, reflect);
 //! - [`config`]: environment and rules, loaded once, swapped atomically;
 //! - [`fdtable`]: per-descriptor state, one atomic word each;
 //! - [`peers`]: for `reflect`, the SA each peer's last datagram came in on;
