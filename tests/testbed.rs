@@ -339,14 +339,10 @@ fn unwrapped_programs_have_no_route() {
 fn deny_blocks_and_nothing_reaches_either_client() {
     require_root!();
     let bed = Bed::up();
-    // The deny rule is the only one for the address: a profile rule for a
-    // wider prefix shows it wins on the longest prefix.
-    let rules = bed.rules("198.18.0.5 deny\n[client1]\n198.18.0.0/24 mark 1\n");
+    // Longest prefix wins: the /24 would go to client1, the host is denied.
+    let rules = bed.rules("198.18.0.5 deny\n198.18.0.0/24 mark 1\n");
     let (h1, h2) = (bed.hits("c1"), bed.hits("c2"));
-    let vars = [
-        ("LDSAREF_RULES", rules.as_str()),
-        ("LDSAREF_PROFILE", "client1"),
-    ];
+    let vars = [("LDSAREF_RULES", rules.as_str())];
     let out = curl(&bed, &vars, "http://198.18.0.5/");
     assert_eq!(out.code(), Some(7), "curl must fail: {out}");
     let out = bed.wrapped(
@@ -360,10 +356,22 @@ fn deny_blocks_and_nothing_reaches_either_client() {
         (h1, h2),
         "nothing arrived"
     );
-    // The rest of the /24 is steered by the profile, so the bed does work.
-    let out = curl(&bed, &vars, "http://198.18.0.6/");
-    assert_eq!(out.code(), Some(7), "nobody owns 198.18.0.6: {out}");
-    assert!(bed.hits("c1") > h1, "the /24 rule sent to client1");
+
+    // Denying only tcp/80: UDP to the same host still reaches client1, and
+    // the counter that stayed still above does count it.
+    let rules = bed.rules("198.18.0.5 tcp 80 deny\n198.18.0.5 mark 1\n");
+    let vars = [("LDSAREF_RULES", rules.as_str())];
+    let out = curl(&bed, &vars, "http://198.18.0.5/");
+    assert_eq!(out.code(), Some(7), "curl must fail: {out}");
+    assert_eq!(bed.hits("c1"), h1, "the denied curl sent nothing");
+    let out = bed.wrapped(
+        &vars,
+        &py(),
+        &[&program("udp_client.py"), "sendto", "198.18.0.5", "7", "x"],
+    );
+    assert_eq!(out.stdout.trim(), "client1: x", "{out}");
+    assert!(bed.hits("c1") > h1, "the datagram was counted");
+    assert_eq!(bed.hits("c2"), h2);
 }
 
 #[test]
@@ -445,9 +453,14 @@ fn reflect_with(mode: &str, port: u16) {
         got.push((client, ask_from(&bed, client, port, &msg)));
     }
     let _ = child.kill();
-    let _ = child.wait();
+    let out = child.wait_with_output().unwrap();
+    let server_said = String::from_utf8_lossy(&out.stdout).into_owned();
     for (client, reply) in &got {
-        assert_eq!(reply, &format!("echo: from-{client}"), "{mode}: {got:?}");
+        assert_eq!(
+            reply,
+            &format!("echo: from-{client}"),
+            "{mode}: {got:?}; the server printed:\n{server_said}"
+        );
     }
 
     // Without the library the same server has no route back to either.
@@ -524,10 +537,36 @@ fn dns_is_not_steered_and_two_ways_to_steer_it() {
     );
     assert_eq!(out.stdout.trim(), "gaierror -3", "EAI_AGAIN: {out}");
     assert_eq!((bed.hits("c1"), bed.hits("c2")), (h1, h2), "no query left");
+    // What glibc did: connect its DNS socket, with no SO_MARK before it.
+    let lib = lib_path().display().to_string();
+    let out = bed.plain(
+        "srv",
+        "strace",
+        &[
+            "-f",
+            "-qq",
+            "-e",
+            "trace=connect,setsockopt",
+            "-e",
+            "signal=none",
+            "/usr/bin/env",
+            &format!("LD_PRELOAD={lib}"),
+            &format!("LDSAREF_RULES={rules}"),
+            "getent",
+            "ahostsv4",
+            name,
+        ],
+    );
+    assert!(
+        out.stderr.lines().any(|l| l.contains("htons(53)")
+            && l.contains("198.18.0.5")
+            && l.contains("ENETUNREACH")),
+        "glibc's own connect to the nameserver: {out}"
+    );
+    assert!(!out.stderr.contains("SO_MARK, [1]"), "{out}");
 
     // Way 1: a local forwarder whose upstream traffic is wrapped. Programs
     // name it in resolv.conf and need no wrapping for their lookups.
-    let lib = lib_path().display().to_string();
     let mut fwd = bed.spawn_srv(
         &[("LD_PRELOAD", &lib), ("LDSAREF_RULES", &rules)],
         &py(),
@@ -587,4 +626,97 @@ fn dns_is_not_steered_and_two_ways_to_steer_it() {
         out.stdout.starts_with("198.18.2.2 "),
         "through the kernel rule: {out}"
     );
+}
+
+/// socat's own UDP server: the parent peeks at each datagram and forks a
+/// child that reads it and answers with sendto (here through `cat`).
+#[test]
+fn reflect_socat_fork_server() {
+    require_root!();
+    let bed = Bed::up();
+    let rules = bed.rules("198.18.0.5 udp 5000 reflect\n");
+    let lib = lib_path().display().to_string();
+    let socat = |vars: &[(&str, &str)]| {
+        bed.command(
+            "srv",
+            vars,
+            "socat",
+            &["UDP-RECVFROM:7005,bind=203.0.113.1,fork", "EXEC:cat"],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+    };
+    let wait_listening = || {
+        for _ in 0..100 {
+            let ss = bed.plain("srv", "ss", &["-Hunl", "sport = :7005"]);
+            if ss.stdout.contains("7005") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("socat did not start listening");
+    };
+
+    let mut child = socat(&[("LD_PRELOAD", &lib), ("LDSAREF_RULES", &rules)]);
+    wait_listening();
+    let got: Vec<_> = ["c1", "c2", "c2", "c1"]
+        .iter()
+        .map(|c| (*c, ask_from(&bed, c, 7005, &format!("socat-{c}"))))
+        .collect();
+    let _ = child.kill();
+    let _ = child.wait();
+    for (c, reply) in &got {
+        assert_eq!(reply, &format!("socat-{c}"), "{got:?}");
+    }
+
+    let mut child = socat(&[]);
+    wait_listening();
+    for c in ["c1", "c2"] {
+        assert_eq!(ask_from(&bed, c, 7005, "plain"), "", "no route back");
+    }
+    let _ = child.kill();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        err.matches("Network is unreachable").count(),
+        2,
+        "socat's replies fail unwrapped: {err}"
+    );
+}
+
+/// `testbed.sh run` removes the bed even when the command fails, and keeps
+/// its exit status.
+#[test]
+fn testbed_run_tears_down_on_failure() {
+    require_root!();
+    let prefix = format!("ldtb{}nrun-", std::process::id());
+    let out = run_with_timeout(
+        Command::new(testbed_sh()).args([
+            "run",
+            &prefix,
+            "--",
+            "sh",
+            "-c",
+            &format!(
+                "ip netns exec {prefix}srv ip -o link show s-c2 >/dev/null && \
+                 ip netns exec {prefix}c1 curl -sS --max-time 5 http://198.18.0.5/ && exit 3"
+            ),
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.code(), Some(3), "the command's status: {out}");
+    assert_eq!(out.stdout.trim(), "client1", "the bed was up: {out}");
+    let list = String::from_utf8_lossy(
+        &Command::new("ip")
+            .args(["netns", "list"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .into_owned();
+    assert!(!list.contains(&prefix), "left behind: {list}");
+    assert!(!std::path::Path::new(&format!("/etc/netns/{prefix}srv")).exists());
 }
