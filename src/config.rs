@@ -6,8 +6,9 @@
 //! Reload needs no thread (which `fork` would lose): at most once a
 //! second, the first hooked call that notices the time has come stats the
 //! rules (one `stat` per file) and, if they changed, rebuilds. A new rules
-//! set that does not load keeps the last good one, with one log line per
-//! broken version.
+//! set that does not load (a typo mid-edit) keeps the last good one, with
+//! one log line per broken version; one that loads but no longer has the
+//! process's profile (its tunnel is down) fails closed until it returns.
 
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -263,12 +264,14 @@ fn reload_if_changed(st: &State) {
             let mut cfg = build(&st.settings, &st.env_problems, st.probe, Ok(rules));
             cfg.inject_panic = st.inject_panic;
             if cfg.broken.is_some() {
-                // E.g. the profile in use disappeared from the new rules.
-                log::error!(
-                    "the rules changed but cannot be used ({}): keeping the previous rules",
-                    cfg.broken.as_deref().unwrap_or_default()
-                );
-                st.failed.store(Arc::new(stamp));
+                // The new rules load but cannot be used as configured: the
+                // profile in use is gone (its tunnel went down, `ldsaref
+                // updown` removed its file). Keeping the old rules would
+                // keep binding to an SAref the kernel may give to another
+                // SA: fail closed instead, until the profile comes back.
+                log_outcome(&cfg, &st.settings, &st.location);
+                st.current.store(Arc::new(cfg));
+                st.stamp.store(Arc::new(stamp));
                 return;
             }
             log::info!("rules reloaded");

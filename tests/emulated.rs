@@ -595,3 +595,89 @@ fn debug_log_has_one_line_per_decision_and_ignores_rust_log() {
         r.out
     );
 }
+
+/// A running program whose profile's rules file is removed (its tunnel
+/// went down: `ldsaref updown` deletes the file) fails closed until the
+/// file comes back, then follows the new SAref.
+#[test]
+fn a_vanished_profile_fails_closed_until_it_returns() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("vanish");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let conn = dir.join("conn.rules");
+    std::fs::write(&conn, "[conn]\n127.0.3.31 udp saref 1022\n").unwrap();
+    let log = EmuLog::new();
+    let (k, v) = log.env();
+    let mut c = Command::new(python3());
+    c.arg(driver())
+        .args(["udp-loop", "127.0.3.31:4222", "60", "50"])
+        .env("LD_PRELOAD", common::preload_with_emulator())
+        .env(k, v)
+        .env("LDSAREF_RULES", dir.path())
+        .env("LDSAREF_PROFILE", "conn")
+        .env_remove("IPSEC_SAREF")
+        .env_remove("LDSAREF_ON_ERROR")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    std::fs::remove_file(&conn).unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    std::fs::write(dir.join(".tmp"), "[conn]\n127.0.3.31 udp saref 1023\n").unwrap();
+    std::fs::rename(dir.join(".tmp"), &conn).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let results: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("i="))
+        .map(|l| {
+            if l.contains("result=ok") {
+                "ok"
+            } else if l.contains("errno=13") {
+                "refused"
+            } else {
+                "other"
+            }
+        })
+        .collect();
+    assert_eq!(results.len(), 60, "{stdout}");
+    assert!(!results.contains(&"other"), "{stdout}");
+    // ok... then refused... then ok again, in that order.
+    let first_refused = results
+        .iter()
+        .position(|r| *r == "refused")
+        .unwrap_or_else(|| panic!("{stdout}\n{stderr}"));
+    let back = results[first_refused..]
+        .iter()
+        .position(|r| *r == "ok")
+        .map(|p| p + first_refused)
+        .unwrap_or_else(|| panic!("{stdout}\n{stderr}"));
+    assert!(
+        results[..first_refused].iter().all(|r| *r == "ok"),
+        "{stdout}"
+    );
+    assert!(
+        results[first_refused..back].iter().all(|r| *r == "refused"),
+        "{stdout}"
+    );
+    assert!(results[back..].iter().all(|r| *r == "ok"), "{stdout}");
+    // The directory is empty now: "no rules loaded" for profile conn.
+    assert!(
+        stderr.contains("LDSAREF_PROFILE=conn") && stderr.contains("refused with EACCES"),
+        "{stderr}"
+    );
+    let tags: Vec<String> = log
+        .of_kind("send")
+        .iter()
+        .map(|e| e.field("refinfo").to_string())
+        .collect();
+    let n1 = tags.iter().filter(|t| *t == "1022").count();
+    let n2 = tags.iter().filter(|t| *t == "1023").count();
+    assert_eq!(n1 + n2, tags.len(), "only tagged datagrams left: {tags:?}");
+    assert!(n1 > 0 && n2 > 0, "{tags:?}");
+    assert!(
+        tags.iter().position(|t| t == "1023") > tags.iter().rposition(|t| t == "1022"),
+        "{tags:?}"
+    );
+}

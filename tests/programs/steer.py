@@ -234,7 +234,27 @@ def listener(args):
     report(listening=1)
 
 
+def udp_loop(args):
+    """One datagram every INTERVAL ms, COUNT times: a long-running program
+    for reload tests. Prints `i=N result=ok|error errno=E` per datagram."""
+    import time
+    h, p = hostport(args[0])
+    count, interval = int(args[1]), int(args[2]) / 1000
+    sink = udp_sink(h, p)
+    s = socket.socket(family(h), socket.SOCK_DGRAM)
+    report(fd=s.fileno())
+    for i in range(count):
+        try:
+            s.sendto(b"tick", (h, p))
+            report(i=i, result="ok")
+        except OSError as e:
+            report(i=i, result="error", errno=e.errno)
+        time.sleep(interval)
+    del sink
+
+
 SCENARIOS = {
+    "udp-loop": udp_loop,
     "tcp": tcp,
     "tfo": tfo,
     "udp-connected": udp_connected,
