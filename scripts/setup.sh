@@ -3,7 +3,7 @@
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
-packages=(strace curl socat netcat-openbsd python3 iproute2 gcc libc6-dev binutils gdb nftables dpkg-dev groff-base man-db)
+packages=(strace curl socat netcat-openbsd python3 iproute2 gcc libc6-dev binutils gdb nftables dpkg-dev groff-base man-db g++ libcap2-bin)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

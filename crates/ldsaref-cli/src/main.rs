@@ -12,7 +12,9 @@ mod probe;
 mod run;
 mod settings;
 mod shell;
+mod shellmode;
 mod target;
+mod updown;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -111,6 +113,18 @@ enum Command {
         #[arg(long)]
         unset: bool,
     },
+    /// Steer the programs of an interactive shell: eval "$(ldsaref shell on …)"
+    #[command(subcommand, after_help = EXIT_CODES)]
+    Shell(shellmode::ShellCmd),
+    /// Keep one rules file per IPsec connection, as pluto's updown script
+    #[command(after_help = EXIT_CODES)]
+    Updown(updown::UpdownArgs),
+    /// Print a shell completion script (used to build the package)
+    #[command(hide = true)]
+    Completions {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -125,6 +139,9 @@ fn main() -> ExitCode {
         Command::Explain(args) => explain::explain(&args),
         Command::Probe { klips_abi } => probe::probe(klips_abi.as_deref()),
         Command::Env { steer, unset } => run::env(&steer, unset),
+        Command::Shell(cmd) => shellmode::shell(&cmd),
+        Command::Updown(args) => updown::updown(&args),
+        Command::Completions { shell } => shellmode::completions(shell),
     };
     ExitCode::from(code)
 }

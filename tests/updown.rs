@@ -1,0 +1,646 @@
+//! `ldsaref updown` as pluto runs it: the environment pluto gives its
+//! updown script, the rules directory it keeps, and what `explain` and a
+//! wrapped program (under the KLIPS emulator) then do. All traffic is to
+//! loopback addresses.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{cli_path, python3, run_with_timeout, EmuLog, RunOutput, TempDir};
+
+/// `ldsaref ARGS` with exactly `vars` in its environment (plus PATH).
+fn ldsaref(args: &[&str], vars: &[(&str, &str)]) -> RunOutput {
+    let mut c = Command::new(cli_path());
+    c.args(args).env_clear().env("PATH", "/usr/bin:/bin");
+    for (k, v) in vars {
+        c.env(k, v);
+    }
+    run_with_timeout(&mut c, Duration::from_secs(30))
+}
+
+/// The variables pluto sets for `verb` on connection `conn`.
+fn pluto<'a>(verb: &'a str, conn: &'a str, client: &'a str, r: &'a str) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("PLUTO_VERB", verb),
+        ("PLUTO_CONNECTION", conn),
+        ("PLUTO_PEER_CLIENT", client),
+        ("PLUTO_PEER_PROTOCOL", "0"),
+        ("PLUTO_PEER_PORT", "0"),
+        ("PLUTO_PEER_REF", r),
+        ("PLUTO_MY_REF", "7"),
+    ]
+}
+
+fn updown(dir: &Path, extra: &[&str], vars: &[(&str, &str)]) -> RunOutput {
+    let d = dir.to_str().unwrap();
+    let mut args = vec!["updown", "--dir", d];
+    args.extend_from_slice(extra);
+    ldsaref(&args, vars)
+}
+
+/// `ldsaref explain --rules DIR [--profile P] ADDR --proto PROTO`.
+fn explain(dir: &Path, profile: Option<&str>, addr: &str, proto: &str) -> RunOutput {
+    let mut args = vec!["explain", "--rules", dir.to_str().unwrap()];
+    if let Some(p) = profile {
+        args.extend(["--profile", p]);
+    }
+    args.extend([addr, "--proto", proto]);
+    ldsaref(&args, &[])
+}
+
+/// The `decided by:` line of an explain run that must succeed.
+#[track_caller]
+fn decided_by(out: &RunOutput) -> String {
+    assert_eq!(out.code(), Some(0), "{out}");
+    out.stdout
+        .lines()
+        .find(|l| l.starts_with("decided by:"))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string()
+}
+
+fn listing(dir: &Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// A rules directory inside a fresh temporary directory (created by
+/// `updown` itself, as on a fresh machine).
+fn rules_dir() -> (TempDir, PathBuf) {
+    let t = TempDir::new("updown");
+    let d = t.join("rules.d");
+    (t, d)
+}
+
+#[test]
+fn overlapping_clients_get_one_profile_each() {
+    let (_t, dir) = rules_dir();
+    for (conn, r) in [("client1", "101"), ("client2", "202")] {
+        let out = updown(&dir, &[], &pluto("up-client", conn, "198.18.0.0/24", r));
+        assert_eq!(out.code(), Some(0), "{out}");
+    }
+    assert_eq!(
+        listing(&dir),
+        BTreeSet::from(["client1.rules".into(), "client2.rules".into()])
+    );
+    let text = std::fs::read_to_string(dir.join("client1.rules")).unwrap();
+    assert!(
+        text.contains("\n[client1]\n198.18.0.0/24 saref 101\n"),
+        "{text}"
+    );
+
+    let check = ldsaref(&["check", dir.to_str().unwrap()], &[]);
+    assert_eq!(check.code(), Some(0), "{check}");
+    assert!(
+        check.stdout.contains("2 rules, profiles: client1, client2"),
+        "{check}"
+    );
+
+    let one = decided_by(&explain(&dir, Some("client1"), "198.18.0.5:22", "tcp"));
+    assert!(one.ends_with("[client1]: 198.18.0.0/24 saref 101"), "{one}");
+    let two = explain(&dir, Some("client2"), "198.18.0.5:22", "tcp");
+    assert!(decided_by(&two).ends_with("saref 202"), "{two}");
+    assert!(two.stdout.contains("IP_IPSEC_BINDREF=31, [202]"), "{two}");
+    // Outside any profile the tunnels' networks are nobody's.
+    let none = decided_by(&explain(&dir, None, "198.18.0.5:22", "tcp"));
+    assert_eq!(none, "decided by:  no rule");
+}
+
+#[test]
+fn protocol_port_and_marks_become_the_rule() {
+    let (_t, dir) = rules_dir();
+    let mut v = pluto("route-client", "ssh", "198.51.100.0/24", "0");
+    v.retain(|(k, _)| !k.starts_with("PLUTO_PEER_P"));
+    v.extend([
+        ("PLUTO_PEER_PROTOCOL", "6"),
+        ("PLUTO_PEER_PORT", "22"),
+        ("CONNMARK_OUT", "1001/0xffffffff"),
+    ]);
+    let out = updown(&dir, &[], &v);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let hit = decided_by(&explain(&dir, Some("ssh"), "198.51.100.9:22", "tcp"));
+    assert!(hit.ends_with("198.51.100.0/24 tcp 22 mark 0x3e9"), "{hit}");
+    for (addr, proto) in [("198.51.100.9:23", "tcp"), ("198.51.100.9:22", "udp")] {
+        let miss = decided_by(&explain(&dir, Some("ssh"), addr, proto));
+        assert_eq!(miss, "decided by:  no rule", "{addr} {proto}");
+    }
+
+    // --mark wins over the SAref; IPv6 verbs and clients work the same.
+    let v6 = pluto("up-client-v6", "six", "2001:db8:1::/48", "101");
+    let out = updown(&dir, &["--mark", "0x200/0xff00"], &v6);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let six = explain(&dir, Some("six"), "[2001:db8:1::5]:443", "udp");
+    assert!(
+        decided_by(&six).ends_with("2001:db8:1::/48 mark 0x200/0xff00"),
+        "{six}"
+    );
+}
+
+#[test]
+fn down_removes_the_file_and_other_verbs_do_nothing() {
+    let (_t, dir) = rules_dir();
+    let up = pluto("up-client", "client1", "198.18.0.0/24", "101");
+    assert_eq!(updown(&dir, &[], &up).code(), Some(0));
+    // Idempotent: the same up again leaves the same file.
+    let before = std::fs::read(dir.join("client1.rules")).unwrap();
+    assert_eq!(updown(&dir, &[], &up).code(), Some(0));
+    assert_eq!(std::fs::read(dir.join("client1.rules")).unwrap(), before);
+
+    for verb in [
+        "prepare-host",
+        "prepare-client",
+        "update-client",
+        "something-new",
+    ] {
+        let out = ldsaref(
+            &["updown", "--dir", dir.to_str().unwrap()],
+            &[("PLUTO_VERB", verb)],
+        );
+        assert_eq!(out.code(), Some(0), "{verb}: {out}");
+        assert_eq!(out.stdout, "", "{verb}: {out}");
+        assert!(dir.join("client1.rules").exists(), "{verb}");
+    }
+
+    for verb in ["down-client", "down-client"] {
+        let out = updown(
+            &dir,
+            &[],
+            &[("PLUTO_VERB", verb), ("PLUTO_CONNECTION", "client1")],
+        );
+        assert_eq!(out.code(), Some(0), "{out}");
+    }
+    assert!(listing(&dir).is_empty(), "{:?}", listing(&dir));
+    // With the section gone, the profile is unknown: explain (like the
+    // library) refuses rather than guess.
+    let other = pluto("up-client", "client2", "198.18.0.0/24", "202");
+    assert_eq!(updown(&dir, &[], &other).code(), Some(0));
+    let gone = explain(&dir, Some("client1"), "198.18.0.5", "tcp");
+    assert_eq!(gone.code(), Some(1), "{gone}");
+    assert!(
+        gone.stderr.contains("unknown profile \"client1\""),
+        "{gone}"
+    );
+
+    // --on-down empty leaves the section without rules: the global rules
+    // apply; --on-down deny refuses the client network until the next up.
+    for (mode, want) in [
+        ("empty", "decided by:  no rule".to_string()),
+        (
+            "deny",
+            format!(
+                "decided by:  {}:3 [client1]: 198.18.0.0/24 deny",
+                dir.join("client1.rules").display()
+            ),
+        ),
+    ] {
+        assert_eq!(updown(&dir, &[], &up).code(), Some(0));
+        let mut down = up.clone();
+        down[0] = ("PLUTO_VERB", "unroute-client");
+        let out = updown(&dir, &["--on-down", mode], &down);
+        assert_eq!(out.code(), Some(0), "{out}");
+        let after = decided_by(&explain(&dir, Some("client1"), "198.18.0.5", "tcp"));
+        assert_eq!(after, want, "--on-down {mode}");
+    }
+}
+
+#[test]
+fn bad_or_missing_variables_are_named() {
+    let (_t, dir) = rules_dir();
+    let base = pluto("up-client", "c", "198.18.0.0/24", "101");
+    let with = |var: &str, value: Option<&str>| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = base
+            .iter()
+            .filter(|(k, _)| *k != var)
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        if let Some(value) = value {
+            v.push((var.to_string(), value.to_string()));
+        }
+        v
+    };
+    let cases: &[(&str, Option<&str>, &str)] = &[
+        ("PLUTO_VERB", None, "PLUTO_VERB is not set"),
+        ("PLUTO_CONNECTION", None, "PLUTO_CONNECTION is not set"),
+        ("PLUTO_CONNECTION", Some(""), "PLUTO_CONNECTION is empty"),
+        ("PLUTO_PEER_CLIENT", None, "PLUTO_PEER_CLIENT is not set"),
+        (
+            "PLUTO_PEER_CLIENT",
+            Some("client.example"),
+            "PLUTO_PEER_CLIENT=\"client.example\"",
+        ),
+        ("PLUTO_PEER_CLIENT", Some("198.18.0.1/24"), "host bits set"),
+        ("PLUTO_PEER_PROTOCOL", Some("1"), "PLUTO_PEER_PROTOCOL=1"),
+        (
+            "PLUTO_PEER_PORT",
+            Some("65536"),
+            "PLUTO_PEER_PORT=\"65536\"",
+        ),
+        ("PLUTO_PEER_REF", Some("40000"), "PLUTO_PEER_REF"),
+        ("PLUTO_PEER_REF", Some("x"), "PLUTO_PEER_REF=\"x\""),
+        ("PLUTO_PEER_REF", None, "PLUTO_PEER_REF is unset"),
+        ("PLUTO_PEER_REF", Some("0"), "PLUTO_PEER_REF=0"),
+    ];
+    for (var, value, msg) in cases {
+        let vars = with(var, *value);
+        let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let out = updown(&dir, &[], &refs);
+        assert_eq!(out.code(), Some(1), "{var}={value:?}: {out}");
+        assert!(
+            out.stderr.starts_with("ldsaref updown: ") && out.stderr.contains(msg),
+            "{var}={value:?}: {out}"
+        );
+        assert!(
+            !dir.join("c.rules").exists(),
+            "{var}={value:?} wrote a file"
+        );
+    }
+    let bad_mark = updown(&dir, &["--mark", "0xfffffffff"], &base);
+    assert_eq!(bad_mark.code(), Some(1), "{bad_mark}");
+    assert!(bad_mark.stderr.contains("--mark"), "{bad_mark}");
+    // route-client of a connection not up yet has no SA: nothing to write,
+    // and no failure (pluto would fail the route).
+    let mut route = with("PLUTO_PEER_REF", Some("0"));
+    route[0].1 = "route-client".into();
+    let refs: Vec<(&str, &str)> = route
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let out = updown(&dir, &[], &refs);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("no SA yet"), "{out}");
+    assert!(!dir.join("c.rules").exists());
+    let relative = ldsaref(&["updown", "--dir", "rules.d"], &base);
+    assert_eq!(relative.code(), Some(1), "{relative}");
+    assert!(relative.stderr.contains("absolute"), "{relative}");
+}
+
+#[test]
+fn names_are_sanitised_and_collisions_refused() {
+    let (_t, dir) = rules_dir();
+    let out = updown(
+        &dir,
+        &[],
+        &pluto("up-client", "net/1x2", "198.18.1.0/24", "11"),
+    );
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(dir.join("net_1x2.rules").exists(), "{:?}", listing(&dir));
+    let hit = decided_by(&explain(&dir, Some("net_1x2"), "198.18.1.1", "udp"));
+    assert!(hit.ends_with("saref 11"), "{hit}");
+
+    // Another connection whose name sanitises the same way must not take
+    // the file over, nor remove it.
+    let other = updown(
+        &dir,
+        &[],
+        &pluto("up-client", "net_1x2", "198.18.2.0/24", "12"),
+    );
+    assert_eq!(other.code(), Some(1), "{other}");
+    assert!(other.stderr.contains("\"net/1x2\""), "{other}");
+    let down = updown(
+        &dir,
+        &[],
+        &[
+            ("PLUTO_VERB", "down-client"),
+            ("PLUTO_CONNECTION", "net_1x2"),
+        ],
+    );
+    assert_eq!(down.code(), Some(1), "{down}");
+    assert!(dir.join("net_1x2.rules").exists());
+
+    // Never a hidden file, which the loader would skip.
+    let out = updown(&dir, &[], &pluto("up-client", ".x", "198.18.3.0/24", "13"));
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(dir.join("_x.rules").exists(), "{:?}", listing(&dir));
+}
+
+#[test]
+fn a_global_rule_that_would_break_the_directory_is_not_written() {
+    let (_t, dir) = rules_dir();
+    let a = updown(
+        &dir,
+        &["--global"],
+        &pluto("up-client", "a", "198.18.0.0/24", "1"),
+    );
+    assert_eq!(a.code(), Some(0), "{a}");
+    let text = std::fs::read_to_string(dir.join("a.rules")).unwrap();
+    assert!(!text.contains('['), "--global writes no section: {text}");
+    let b = updown(
+        &dir,
+        &["--global"],
+        &pluto("up-client", "b", "198.18.0.0/24", "2"),
+    );
+    assert_eq!(b.code(), Some(1), "{b}");
+    assert!(b.stderr.contains("ties with"), "{b}");
+    assert_eq!(listing(&dir), BTreeSet::from(["a.rules".to_string()]));
+    let hit = decided_by(&explain(&dir, None, "198.18.0.1", "tcp"));
+    assert!(hit.ends_with("saref 1"), "{hit}");
+}
+
+#[test]
+fn files_are_writable_by_their_owner_only_whatever_the_umask() {
+    let (_t, dir) = rules_dir();
+    let mut c = Command::new("/bin/sh");
+    c.args(["-c", "umask 000; exec \"$0\" updown --dir \"$1\""])
+        .arg(cli_path())
+        .arg(&dir)
+        .env_clear();
+    for (k, v) in pluto("up-client", "c", "198.18.0.0/24", "5") {
+        c.env(k, v);
+    }
+    let out = run_with_timeout(&mut c, Duration::from_secs(30));
+    assert_eq!(out.code(), Some(0), "{out}");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.join("c.rules")), 0o644);
+    assert_eq!(mode(&dir), 0o755);
+    // The loader refuses rules others may write; these load.
+    let check = ldsaref(&["check", dir.to_str().unwrap()], &[]);
+    assert_eq!(check.code(), Some(0), "{check}");
+}
+
+#[test]
+fn many_parallel_invocations_lose_nothing() {
+    let (_t, dir) = rules_dir();
+    let d = dir.to_str().unwrap().to_string();
+    let mut children = Vec::new();
+    // 24 connections up at once, each twice; and one connection brought up
+    // with 16 different SArefs at once.
+    for i in 0..48 {
+        let conn = format!("conn{}", i % 24);
+        let client = format!("198.18.{}.0/24", i % 24);
+        let r = format!("{}", 100 + i % 24);
+        children.push(spawn_updown(&d, &conn, &client, &r));
+    }
+    for i in 0..16 {
+        children.push(spawn_updown(
+            &d,
+            "shared",
+            "198.19.0.0/16",
+            &format!("{}", 500 + i),
+        ));
+    }
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let names = listing(&dir);
+    assert_eq!(names.len(), 25, "{names:?}");
+    assert!(names.iter().all(|n| n.ends_with(".rules")), "{names:?}");
+    let check = ldsaref(&["check", &d], &[]);
+    assert_eq!(check.code(), Some(0), "{check}");
+    assert!(check.stdout.contains("ok, 25 rules"), "{check}");
+    for i in [0, 7, 23] {
+        let hit = decided_by(&explain(
+            &dir,
+            Some(&format!("conn{i}")),
+            &format!("198.18.{i}.9"),
+            "tcp",
+        ));
+        assert!(hit.ends_with(&format!("saref {}", 100 + i)), "{hit}");
+    }
+    // The shared connection's file is one whole version, whichever won.
+    let shared = std::fs::read_to_string(dir.join("shared.rules")).unwrap();
+    let rule = shared.lines().last().unwrap();
+    let r: u32 = rule
+        .strip_prefix("198.19.0.0/16 saref ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((500..516).contains(&r), "{shared}");
+    assert_eq!(shared.lines().count(), 3, "{shared}");
+
+    // All down at once.
+    let children: Vec<_> = (0..24)
+        .map(|i| {
+            let mut c = Command::new(cli_path());
+            c.args(["updown", "--dir", &d])
+                .env_clear()
+                .env("PLUTO_VERB", "down-client")
+                .env("PLUTO_CONNECTION", format!("conn{i}"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    for c in children {
+        assert!(c.wait_with_output().unwrap().status.success());
+    }
+    assert_eq!(listing(&dir), BTreeSet::from(["shared.rules".to_string()]));
+}
+
+fn spawn_updown(dir: &str, conn: &str, client: &str, r: &str) -> std::process::Child {
+    let mut c = Command::new(cli_path());
+    c.args(["updown", "--dir", dir])
+        .env_clear()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in pluto("up-client", conn, client, r) {
+        c.env(k, v);
+    }
+    c.spawn().unwrap()
+}
+
+/// A program started under the library with `LDSAREF_PROFILE=CONN` and
+/// the KLIPS emulator behind it binds its sockets to that connection's
+/// SAref.
+#[test]
+fn a_wrapped_program_uses_its_connection_sa() {
+    let (_t, dir) = rules_dir();
+    for (conn, r) in [("client1", "101"), ("client2", "202")] {
+        let out = updown(&dir, &[], &pluto("up-client", conn, "127.0.9.0/24", r));
+        assert_eq!(out.code(), Some(0), "{out}");
+    }
+    for (profile, want, port) in [("client1", "101", "4301"), ("client2", "202", "4302")] {
+        let log = EmuLog::new();
+        let mut c = Command::new(python3());
+        c.arg(common::source_dir().join("tests/programs/steer.py"))
+            .args(["tcp", &format!("127.0.9.1:{port}")])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("LD_PRELOAD", common::preload_with_emulator())
+            .env("LDSAREF_RULES", &dir)
+            .env("LDSAREF_PROFILE", profile)
+            .env(log.env().0, log.env().1);
+        let out = run_with_timeout(&mut c, Duration::from_secs(30));
+        assert!(out.stdout.contains("step=connect result=ok"), "{out}");
+        let connects = log.find("connect", &[("dst", &format!("127.0.9.1:{port}"))]);
+        assert_eq!(connects.len(), 1, "{}", log.text());
+        assert_eq!(connects[0].field("bindref"), want, "{}", log.text());
+    }
+}
+
+/// The operator's whole story: a long-running program, a tunnel coming up
+/// (pluto runs updown), then going down; the program follows within a
+/// second each time, without a restart.
+#[test]
+fn a_running_program_follows_the_tunnel_up_and_down() {
+    let (t, dir) = rules_dir();
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = EmuLog::new();
+    let stop = t.join("stop");
+    // Connects every 50 ms until told to stop (or 30 s).
+    let script = format!(
+        "import socket, os, time\n\
+         l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         l.bind(('127.0.9.2', 4303)); l.listen(64)\n\
+         end = time.time() + 30\n\
+         while time.time() < end and not os.path.exists({stop:?}):\n\
+         \x20   s = socket.socket(); s.connect(('127.0.9.2', 4303)); s.close(); l.accept()[0].close()\n\
+         \x20   time.sleep(0.05)\n",
+        stop = stop.display().to_string()
+    );
+    let mut c = Command::new(python3());
+    c.args(["-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("LD_PRELOAD", common::preload_with_emulator())
+        .env("LDSAREF_RULES", &dir)
+        .env(log.env().0, log.env().1)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+
+    let bindref_seen = |want: &str, after: usize| -> Option<usize> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let c = log.find("connect", &[("dst", "127.0.9.2:4303")]);
+            if let Some(i) = c
+                .iter()
+                .skip(after)
+                .position(|e| e.field("bindref") == want)
+            {
+                return Some(after + i);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    };
+    let first = bindref_seen("0", 0).expect("the program never connected");
+
+    let up = updown(
+        &dir,
+        &["--global"],
+        &pluto("up-client", "t", "127.0.9.0/24", "77"),
+    );
+    assert_eq!(up.code(), Some(0), "{up}");
+    let t_up = Instant::now();
+    let bound = bindref_seen("77", first).unwrap_or_else(|| panic!("{}", log.text()));
+    assert!(t_up.elapsed() < Duration::from_secs(3));
+
+    let down = updown(
+        &dir,
+        &[],
+        &[("PLUTO_VERB", "down-client"), ("PLUTO_CONNECTION", "t")],
+    );
+    assert_eq!(down.code(), Some(0), "{down}");
+    bindref_seen("0", bound + 1).unwrap_or_else(|| panic!("{}", log.text()));
+
+    std::fs::write(&stop, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The recommended setup for long-running programs: a profile per tunnel
+/// and `--on-down deny`. While the tunnel is down the program's connects
+/// to the client network are refused (EACCES), not sent in the clear nor
+/// through the SA that was; when it comes up again with a new SAref, the
+/// program uses that one.
+#[test]
+fn a_running_program_is_refused_while_its_tunnel_is_down() {
+    let (t, dir) = rules_dir();
+    let up = |r: &'static str| pluto("up-client", "t2", "127.0.9.0/24", r);
+    assert_eq!(updown(&dir, &[], &up("88")).code(), Some(0));
+    let log = EmuLog::new();
+    let stop = t.join("stop");
+    let results = t.join("results");
+    // Connects every 50 ms, appending "ok" or the errno to `results`.
+    let script = format!(
+        "import socket, os, time\n\
+         l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         l.bind(('127.0.9.3', 4304)); l.listen(64)\n\
+         end = time.time() + 30\n\
+         while time.time() < end and not os.path.exists({stop:?}):\n\
+         \x20   s = socket.socket()\n\
+         \x20   try:\n\
+         \x20       s.connect(('127.0.9.3', 4304)); l.accept()[0].close(); r = 'ok'\n\
+         \x20   except OSError as e:\n\
+         \x20       r = 'errno=%d' % e.errno\n\
+         \x20   s.close()\n\
+         \x20   with open({results:?}, 'a') as f: f.write(r + '\\n')\n\
+         \x20   time.sleep(0.05)\n",
+        stop = stop.display().to_string(),
+        results = results.display().to_string(),
+    );
+    let mut c = Command::new(python3());
+    c.args(["-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("LD_PRELOAD", common::preload_with_emulator())
+        .env("LDSAREF_RULES", &dir)
+        .env("LDSAREF_PROFILE", "t2")
+        .env(log.env().0, log.env().1)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = c.spawn().unwrap();
+
+    let wait_for = |what: &str, pred: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !pred() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {}\n{}",
+                log.text(),
+                std::fs::read_to_string(&results).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let bound_to = |r: &str| {
+        !log.find("connect", &[("dst", "127.0.9.3:4304"), ("bindref", r)])
+            .is_empty()
+    };
+    let lines = || std::fs::read_to_string(&results).unwrap_or_default();
+    wait_for("bound to 88", &|| bound_to("88"));
+
+    let mut down = up("88");
+    down[0] = ("PLUTO_VERB", "down-client");
+    let out = updown(&dir, &["--on-down", "deny"], &down);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let refused_from = lines().lines().count();
+    wait_for("refused with EACCES", &|| {
+        lines().lines().skip(refused_from).any(|l| l == "errno=13")
+    });
+
+    assert_eq!(updown(&dir, &[], &up("89")).code(), Some(0));
+    wait_for("bound to 89", &|| bound_to("89"));
+
+    std::fs::write(&stop, "").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Never a connect without the SA: refused ones never reach connect().
+    assert!(
+        log.find("connect", &[("dst", "127.0.9.3:4304"), ("bindref", "0")])
+            .is_empty(),
+        "{}",
+        log.text()
+    );
+}
