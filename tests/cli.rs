@@ -294,7 +294,7 @@ fn probe_reports_this_stock_kernel() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["run", "check", "explain", "probe", "env"] {
+    for sub in ["run", "check", "explain", "probe", "env", "shell", "updown"] {
         let out = ldsaref(&[sub, "--help"]);
         assert_eq!(out.code(), Some(0), "{sub}: {out}");
         assert!(out.stdout.contains("Exit status"), "{sub}: {out}");
