@@ -1,38 +1,24 @@
-//! The library's log: `log` + `env_logger`, level from `LDSAREF_LOG` only
-//! (never the host program's `RUST_LOG`), to stderr through the next
-//! `write` so the library never re-enters its own hooks, each line
-//! prefixed `ldsaref[pid]`.
+//! The library's log: the `log` facade with a logger of its own, level
+//! from `LDSAREF_LOG` only (never the host program's `RUST_LOG`), to stderr
+//! through the next `write` so the library never re-enters its own hooks,
+//! each line prefixed `ldsaref[pid]`.
+//!
+//! Not `env_logger`: its output goes through a `Mutex`, and a child forked
+//! while another thread held it would hang on its first log line. Here a
+//! line is formatted on the stack (no allocation, no lock, cut at 1 KiB)
+//! and written with one `write(2)`, so lines never mix either.
 //!
 //! Causes of failure are logged once per process ([`once`]), not per
 //! packet: a program sending a million datagrams on a kernel without SAref
 //! support gets one line that says what to do.
 
-use std::io::{self, Write};
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ldsaref_rules::settings::LogLevel;
-use log::LevelFilter;
+use log::{LevelFilter, Log, Metadata, Record};
 
 use crate::next;
-
-/// Writes to fd 2 through the next `write`.
-struct Stderr;
-
-impl Write for Stderr {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        // SAFETY: `buf` is a valid slice for its length.
-        let n = unsafe { next::write(2, buf.as_ptr().cast(), buf.len()) };
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 fn filter(level: LogLevel) -> LevelFilter {
     match level {
@@ -45,30 +31,84 @@ fn filter(level: LogLevel) -> LevelFilter {
     }
 }
 
+/// A line being formatted on the stack: no allocation, and above all no
+/// lock, so a child forked while another thread was logging can log too.
+struct Line {
+    buf: [u8; 1024],
+    len: usize,
+}
+
+impl std::fmt::Write for Line {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        // Keep room for the newline; a longer line is cut.
+        let room = self.buf.len() - 1 - self.len;
+        let n = s.len().min(room);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+struct Logger;
+
+impl Log for Logger {
+    fn enabled(&self, m: &Metadata<'_>) -> bool {
+        m.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let mut line = Line {
+            buf: [0; 1024],
+            len: 0,
+        };
+        // SAFETY: getpid has no preconditions; read per line so that
+        // forked children log their own pid.
+        let pid = unsafe { libc::getpid() };
+        let level = match record.level() {
+            log::Level::Error => "error",
+            log::Level::Warn => "warn",
+            log::Level::Info => "info",
+            log::Level::Debug => "debug",
+            log::Level::Trace => "trace",
+        };
+        let _ = write!(line, "ldsaref[{pid}]: {level}: {}", record.args());
+        line.buf[line.len] = b'\n';
+        line.len += 1;
+        // One write per line: lines of threads and processes never mix.
+        // SAFETY: the buffer is valid for `len` bytes.
+        unsafe { next::write(2, line.buf.as_ptr().cast(), line.len) };
+    }
+
+    fn flush(&self) {}
+}
+
+static LOGGER: Logger = Logger;
+
 /// Installs the logger; called once, when the configuration is loaded.
 /// Also makes the library's panics (caught at the hook boundary and turned
-/// into the `LDSAREF_ON_ERROR` outcome) one log line instead of the
-/// default report. This std is the library's own copy: the host program's
-/// panic hook, if it is Rust, is not touched.
+/// into the `LDSAREF_ON_ERROR` outcome) one log line, once per process.
 pub fn init(level: LogLevel) {
     std::panic::set_hook(Box::new(|info| {
-        log::error!("internal error: {info}");
+        if once(Cause::Panic) {
+            let msg = info
+                .payload()
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(no message)");
+            let at = info
+                .location()
+                .map(|l| format!("{}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            log::error!("internal error at {at}: {msg}; applying LDSAREF_ON_ERROR");
+        }
     }));
-    let _ = env_logger::Builder::new()
-        .filter_level(filter(level))
-        .format(|buf, record| {
-            // SAFETY: getpid has no preconditions; read per line so that
-            // forked children log their own pid.
-            let pid = unsafe { libc::getpid() };
-            writeln!(
-                buf,
-                "ldsaref[{pid}]: {}: {}",
-                record.level().as_str().to_ascii_lowercase(),
-                record.args()
-            )
-        })
-        .target(env_logger::Target::Pipe(Box::new(Stderr)))
-        .try_init();
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(filter(level));
+    }
 }
 
 /// Distinct causes of failure, each logged at most once per process.

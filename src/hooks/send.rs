@@ -74,11 +74,26 @@ unsafe fn write_tagged(
     r
 }
 
+/// Whether this process steers anything at all. Checked before reading
+/// any of the caller's structures: a process with no rules and no
+/// `IPSEC_SAREF` behaves exactly as without the library, down to the
+/// kernel's `EFAULT` for a bad pointer (with rules, the library must read
+/// them, and a bad pointer faults in the library as it would in any
+/// user-space code; see the README's limits).
+fn active() -> bool {
+    guarded(|| Ok(ops::active()), true).unwrap_or(true)
+}
+
 /// # Safety
 /// libc's `connect`.
 #[no_mangle]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
     let saved = errno::get();
+    if !active() {
+        errno::set(saved);
+        // SAFETY: forwarding the caller's arguments.
+        return unsafe { next::connect(fd, addr, len) };
+    }
     // SAFETY: `addr` is valid for `len` bytes per connect's contract.
     if let Some(dest) = unsafe { addr::decode(addr, len) } {
         if let Err(e) = guarded(|| ops::before_connect(fd, dest), ()) {
@@ -102,6 +117,11 @@ pub unsafe extern "C" fn sendto(
     alen: socklen_t,
 ) -> ssize_t {
     let saved = errno::get();
+    if !active() {
+        errno::set(saved);
+        // SAFETY: forwarding the caller's arguments.
+        return unsafe { next::sendto(fd, buf, len, flags, addr, alen) };
+    }
     // SAFETY: `addr` is valid for `alen` bytes per sendto's contract.
     let dest = unsafe { addr::decode(addr, alen) };
     match guarded(|| ops::plan_send(fd, dest, flags, &[]), Send::Plain) {
@@ -133,11 +153,12 @@ pub unsafe extern "C" fn sendto(
 /// libc's `sendmsg`.
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    if msg.is_null() {
-        // SAFETY: the kernel answers EFAULT.
+    let saved = errno::get();
+    if msg.is_null() || !active() {
+        errno::set(saved);
+        // SAFETY: forwarding the caller's arguments.
         return unsafe { next::sendmsg(fd, msg, flags) };
     }
-    let saved = errno::get();
     // SAFETY: non-null, and valid per sendmsg's contract.
     let m = unsafe { &*msg };
     // SAFETY: as above, for the name and control buffers.
@@ -174,12 +195,13 @@ pub unsafe extern "C" fn sendmmsg(
     vlen: c_uint,
     flags: c_int,
 ) -> c_int {
-    if msgs.is_null() || vlen == 0 {
+    let saved = errno::get();
+    if msgs.is_null() || vlen == 0 || !active() {
+        errno::set(saved);
         // SAFETY: forwarding; the kernel validates.
         return unsafe { next::sendmmsg(fd, msgs, vlen, flags) };
     }
     let n = (vlen as usize).min(UIO_MAXIOV);
-    let saved = errno::get();
     // SAFETY: `msgs` is valid for `vlen` entries per sendmmsg's contract.
     let plan = |i: usize| -> Result<Send, Errno> {
         let m = unsafe { &(*msgs.add(i)).msg_hdr };

@@ -133,9 +133,7 @@ fn deny(d: &Decision<'_>, dest: SocketAddr, proto: Proto) -> Errno {
 /// A panic inside the library: handled like any other failure to apply a
 /// rule, never allowed to unwind into C or to skip the policy silently.
 pub fn on_panic() -> Result<(), Errno> {
-    if logging::once(Cause::Panic) {
-        log::error!("internal error in ldsaref; applying LDSAREF_ON_ERROR");
-    }
+    // The panic hook (logging::init) said what happened, once.
     if WARN_ON_ERROR.load(Ordering::Relaxed) {
         Ok(())
     } else {
@@ -227,6 +225,12 @@ pub fn before_connect(fd: i32, dest: SocketAddr) -> Result<(), Errno> {
     }
     let Some(st) = state(fd) else { return Ok(()) };
     connect_with(&cfg, fd, st, dest, "connect")
+}
+
+/// Whether any rule, `IPSEC_SAREF` or configuration error could concern a
+/// socket call (loads the configuration on first use).
+pub fn active() -> bool {
+    !config().inert()
 }
 
 /// The test-only fault switch (see `Config::inject_panic`).

@@ -22,8 +22,7 @@ const CFLAGS: &[&str] = &["-O2", "-Wall", "-Wextra", "-Werror", "-pthread"];
 pub fn build(name: &str) -> PathBuf {
     use std::hash::{Hash, Hasher};
     let src = common::source_dir().join(format!("tests/programs/{name}.c"));
-    let code =
-        std::fs::read(&src).unwrap_or_else(|e| panic!("cannot read {}: {e}", src.display()));
+    let code = std::fs::read(&src).unwrap_or_else(|e| panic!("cannot read {}: {e}", src.display()));
     let mut h = std::collections::hash_map::DefaultHasher::new();
     code.hash(&mut h);
     CFLAGS.hash(&mut h);
