@@ -4,7 +4,7 @@
 #
 #   sudo scripts/bench.sh          # a few minutes: reduced counts
 #   sudo scripts/bench.sh --full   # the sizes the targets are stated for:
-#                                  # 1M sendto, 50k connects, 1M packets
+#                                  # 1M sendto, 50k connects, 200k packets
 #                                  # through the chains, every table size
 #
 # Needs root: SO_MARK, a network namespace of its own for the nftables
@@ -17,6 +17,10 @@
 # round, so that a colleague's build slows them alike. Targets are
 # reported, never asserted: the script exits 0 whatever it measured.
 set -euo pipefail
+
+# All of it in one function, which bash reads whole before running: editing
+# the script during a run cannot change what the run does.
+main() {
 cd "$(dirname "$0")/.."
 root=$PWD
 
@@ -37,7 +41,7 @@ done
 command_line="scripts/bench.sh${1:+ $*}"
 rounds=${ROUNDS:-5}
 if ((full)); then
-    udp_n=1000000 tcp_n=50000 chain_n=1000000 cg_udp=(5000 25000) cg_tcp=(500 2500)
+    udp_n=1000000 tcp_n=50000 chain_n=200000 cg_udp=(5000 25000) cg_tcp=(500 2500)
 else
     udp_n=200000 tcp_n=10000 chain_n=50000 cg_udp=(2000 10000) cg_tcp=(200 1000)
 fi
@@ -93,6 +97,11 @@ record machine rustc "$(rustc -V)"
 record machine gcc "$(gcc -dumpfullversion)"
 record machine load "$(cut -d' ' -f1-3 /proc/loadavg)"
 record machine command "$command_line"
+gcc -O2 -Wall -Wextra -o "$work/memlat" scripts/bench/memlat.c
+for _ in $(seq "$rounds"); do "$work/memlat" 16 256 4096 16384 65536; done >"$work/memlat.txt"
+for kib in 16 256 4096 16384 65536; do
+    awk -v k=$kib '$1 == k {print $2}' "$work/memlat.txt" | median | { read -r v; record memlat "$kib" "$v"; }
+done
 record machine rounds "$rounds"
 
 # ---------------------------------------------------------------------
@@ -118,8 +127,14 @@ step "loading 100k rules: ldsaref check"
 "$cli" check "$work/nomatch.rules" >/dev/null
 hyperfine -N --warmup 2 --runs $((rounds * 2)) --export-json "$work/check.json" \
     "$cli check $work/empty.rules" "$cli check $work/nomatch.rules" >&2
-record load check_empty_s "$($py -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][0]["median"])' "$work/check.json")"
-record load check_100k_s "$($py -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][1]["median"])' "$work/check.json")"
+# Median wall time, and mean CPU time (user + system: hyperfine keeps
+# no per-run CPU times), of the I-th command of a hyperfine export.
+hf_wall() { $py -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][int(sys.argv[2])]["median"])' "$1" "$2"; }
+hf_cpu() { $py -c 'import json,sys; r=json.load(open(sys.argv[1]))["results"][int(sys.argv[2])]; print(r["user"] + r["system"])' "$1" "$2"; }
+record load check_empty_s "$(hf_wall "$work/check.json" 0)"
+record load check_100k_s "$(hf_wall "$work/check.json" 1)"
+record load check_empty_cpu_s "$(hf_cpu "$work/check.json" 0)"
+record load check_100k_cpu_s "$(hf_cpu "$work/check.json" 1)"
 for _ in $(seq "$rounds"); do
     /usr/bin/time -f %M "$cli" check "$work/nomatch.rules" 2>&1 >/dev/null | tail -1
 done | median | { read -r kb; record load check_100k_rss_kib "$kb"; }
@@ -137,7 +152,8 @@ hyperfine -N --warmup 3 --runs $((rounds * 6)) --export-json "$work/noparse.json
     "env LD_PRELOAD=$lib LDSAREF_RULES=$work/nomatch.rules $driver udp 1" >&2
 i=0
 for key in write_nolib write_lib write_lib_rules udp1_lib udp1_lib_rules; do
-    record noparse "$key" "$($py -c 'import json,sys; print(json.load(open(sys.argv[1]))["results"][int(sys.argv[2])]["median"])' "$work/noparse.json" $i)"
+    record noparse "$key" "$(hf_wall "$work/noparse.json" $i)"
+    record noparse "${key}_cpu" "$(hf_cpu "$work/noparse.json" $i)"
     i=$((i + 1))
 done
 opens() { grep -c "nomatch.rules" "$1" || true; }
@@ -170,14 +186,15 @@ clean_env=(env -u LD_PRELOAD -u LDSAREF_RULES -u LDSAREF_PROFILE -u LDSAREF_MODE
     -u KLIPS_EMU_ABI -u KLIPS_EMU_MARK -u KLIPS_EMU_LOG)
 run_driver() { # proto variant n
     # shellcheck disable=SC2046
-    "${clean_env[@]}" $(variant_env "$2") "$driver" "$(variant_mode "$1" "$2")" "$3" 0x4d | awk '{print $3}'
+    "${clean_env[@]}" $(variant_env "$2") "$driver" "$(variant_mode "$1" "$2")" "$3" 0x4d | awk '{print $3, $4}'
 }
 variants=(none lib-inert lib-nomatch self-mark lib-mark lib-saref-emu)
 
 # Sanity: the mark variants really carry the mark (and only once).
 # shellcheck disable=SC2046
 "${clean_env[@]}" $(variant_env lib-mark) strace -f -qq -e trace=sendto,sendmsg -o "$work/st-mark" "$driver" udp 10 0x4d >/dev/null
-record check udp_lib_mark_cmsgs "$(grep -c 'cmsg_type=SO_MARK, cmsg_data=\[0x4d\]\|cmsg_data=\[77\]\|SO_MARK.*0x4d\|SO_MARK.*77' "$work/st-mark" || true)"
+# (strace prints SO_MARK's cmsg type as 0x24 and not its payload.)
+record check udp_lib_mark_cmsgs "$(grep -c 'cmsg_level=SOL_SOCKET, cmsg_type=0x24' "$work/st-mark" || true)"
 
 for proto in udp tcp; do
     n=$udp_n
@@ -187,9 +204,10 @@ for proto in udp tcp; do
         # Rotate the order each round: no variant always runs first.
         for k in "${!variants[@]}"; do
             v=${variants[$(((k + r) % ${#variants[@]}))]}
-            ns_op=$(run_driver "$proto" "$v" "$n")
-            record "hot-$proto" "$v" "$ns_op"
-            printf '  round %d %-14s %8.1f ns/call\n' "$r" "$v" "$ns_op" >&2
+            read -r wall cpu < <(run_driver "$proto" "$v" "$n")
+            record "hot-$proto" "$v" "$wall"
+            record "hotcpu-$proto" "$v" "$cpu"
+            printf '  round %d %-14s %9.1f ns/call wall %9.1f ns/call CPU\n' "$r" "$v" "$wall" "$cpu" >&2
         done
     done
 done
@@ -233,31 +251,35 @@ chain_run() { # kind n
         plain) in_ns "$driver" udp "$chain_n" ;;
         chain) in_ns "$driver" udp "$chain_n" ;;
         ldsaref) in_ns LD_PRELOAD="$lib" LDSAREF_RULES="$work/hosts-$2.rules" "$driver" udp "$chain_n" ;;
-    esac | awk '{print $3}'
+    esac | awk '{print $3, $4}'
+}
+chain_record() { # key round label kind n
+    local wall cpu
+    read -r wall cpu < <(chain_run "$4" "$5")
+    record chain "$1" "$wall"
+    record chaincpu "$1" "$cpu"
+    printf '  round %d %-16s %10.1f ns/packet wall %10.1f ns/packet CPU\n' "$2" "$3" "$wall" "$cpu" >&2
 }
 for r in $(seq "$rounds"); do
-    ns_op=$(chain_run plain 0)
-    record chain "plain/0" "$ns_op"
-    printf '  round %d %-16s %10.1f ns/packet\n' "$r" "no chain" "$ns_op" >&2
+    chain_record plain/0 "$r" "no chain" plain 0
     for n in 10 1000 10000; do
         ip netns exec "$ns" nft -f "$work/chain-$n.nft"
-        ns_op=$(chain_run chain $n)
+        chain_record "chain/$n" "$r" "chain $n" chain $n
         ip netns exec "$ns" nft delete table ip ldsaref_bench
-        record chain "chain/$n" "$ns_op"
-        printf '  round %d %-16s %10.1f ns/packet\n' "$r" "chain $n" "$ns_op" >&2
-        ns_op=$(chain_run ldsaref $n)
-        record chain "ldsaref/$n" "$ns_op"
-        printf '  round %d %-16s %10.1f ns/packet\n' "$r" "ldsaref $n" "$ns_op" >&2
+        chain_record "ldsaref/$n" "$r" "ldsaref $n" ldsaref $n
     done
 done
 # The chain really marks: its last entry counts the packets it matched.
 ip netns exec "$ns" nft -f "$work/chain-10.nft"
-ip netns exec "$ns" nft add rule ip ldsaref_bench ipsec meta mark $mark counter
+ip netns exec "$ns" nft add rule ip ldsaref_bench updown_mast meta mark $mark counter
 in_ns "$driver" udp 100 >/dev/null
-record check chain_marked "$(ip netns exec "$ns" nft list chain ip ldsaref_bench ipsec | sed -n 's/.*counter packets \([0-9]*\).*/\1/p')"
+record check chain_marked "$(ip netns exec "$ns" nft list chain ip ldsaref_bench updown_mast | sed -n 's/.*counter packets \([0-9]*\).*/\1/p')"
 ip netns del "$ns"
 
 # ---------------------------------------------------------------------
 step "report"
 cp "$raw" "$root/target/bench-raw.tsv"
 $py scripts/bench/report.py "$raw" --markdown BENCHMARKS.md --plot docs/bench-scaling.png
+}
+
+main "$@"

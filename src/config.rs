@@ -118,7 +118,14 @@ fn init() -> State {
         }
         std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
     };
-    let (settings, errors) = Settings::from_lookup(env);
+    let (mut settings, errors) = Settings::from_lookup(env);
+    // A path need not be UTF-8: once validated, take LDSAREF_RULES exactly
+    // as the OS gave it, not the lossy text the settings were checked on.
+    if settings.rules.is_some() {
+        if let Some(os) = std::env::var_os(vars::LDSAREF_RULES) {
+            settings.rules = Some(std::path::PathBuf::from(os));
+        }
+    }
     logging::init(settings.log);
 
     let mut env_problems: Vec<String> = errors.iter().map(ToString::to_string).collect();

@@ -79,7 +79,7 @@ fn build(app: &App) -> Vec<u8> {
                 v.extend_from_slice(&LEVELS[usize::from(m.level) % 4].to_ne_bytes());
                 v.extend_from_slice(&TYPES[usize::from(m.ty) % 6].to_ne_bytes());
                 v.resize(start + HDR_LEN, 0);
-                v.extend(std::iter::repeat(m.fill).take(data));
+                v.extend(std::iter::repeat_n(m.fill, data));
                 let last = i + 1 == cmsgs.len().min(64);
                 if !(last && *unpadded) {
                     v.resize(start + cmsg::cmsg_space(data), 0);
@@ -110,13 +110,16 @@ fn tag_of(t: &TagKind) -> Tag {
 
 fn read_len(buf: &[u8], at: usize) -> usize {
     let mut b = [0u8; std::mem::size_of::<usize>()];
-    b.copy_from_slice(&buf[at..at + b.len()]);
+    let n = b.len();
+    b.copy_from_slice(&buf[at..at + n]);
     usize::from_ne_bytes(b)
 }
 
+type Cmsgs = Vec<(i32, i32, Vec<u8>)>;
+
 /// (level, type, data) of the valid cmsgs, and whether the walk stopped
 /// at a malformed header.
-fn walk(buf: &[u8]) -> (Vec<(i32, i32, Vec<u8>)>, Option<usize>) {
+fn walk(buf: &[u8]) -> (Cmsgs, Option<usize>) {
     let mut out = Vec::new();
     for c in cmsg::iter(buf) {
         match c {
@@ -186,7 +189,10 @@ fuzz_target!(|input: Input| {
 
     // remove: the others in order, the malformed tail (if any) untouched.
     let (level, ty) = input.remove;
-    let (level, ty) = (LEVELS[level.rem_euclid(4) as usize], TYPES[ty.rem_euclid(6) as usize]);
+    let (level, ty) = (
+        LEVELS[level.rem_euclid(4) as usize],
+        TYPES[ty.rem_euclid(6) as usize],
+    );
     let mut buf = app.clone();
     let len = buf.len();
     let n = cmsg::remove(&mut buf, len, level, ty);

@@ -44,12 +44,27 @@ struct RuleLine {
 enum DestPiece {
     Any,
     /// From a small pool, so that prefixes nest and collide.
-    V4Pool { pick: u8, len: u8 },
-    V6Pool { pick: u8, len: u8 },
+    V4Pool {
+        pick: u8,
+        len: u8,
+    },
+    V6Pool {
+        pick: u8,
+        len: u8,
+    },
     /// Anything, host bits and all.
-    V4Raw { addr: u32, len: u8 },
-    V6Raw { addr: u128, len: u8 },
-    Mapped { addr: u32, len: u8 },
+    V4Raw {
+        addr: u32,
+        len: u8,
+    },
+    V6Raw {
+        addr: u128,
+        len: u8,
+    },
+    Mapped {
+        addr: u32,
+        len: u8,
+    },
     Text(Piece),
 }
 
@@ -101,14 +116,66 @@ enum Piece {
 }
 
 const WORDS: &[&str] = &[
-    "any", "ANY", "tcp", "udp", "TCP", "tpc", "saref", "SAREF", "mark", "dev", "reflect", "pass",
-    "deny", "[", "]", "[x]", "#", "/", "-", "0", "1", "32767", "32768", "65535", "65536", "0x",
-    "0xffffffff", "0x100000000", "4294967296", "1-0", "0-1", "::", "::/0", "0.0.0.0/0",
-    "::ffff:0:0/96", "1.2.3.4/33", "2001:db8::/129", "01.2.3.4", "\u{feff}", "é", "\u{0}", "\r",
-    "1.2.3.4/", "/8", "a b", "\t", "lo", "nosuch0", "..", "eth0/1",
+    "any",
+    "ANY",
+    "tcp",
+    "udp",
+    "TCP",
+    "tpc",
+    "saref",
+    "SAREF",
+    "mark",
+    "dev",
+    "reflect",
+    "pass",
+    "deny",
+    "[",
+    "]",
+    "[x]",
+    "#",
+    "/",
+    "-",
+    "0",
+    "1",
+    "32767",
+    "32768",
+    "65535",
+    "65536",
+    "0x",
+    "0xffffffff",
+    "0x100000000",
+    "4294967296",
+    "1-0",
+    "0-1",
+    "::",
+    "::/0",
+    "0.0.0.0/0",
+    "::ffff:0:0/96",
+    "1.2.3.4/33",
+    "2001:db8::/129",
+    "01.2.3.4",
+    "\u{feff}",
+    "é",
+    "\u{0}",
+    "\r",
+    "1.2.3.4/",
+    "/8",
+    "a b",
+    "\t",
+    "lo",
+    "nosuch0",
+    "..",
+    "eth0/1",
 ];
 
-const V4: &[u32] = &[0xc000_0200, 0xc633_6400, 0xcb00_7100, 0xc612_0000, 0, 0xffff_ffff];
+const V4: &[u32] = &[
+    0xc000_0200,
+    0xc633_6400,
+    0xcb00_7100,
+    0xc612_0000,
+    0,
+    0xffff_ffff,
+];
 const V6: &[u128] = &[0x2001_0db8 << 96, (0x2001_0db8 << 96) | 1, 0, u128::MAX];
 const PORTS: &[u16] = &[1, 22, 53, 80, 443, 1701, 65535];
 
@@ -136,11 +203,15 @@ impl RuleLine {
 }
 
 fn mask4(a: u32, len: u8) -> u32 {
-    a & u32::MAX.checked_shl(32 - u32::from(len.min(32))).unwrap_or(0)
+    a & u32::MAX
+        .checked_shl(32 - u32::from(len.min(32)))
+        .unwrap_or(0)
 }
 
 fn mask6(a: u128, len: u8) -> u128 {
-    a & u128::MAX.checked_shl(128 - u32::from(len.min(128))).unwrap_or(0)
+    a & u128::MAX
+        .checked_shl(128 - u32::from(len.min(128)))
+        .unwrap_or(0)
 }
 
 /// The text, the lines that must hold a rule, and those that may.
@@ -301,6 +372,6 @@ fuzz_target!(|lines: Vec<Line>| {
             }
             check_set(&set, 20_000);
         }
-        Err(e) => check_error(&e, "rules", text.as_bytes()),
+        Err(e) => check_error(&e, &[("rules", text.as_bytes())]),
     }
 });

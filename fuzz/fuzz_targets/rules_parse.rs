@@ -9,14 +9,16 @@ use ldsaref_rules::RuleSet;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
+    const FILES: [&str; 3] = ["src0", "src1", "src2"];
     let mut builder = RuleSet::builder();
-    for (i, source) in data.split(|&b| b == 0xfe).take(3).enumerate() {
-        let file = format!("src{i}");
+    let mut seen: Vec<(&str, &[u8])> = Vec::new();
+    for (source, file) in data.split(|&b| b == 0xfe).zip(FILES) {
+        seen.push((file, source));
         let before = snapshot(&builder);
-        match builder.add_bytes(source, &file) {
+        match builder.add_bytes(source, file) {
             Ok(()) => {}
             Err(e) => {
-                check_error(&e, &file, source);
+                check_error(&e, &seen);
                 // A source that fails leaves no trace.
                 assert_eq!(snapshot(&builder), before, "a failed source half-loaded");
             }
@@ -26,12 +28,13 @@ fuzz_target!(|data: &[u8]| {
             let mut a = RuleSet::builder();
             let mut b = RuleSet::builder();
             assert_eq!(
-                a.add_source(text, &file).map_err(|e| e.to_string()),
-                b.add_bytes(source, &file).map_err(|e| e.to_string())
+                a.add_source(text, file).map_err(|e| e.to_string()),
+                b.add_bytes(source, file).map_err(|e| e.to_string())
             );
         }
     }
-    if let Ok(set) = builder.build() {
-        check_set(&set, 4096);
+    match builder.build() {
+        Ok(set) => check_set(&set, 4096),
+        Err(e) => check_error(&e, &seen),
     }
 });

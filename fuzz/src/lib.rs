@@ -19,13 +19,13 @@ fn rank(r: &Rule) -> (u8, bool, bool) {
 
 /// Linear scan: the profile's rules, then the global ones; in each the
 /// best rule by [`rank`], which must be unique since ties do not load.
-pub fn naive_lookup<'a>(
-    set: &'a RuleSet,
+pub fn naive_lookup(
+    set: &RuleSet,
     profile: Option<ProfileId>,
     dest: IpAddr,
     proto: Proto,
     port: u16,
-) -> Option<&'a Rule> {
+) -> Option<&Rule> {
     let in_set = |p: Option<ProfileId>| {
         let mut best: Option<&Rule> = None;
         for r in set.rules().filter(|r| r.profile == p) {
@@ -44,7 +44,9 @@ pub fn naive_lookup<'a>(
         }
         best
     };
-    profile.and_then(|p| in_set(Some(p))).or_else(|| in_set(None))
+    profile
+        .and_then(|p| in_set(Some(p)))
+        .or_else(|| in_set(None))
 }
 
 /// The first and last address of a destination, and the addresses just
@@ -68,7 +70,10 @@ fn probes(dest: &Dest) -> Vec<IpAddr> {
             v.dedup();
             let mut out: Vec<IpAddr> = v.iter().map(|&x| IpAddr::V4(x.into())).collect();
             // The same, as a dual-stack socket would see them.
-            out.extend(v.iter().map(|&x| IpAddr::V6(Ipv4Addr::from(x).to_ipv6_mapped())));
+            out.extend(
+                v.iter()
+                    .map(|&x| IpAddr::V6(Ipv4Addr::from(x).to_ipv6_mapped())),
+            );
             out
         }
         Dest::Net {
@@ -89,12 +94,7 @@ fn probes(dest: &Dest) -> Vec<IpAddr> {
 fn ports_of(r: &Rule) -> Vec<u16> {
     match r.ports {
         None => vec![0, 1, 22, 65535],
-        Some(p) => vec![
-            p.lo,
-            p.hi,
-            p.lo.saturating_sub(1),
-            p.hi.saturating_add(1),
-        ],
+        Some(p) => vec![p.lo, p.hi, p.lo.saturating_sub(1), p.hi.saturating_add(1)],
     }
 }
 
@@ -188,14 +188,28 @@ pub fn round_trip(rule: &Rule) {
     assert_eq!(r.to_string(), text);
 }
 
-/// An error must point inside the text it is about.
-pub fn check_error(e: &ParseError, file: &str, text: &[u8]) {
-    assert_eq!(e.file, file);
+/// An error must point inside the text it is about: one of `sources`
+/// (file name, bytes), the last one unless it is a tie among the rules
+/// of earlier sources, which comes first in load order.
+pub fn check_error(e: &ParseError, sources: &[(&str, &[u8])]) {
+    let (last, _) = sources.last().expect("at least one source");
+    let (file, text) = sources
+        .iter()
+        .find(|(f, _)| *f == e.file)
+        .unwrap_or_else(|| panic!("{e} names no source"));
+    if file != last {
+        assert!(e.message.contains("ties with"), "{e}: not about {last}");
+    }
     assert!(e.line >= 1 && e.col >= 1, "{e}");
     let lines = text.iter().filter(|&&b| b == b'\n').count() + 1;
-    assert!(e.line as usize <= lines, "{e} is past the last line ({lines})");
+    assert!(
+        e.line as usize <= lines,
+        "{e} is past the last line ({lines})"
+    );
     assert!(!e.message.is_empty());
-    assert!(e.to_string().starts_with(&format!("{file}:{}:{}: ", e.line, e.col)));
+    assert!(e
+        .to_string()
+        .starts_with(&format!("{file}:{}:{}: ", e.line, e.col)));
 }
 
 /// What a builder holds, as far as the public interface shows it.

@@ -23,9 +23,9 @@ import ipaddress
 import random
 import sys
 
-V4_LENS = [(40, 24), (20, 32), (8, 28), (7, 27), (5, 29), (5, 30), (5, 22),
-           (4, 20), (3, 16), (2, 12), (1, 8)]
-V6_LENS = [(40, 48), (35, 64), (10, 56), (5, 128), (5, 40), (3, 36), (2, 32)]
+V4_LENS = [(4500, 24), (2000, 32), (800, 28), (700, 27), (500, 29), (500, 30),
+           (500, 22), (300, 20), (150, 16), (4, 12), (1, 8)]
+V6_LENS = [(4000, 48), (4000, 64), (1000, 56), (500, 128), (300, 44), (150, 40), (10, 36)]
 
 
 def weighted(rng, table):
@@ -94,7 +94,7 @@ def main():
     a = p.parse_args()
     out = sys.stdout
     if a.chain:
-        out.write("table ip ldsaref_bench {\n\tchain ipsec {\n"
+        out.write("table ip ldsaref_bench {\n\tchain updown_mast {\n"
                   "\t\ttype route hook output priority mangle; policy accept;\n")
         for h in hosts(a.n):
             out.write(f"\t\tip daddr {h} meta mark set {a.mark}\n")

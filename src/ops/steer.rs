@@ -131,7 +131,7 @@ pub(super) fn apply_socket(
 pub(super) fn mark_refused(cfg: &Config, e: Errno) -> Result<(), Errno> {
     if e == libc::EPERM {
         refuse(cfg, Cause::MarkDenied, e, || {
-            "setting SO_MARK needs CAP_NET_ADMIN, which this process does not have".to_string()
+            "setting SO_MARK needs CAP_NET_ADMIN (or CAP_NET_RAW on Linux 5.17 and later), which this process does not have".to_string()
         })
     } else {
         refuse(cfg, Cause::MarkFailed, e, || {

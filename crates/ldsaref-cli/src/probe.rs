@@ -73,7 +73,7 @@ pub fn probe(abi: Option<&str>) -> u8 {
         "LDSAREF_MODE=nfmark:      {}",
         match mark {
             Support::Yes => "usable (SO_MARK allowed)",
-            Support::No(libc::EPERM) => "not usable by this process: SO_MARK needs CAP_NET_ADMIN",
+            Support::No(libc::EPERM) => "not usable by this process: SO_MARK needs CAP_NET_ADMIN (or CAP_NET_RAW on Linux 5.17+)",
             Support::No(_) => "not usable: SO_MARK refused",
         }
     );

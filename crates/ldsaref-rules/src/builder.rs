@@ -8,8 +8,10 @@ use crate::profiles::Profiles;
 use crate::ties::{self, Tie};
 use crate::{Origin, ParseError, Rule, RuleSet};
 
-/// The most rules one set may hold: indices are `u32` internally.
-const MAX_RULES: usize = 1 << 31;
+/// The most rules one set may hold: far more than memory allows anyway,
+/// and low enough that internal `u32` indices (an `any` rule counts twice)
+/// never reach their "none" value.
+const MAX_RULES: usize = 1 << 28;
 
 const BOM: char = '\u{feff}';
 

@@ -3,36 +3,46 @@
 //! its rules in precedence order and the next shorter prefix to fall back
 //! to when none of them matches the protocol and port.
 
-use std::net::IpAddr;
-
-use crate::key::{key_of, mask, Family};
+use crate::key::{mask, Family};
 use crate::placement::{runs, Placed};
 use crate::trie::{self, Tries, NONE};
 use crate::{Proto, ProtoMatch, Rule};
 
-/// The rules of one prefix of one trie.
-///
-/// Most prefixes have a single rule: it is stored inline, so that a lookup
-/// usually reads one record (one cache line) per prefix.
+/// The rules of one prefix of one trie, in 32 bytes (two records per cache
+/// line): most prefixes have a single rule, so the best-ranked one is
+/// stored inline, and the others, rarely there, elsewhere.
 #[derive(Clone, Copy, Debug)]
 struct PrefixRules {
     /// The prefix, to check a candidate of the trie against the key.
     key: u128,
-    /// Its best-ranked rule.
-    best: Entry,
     /// The longest shorter prefix of the same trie that contains this one,
     /// or [`NONE`]. Always a smaller index: prefixes are numbered in order.
     parent: u32,
-    /// Its other rules, in precedence order: `entries[more..more + count]`.
-    more: u32,
-    more_count: u32,
+    /// The best-ranked rule, an [`Entry`] spelt out field by field so
+    /// that the record has no padding to spare.
+    rule: u32,
+    lo: u16,
+    hi: u16,
+    proto: ProtoMatch,
     len: u8,
+    /// Whether more rules follow, listed in [`Index::more`].
+    has_more: bool,
 }
 
 impl PrefixRules {
     #[inline]
     fn contains(&self, key: u128) -> bool {
         mask(key, self.len) == self.key
+    }
+
+    #[inline]
+    fn best(&self) -> Entry {
+        Entry {
+            rule: self.rule,
+            lo: self.lo,
+            hi: self.hi,
+            proto: self.proto,
+        }
     }
 }
 
@@ -75,6 +85,9 @@ pub(crate) struct Index {
     roots: Vec<[u32; 2]>,
     tries: Tries,
     prefixes: Vec<PrefixRules>,
+    /// The prefixes with more than one rule (`has_more`), in order, and
+    /// where their other rules are in `entries`: (prefix, start, end).
+    more: Vec<(u32, u32, u32)>,
     entries: Vec<Entry>,
 }
 
@@ -94,8 +107,10 @@ impl Index {
             roots: vec![[NONE; 2]; sets],
             tries: Tries::default(),
             prefixes: Vec::with_capacity(prefix_count),
+            more: Vec::new(),
             entries: Vec::with_capacity(placed.len() - prefix_count),
         };
+        index.tries.reserve(prefix_count);
         // Placements come in prefix order, rules in load order: reading
         // rules at random is slow for large sets, this small table is not.
         let protos: Vec<ProtoMatch> = rules.iter().map(Rule::effective_proto).collect();
@@ -123,17 +138,23 @@ impl Index {
                 enclosing.push((head.key, head.len, id));
 
                 // Already in precedence order: by rank (see placement).
-                let more = to_u32(index.entries.len());
+                let start = to_u32(index.entries.len());
                 for p in &at_prefix[1..] {
                     index.entries.push(Entry::new(&protos, p));
                 }
+                if at_prefix.len() > 1 {
+                    index.more.push((id, start, to_u32(index.entries.len())));
+                }
+                let best = Entry::new(&protos, &head);
                 index.prefixes.push(PrefixRules {
                     key: head.key,
-                    best: Entry::new(&protos, &head),
                     parent,
-                    more,
-                    more_count: to_u32(at_prefix.len() - 1),
+                    rule: best.rule,
+                    lo: best.lo,
+                    hi: best.hi,
+                    proto: best.proto,
                     len: head.len,
+                    has_more: at_prefix.len() > 1,
                 });
                 trie_prefixes.push(trie::Prefix {
                     key: head.key,
@@ -151,12 +172,19 @@ impl Index {
         index
     }
 
-    /// The index of the rule of set `set` that applies to the traffic, if
-    /// any. `addr` must already be unmapped. Allocation-free, panic-free.
+    /// The index of the rule of set `set` that applies to traffic to `key`
+    /// (see [`crate::key::match_key`]), if any. Allocation-free,
+    /// panic-free.
     #[inline]
-    pub(crate) fn lookup(&self, set: usize, addr: IpAddr, proto: Proto, port: u16) -> Option<u32> {
+    pub(crate) fn lookup(
+        &self,
+        set: usize,
+        family: Family,
+        key: u128,
+        proto: Proto,
+        port: u16,
+    ) -> Option<u32> {
         let roots = self.roots.get(set)?;
-        let (family, key) = key_of(addr);
         let mut prefix = self.tries.candidate(roots[family_slot(family)], key);
         // From the longest prefix to the shortest, the first rule that
         // matches the protocol and port. The trie's candidate may be too
@@ -167,16 +195,22 @@ impl Index {
                 prefix = rules.parent;
                 continue;
             }
-            if rules.best.matches(proto, port) {
-                return Some(rules.best.rule);
+            if rules.best().matches(proto, port) {
+                return Some(rules.rule);
             }
-            let more = rules.more as usize;
-            let entries = self
-                .entries
-                .get(more..more + rules.more_count as usize)
-                .unwrap_or_default();
-            if let Some(entry) = entries.iter().find(|e| e.matches(proto, port)) {
-                return Some(entry.rule);
+            if rules.has_more {
+                // Rare: a search is fine here.
+                let (start, end) = match self.more.binary_search_by_key(&prefix, |m| m.0) {
+                    Ok(i) => self.more.get(i).map_or((0, 0), |m| (m.1, m.2)),
+                    Err(_) => (0, 0),
+                };
+                let entries = self
+                    .entries
+                    .get(start as usize..end as usize)
+                    .unwrap_or_default();
+                if let Some(entry) = entries.iter().find(|e| e.matches(proto, port)) {
+                    return Some(entry.rule);
+                }
             }
             prefix = rules.parent;
         }
@@ -188,6 +222,7 @@ impl Index {
         self.roots.capacity() * std::mem::size_of::<[u32; 2]>()
             + self.tries.heap_bytes()
             + self.prefixes.capacity() * std::mem::size_of::<PrefixRules>()
+            + self.more.capacity() * std::mem::size_of::<(u32, u32, u32)>()
             + self.entries.capacity() * std::mem::size_of::<Entry>()
     }
 }
@@ -195,4 +230,15 @@ impl Index {
 /// Arena indices are u32; the builder caps rules far below that.
 fn to_u32(index: usize) -> u32 {
     u32::try_from(index).unwrap_or(NONE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_stay_small() {
+        // Two per cache line; see `PrefixRules`.
+        assert_eq!(std::mem::size_of::<PrefixRules>(), 32);
+    }
 }

@@ -38,6 +38,19 @@ pub(crate) fn key_of(addr: IpAddr) -> (Family, u128) {
     }
 }
 
+/// The family and key a destination is matched with: an IPv4-mapped IPv6
+/// address (`::ffff:a.b.c.d`) is matched as the IPv4 address it carries,
+/// since a dual-stack socket connecting to it really talks IPv4, which only
+/// IPv4 SAs can carry.
+#[inline]
+pub(crate) fn match_key(addr: IpAddr) -> (Family, u128) {
+    match key_of(addr) {
+        // 80 zero bits, 16 one bits, then the IPv4 address.
+        (Family::V6, key) if key >> 32 == 0xffff => (Family::V4, key << 96),
+        other => other,
+    }
+}
+
 /// The address of a key, the inverse of [`key_of`].
 pub(crate) fn addr_of(family: Family, key: u128) -> IpAddr {
     match family {
@@ -78,5 +91,21 @@ mod tests {
         assert_eq!(mask(k, 128), k);
         assert_eq!(mask(k, 0), 0);
         assert_eq!(mask(u128::MAX, 1), 1 << 127);
+    }
+
+    #[test]
+    fn mapped_addresses_match_as_ipv4() {
+        let v4 = key_of("10.1.2.3".parse().unwrap());
+        assert_eq!(match_key("::ffff:10.1.2.3".parse().unwrap()), v4);
+        assert_eq!(match_key("10.1.2.3".parse().unwrap()), v4);
+        for other in [
+            "::10.1.2.3",
+            "::1:ffff:10.1.2.3",
+            "64:ff9b::10.1.2.3",
+            "::fffe:10.1.2.3",
+        ] {
+            let addr: IpAddr = other.parse().unwrap();
+            assert_eq!(match_key(addr), key_of(addr), "{other}");
+        }
     }
 }

@@ -1,9 +1,9 @@
 //! The rules of ldsaref: parsing the rules file, and deciding for each
 //! connection or datagram of a process which action applies.
 //!
-//! Pure Rust without I/O, shared by the preload library (which reads the
-//! file and applies decisions) and the `ldsaref` command (which checks and
-//! explains them).
+//! Pure Rust, without `unsafe` or libc, and without I/O outside [`files`];
+//! shared by the preload library (which loads the rules and applies
+//! decisions) and the `ldsaref` command (which checks and explains them).
 //!
 //! # The rules file
 //!
@@ -42,7 +42,8 @@
 //! - matching: `key`, `trie` (longest-prefix match), `placement` and
 //!   `index` (rules per prefix, in precedence order), `ruleset`;
 //! - [`policy`]: profile, rules and catch-all together;
-//! - [`settings`]: the environment variables.
+//! - [`settings`]: the environment variables;
+//! - [`files`]: where the rules are on disk (the crate's only I/O).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

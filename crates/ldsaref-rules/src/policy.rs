@@ -7,7 +7,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::rule::unmap;
+use crate::key::{match_key, Family};
 use crate::{Action, ProfileId, Proto, Rule, RuleSet, Saref};
 
 /// What a process applies: a rule set, the profile it runs in, and the
@@ -186,8 +186,8 @@ impl Policy {
                 });
             }
         }
-        match (self.catch_all, unmap(dest)) {
-            (Some(saref), IpAddr::V4(_)) => Some(Decision {
+        match (self.catch_all, match_key(dest).0) {
+            (Some(saref), Family::V4) => Some(Decision {
                 action: Action::Saref(saref),
                 source: DecisionSource::CatchAll,
             }),

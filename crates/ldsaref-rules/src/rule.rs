@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::key::{key_of, mask};
+use crate::key::{key_of, mask, match_key};
 use crate::Action;
 
 /// The transport protocol of the traffic being decided.
@@ -119,7 +119,7 @@ impl Dest {
             Dest::Any => true,
             Dest::Net { addr: net, len } => {
                 let (net_family, net_key) = key_of(*net);
-                let (family, key) = key_of(unmap(addr));
+                let (family, key) = match_key(addr);
                 family == net_family && mask(key, *len) == mask(net_key, *len)
             }
         }
@@ -148,19 +148,6 @@ impl fmt::Display for Dest {
                 }
             }
         }
-    }
-}
-
-/// Matches an IPv4-mapped IPv6 address as the IPv4 address it carries: a
-/// dual-stack socket connecting to `::ffff:10.1.2.3` is really talking
-/// IPv4 to 10.1.2.3, and only IPv4 SAs can carry that.
-pub(crate) fn unmap(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
     }
 }
 

@@ -4,9 +4,9 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::index::Index;
+use crate::key::match_key;
 use crate::placement::{set_of, GLOBAL};
 use crate::profiles::Profiles;
-use crate::rule::unmap;
 use crate::{Origin, ParseError, ProfileId, Proto, Rule, RuleSetBuilder};
 
 /// The rules of one rules file (or directory), ready for lookups.
@@ -106,6 +106,7 @@ impl RuleSet {
     /// another set simply has no rules), and visits at most 6 trie nodes for
     /// IPv4 and 22 for IPv6 per set, then the candidate rules of the
     /// matching prefixes.
+    #[inline]
     pub fn lookup(
         &self,
         profile: Option<ProfileId>,
@@ -113,10 +114,11 @@ impl RuleSet {
         proto: Proto,
         port: u16,
     ) -> Option<&Rule> {
-        let dest = unmap(dest);
-        let in_profile =
-            profile.and_then(|p| self.index.lookup(set_of(Some(p)), dest, proto, port));
-        let found = in_profile.or_else(|| self.index.lookup(GLOBAL, dest, proto, port))?;
+        let (family, key) = match_key(dest);
+        let lookup_in = |set| self.index.lookup(set, family, key, proto, port);
+        let found = profile
+            .and_then(|p| lookup_in(set_of(Some(p))))
+            .or_else(|| lookup_in(GLOBAL))?;
         self.rules.get(found as usize)
     }
 

@@ -1,5 +1,6 @@
 //! The SAref: the number that names one IPsec SA in a KLIPS/mast kernel.
 
+use crate::error::shown;
 use std::fmt;
 use std::str::FromStr;
 
@@ -40,7 +41,8 @@ impl FromStr for Saref {
     fn from_str(s: &str) -> Result<Saref, String> {
         let invalid = || {
             format!(
-                "invalid SAref {s:?} (expected a number in 1..{})",
+                "invalid SAref {:?} (expected a number in 1..{})",
+                shown(s),
                 Self::MAX
             )
         };
@@ -55,7 +57,8 @@ impl FromStr for Saref {
             }
             value = value.saturating_mul(10).saturating_add(u32::from(b - b'0'));
         }
-        Saref::new(value).ok_or_else(|| format!("SAref {s} out of range (1..{})", Self::MAX))
+        Saref::new(value)
+            .ok_or_else(|| format!("SAref {} out of range (1..{})", shown(s), Self::MAX))
     }
 }
 

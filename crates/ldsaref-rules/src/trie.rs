@@ -17,11 +17,12 @@
 //! through the same slot, as in sparse IPv6 tables) are skipped: the node
 //! below records its depth, and a lookup jumps over those bits without
 //! reading them. So a lookup returns a *candidate*: the longest prefix
-//! containing the key if the skipped bits match, otherwise a prefix that
-//! the real answer contains (or encloses). The caller checks the candidate
-//! against the key and walks up to the enclosing prefixes until one
-//! contains it, which it does anyway to fall back when a prefix's rules do
-//! not match the protocol or port (see [`crate::index`]).
+//! containing the key if the skipped bits match, otherwise a longer prefix
+//! that the real answer encloses (or one with no real answer at all). The
+//! caller checks the candidate against the key and walks up the enclosing
+//! prefixes until one contains it, a walk it needs anyway to fall back when
+//! a prefix's rules do not match the protocol or port (see
+//! [`crate::index`]).
 //!
 //! Keys are left-aligned 128-bit values (see [`crate::key`]): IPv4 and IPv6
 //! tries share this code and one arena.
@@ -176,8 +177,15 @@ impl Tries {
             let s = slot(key, u32::from(node.depth) & 127);
             let bit = 1u64 << s;
             if node.children & bit != 0 {
-                // Children of the lower slots come first.
-                let rank = (node.children & (bit - 1)).count_ones();
+                // Children of the lower slots come first. Counting bits is
+                // slow without a popcnt instruction (not in the x86-64
+                // baseline), and full nodes, common near the root of large
+                // tables, need no counting.
+                let rank = if node.children == u64::MAX {
+                    s as u32
+                } else {
+                    (node.children & (bit - 1)).count_ones()
+                };
                 index = node.first_child.wrapping_add(rank);
             } else {
                 // The run holding slot `s` is the last one starting at or
@@ -189,6 +197,14 @@ impl Tries {
             }
         }
         NONE
+    }
+
+    /// Makes room for tries of `prefixes` prefixes in all, so that large
+    /// sets are not copied over and over as the arena grows. (Typical
+    /// tables need about one node and three results per prefix.)
+    pub(crate) fn reserve(&mut self, prefixes: usize) {
+        self.nodes.reserve(prefixes);
+        self.results.reserve(prefixes.saturating_mul(3));
     }
 
     /// Releases the spare capacity once every trie is built.

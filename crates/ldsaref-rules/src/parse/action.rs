@@ -2,6 +2,7 @@
 
 use super::lexer::Token;
 use super::{fields, Cursor, Fault};
+use crate::error::shown;
 use crate::{Action, IfName, Saref};
 
 /// The action keywords, in the order messages list them.
@@ -64,13 +65,14 @@ fn mark(arg: Token<'_>) -> Result<Action, Fault> {
         None => (arg.text, None),
     };
     let number = |what: &str, text: &str| {
+        let q = shown(text);
         fields::decimal_or_hex(text).map_err(|e| {
             let message = match e {
                 fields::NumError::Invalid => {
-                    format!("invalid mark {what} {text:?} (expected a number, decimal or 0x hex)")
+                    format!("invalid mark {what} {q:?} (expected a number, decimal or 0x hex)")
                 }
                 fields::NumError::TooBig => {
-                    format!("mark {what} {text} out of range (at most 0xffffffff)")
+                    format!("mark {what} {q} out of range (at most 0xffffffff)")
                 }
             };
             Fault::new(arg.at, message)

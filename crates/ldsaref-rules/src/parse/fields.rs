@@ -4,6 +4,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::lexer::Token;
 use super::Fault;
+use crate::error::shown;
 use crate::key::{addr_of, key_of, mask};
 use crate::{Dest, PortRange, ProtoMatch};
 
@@ -99,7 +100,9 @@ pub(crate) fn dest(tok: Token<'_>) -> Result<Dest, Fault> {
                 return Err(Fault::new(
                     tok.at,
                     format!(
-                        "invalid prefix length {len_text:?} in {text:?} (expected a number in 0..{width})"
+                        "invalid prefix length {:?} in {:?} (expected a number in 0..{width})",
+                        shown(len_text),
+                        shown(text)
                     ),
                 ))
             }
@@ -167,11 +170,12 @@ fn ipv4_mapped(addr: IpAddr, len: u8) -> Option<Dest> {
 }
 
 fn bad_dest_message(text: &str) -> String {
+    let q = shown(text);
     if text.eq_ignore_ascii_case("any") {
-        return format!("invalid destination {text:?} (keywords are lowercase: any)");
+        return format!("invalid destination {q:?} (keywords are lowercase: any)");
     }
     format!(
-        "invalid destination {text:?} (expected an IP address, a CIDR such as 10.1.0.0/16, or any)"
+        "invalid destination {q:?} (expected an IP address, a CIDR such as 10.1.0.0/16, or any)"
     )
 }
 
@@ -181,13 +185,13 @@ pub(crate) fn ports(tok: Token<'_>) -> Result<PortRange, Fault> {
         Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
         Ok(_) | Err(NumError::TooBig) => Err(Fault::new(
             tok.at,
-            format!("port {s} out of range (1..65535)"),
+            format!("port {} out of range (1..65535)", shown(s)),
         )),
         Err(NumError::Invalid) => Err(Fault::new(
             tok.at,
             format!(
                 "invalid port {:?} (expected a port in 1..65535 or a range LO-HI)",
-                tok.text
+                shown(tok.text)
             ),
         )),
     };

@@ -2,6 +2,7 @@
 
 use super::lexer::{end_of, Tokens};
 use super::Fault;
+use crate::error::shown;
 
 /// The longest profile name, in characters.
 const MAX_PROFILE_NAME: usize = 64;
@@ -28,7 +29,10 @@ pub(crate) fn parse(content: &str, bracket: usize) -> Result<&str, Fault> {
     if let Some(extra) = Tokens::new(&after_bracket[close + 1..], after_close).next() {
         return Err(Fault::new(
             extra.at,
-            format!("section header: unexpected {:?} after \"]\"", extra.text),
+            format!(
+                "section header: unexpected {:?} after \"]\"",
+                shown(extra.text)
+            ),
         ));
     }
     Ok(name)
@@ -47,7 +51,8 @@ pub(crate) fn check_profile_name(name: &str) -> Result<(), (usize, String)> {
         return Err((
             offset,
             format!(
-                "invalid character {c:?} in profile name {name:?} (allowed: A-Z a-z 0-9 _ . -)"
+                "invalid character {c:?} in profile name {:?} (allowed: A-Z a-z 0-9 _ . -)",
+                shown(name)
             ),
         ));
     }

@@ -9,8 +9,6 @@ mod header;
 mod lexer;
 mod rule_line;
 
-use std::iter::Peekable;
-
 use crate::{Action, Dest, PortRange, ProtoMatch};
 use lexer::{Token, Tokens};
 
@@ -71,14 +69,14 @@ pub(crate) fn parse_line(content: &str) -> Result<Option<Item<'_>>, Fault> {
 
 /// The tokens of a line, with what is needed to report a missing one.
 pub(crate) struct Cursor<'a> {
-    tokens: Peekable<Tokens<'a>>,
+    tokens: Tokens<'a>,
     content: &'a str,
 }
 
 impl<'a> Cursor<'a> {
     fn new(content: &'a str) -> Cursor<'a> {
         Cursor {
-            tokens: Tokens::new(content, 0).peekable(),
+            tokens: Tokens::new(content, 0),
             content,
         }
     }
@@ -87,8 +85,9 @@ impl<'a> Cursor<'a> {
         self.tokens.next()
     }
 
-    fn peek(&mut self) -> Option<Token<'a>> {
-        self.tokens.peek().copied()
+    /// The tokens after the current one, without consuming them.
+    fn ahead(&self) -> Tokens<'a> {
+        self.tokens.clone()
     }
 
     /// The next token, or a fault at the end of the line saying `missing`.

@@ -1,7 +1,8 @@
 //! A rule line: `DESTINATION [PROTO] [PORT|LO-HI] ACTION [ARGS]`.
 
-use super::lexer::Token;
+use super::lexer::{Token, Tokens};
 use super::{action, fields, Cursor, Fault, RuleSpec};
+use crate::error::shown;
 use crate::{Action, ProtoMatch};
 
 /// Said when the action is missing; lists the actions so that a reader of
@@ -17,7 +18,7 @@ pub(crate) fn parse<'a>(first: Token<'a>, mut cursor: Cursor<'a>) -> Result<Rule
             first.at,
             format!(
                 "missing destination before {:?} (a rule starts with an address, a CIDR or any)",
-                first.text
+                shown(first.text)
             ),
         ));
     }
@@ -40,13 +41,13 @@ pub(crate) fn parse<'a>(first: Token<'a>, mut cursor: Cursor<'a>) -> Result<Rule
             proto: proto.is_some(),
             ports: ports.is_some(),
         };
-        return Err(not_an_action(tok, cursor.peek(), seen));
+        return Err(not_an_action(tok, cursor.ahead(), seen));
     };
     let action = action::parse(keyword, &mut cursor)?;
     if let Some(extra) = cursor.next() {
         return Err(Fault::new(
             extra.at,
-            format!("unexpected {:?} after the action", extra.text),
+            format!("unexpected {:?} after the action", shown(extra.text)),
         ));
     }
 
@@ -63,6 +64,18 @@ pub(crate) fn parse<'a>(first: Token<'a>, mut cursor: Cursor<'a>) -> Result<Rule
     })
 }
 
+/// Whether the tokens left read as `[PORT] ACTION ...`: then the token
+/// before them was meant as a protocol.
+fn rest_is_ports_and_action(ahead: &mut Tokens<'_>) -> bool {
+    match ahead.next() {
+        Some(t) if fields::looks_like_port(t.text) => {
+            ahead.next().is_some_and(|t| action::is_keyword(t.text))
+        }
+        Some(t) => action::is_keyword(t.text),
+        None => false,
+    }
+}
+
 /// Which optional fields came before the token in action position.
 #[derive(Clone, Copy)]
 struct Seen {
@@ -73,28 +86,26 @@ struct Seen {
 /// Explains a token found where the action should be. Most of the time it
 /// is a misspelt action, but a misspelt protocol (`tpc 22 saref 5`) or
 /// fields out of order land here too, and deserve their own message.
-fn not_an_action(tok: Token<'_>, next: Option<Token<'_>>, seen: Seen) -> Fault {
+fn not_an_action(tok: Token<'_>, mut ahead: Tokens<'_>, seen: Seen) -> Fault {
     let text = tok.text;
+    let q = shown(text);
     let lower = text.to_ascii_lowercase();
     let message = if fields::proto(text).is_some() {
         if seen.proto {
-            format!("unexpected protocol {text:?}: a rule has at most one protocol")
+            format!("unexpected protocol {q:?}: a rule has at most one protocol")
         } else {
-            format!("the protocol {text:?} must come before the port")
+            format!("the protocol {q:?} must come before the port")
         }
     } else if fields::looks_like_port(text) {
-        format!("unexpected port {text:?}: a rule has at most one port or range (LO-HI)")
+        format!("unexpected port {q:?}: a rule has at most one port or range (LO-HI)")
     } else if fields::proto(&lower).is_some() {
-        format!("unknown protocol {text:?} (keywords are lowercase: {lower})")
+        format!("unknown protocol {q:?} (keywords are lowercase: {lower})")
     } else if action::is_keyword(&lower) {
-        format!("unknown action {text:?} (keywords are lowercase: {lower})")
-    } else if !seen.proto
-        && !seen.ports
-        && next.is_some_and(|n| fields::looks_like_port(n.text) || action::is_keyword(n.text))
-    {
-        format!("unknown protocol {text:?} (expected tcp, udp or any)")
+        format!("unknown action {q:?} (keywords are lowercase: {lower})")
+    } else if !seen.proto && !seen.ports && rest_is_ports_and_action(&mut ahead) {
+        format!("unknown protocol {q:?} (expected tcp, udp or any)")
     } else {
-        format!("unknown action {text:?} (expected saref, mark, dev, reflect, pass or deny)")
+        format!("unknown action {q:?} (expected saref, mark, dev, reflect, pass or deny)")
     };
     Fault::new(tok.at, message)
 }
