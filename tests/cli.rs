@@ -11,18 +11,7 @@ use common::{cli_path, run_with_timeout, RunOutput, TempDir};
 fn ldsaref(args: &[&str]) -> RunOutput {
     let mut c = Command::new(cli_path());
     c.args(args);
-    for v in [
-        "IPSEC_SAREF",
-        "LDSAREF_RULES",
-        "LDSAREF_PROFILE",
-        "LDSAREF_MODE",
-        "LDSAREF_ON_ERROR",
-        "LDSAREF_KLIPS_ABI",
-        "LDSAREF_LOG",
-        "LD_PRELOAD",
-    ] {
-        c.env_remove(v);
-    }
+    common::clear_ldsaref_env(&mut c);
     run_with_timeout(&mut c, Duration::from_secs(30))
 }
 

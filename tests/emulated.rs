@@ -50,18 +50,7 @@ fn run_program(rules: Option<&str>, env: &[(&str, &str)], program: &str, args: &
     let log = EmuLog::new();
     let mut c = Command::new(program);
     c.args(args);
-    for v in [
-        "IPSEC_SAREF",
-        "LDSAREF_RULES",
-        "LDSAREF_PROFILE",
-        "LDSAREF_MODE",
-        "LDSAREF_ON_ERROR",
-        "LDSAREF_KLIPS_ABI",
-        "LDSAREF_LOG",
-        "LDSAREF_PROBE",
-    ] {
-        c.env_remove(v);
-    }
+    common::clear_ldsaref_env(&mut c);
     c.env("LD_PRELOAD", common::preload_with_emulator());
     let (k, v) = log.env();
     c.env(k, v);

@@ -55,18 +55,7 @@ impl Bed {
         vars.extend_from_slice(env);
         let mut c = self.ns.command_env(&vars, program);
         c.args(args);
-        for v in [
-            "IPSEC_SAREF",
-            "LDSAREF_RULES",
-            "LDSAREF_PROFILE",
-            "LDSAREF_MODE",
-            "LDSAREF_ON_ERROR",
-            "LDSAREF_KLIPS_ABI",
-            "LDSAREF_LOG",
-            "LDSAREF_PROBE",
-        ] {
-            c.env_remove(v);
-        }
+        common::clear_ldsaref_env(&mut c);
         run_with_timeout(&mut c, Duration::from_secs(20))
     }
 

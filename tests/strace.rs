@@ -59,19 +59,7 @@ fn traced(rules: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> Traced {
         c.arg(format!("{k}={v}"));
     }
     c.arg(python3()).arg(driver()).args(args);
-    for v in [
-        "IPSEC_SAREF",
-        "LDSAREF_RULES",
-        "LDSAREF_PROFILE",
-        "LDSAREF_MODE",
-        "LDSAREF_ON_ERROR",
-        "LDSAREF_KLIPS_ABI",
-        "LDSAREF_LOG",
-        "LDSAREF_PROBE",
-        "LD_PRELOAD",
-    ] {
-        c.env_remove(v);
-    }
+    common::clear_ldsaref_env(&mut c);
     let out = run_with_timeout(&mut c, Duration::from_secs(30));
     let trace = std::fs::read_to_string(&trace).unwrap_or_default();
     Traced {

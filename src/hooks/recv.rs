@@ -29,24 +29,9 @@ unsafe fn finish_recv(
     ours: &msghdr,
     kernel_ctrunc: bool,
 ) {
-    // SAFETY: the kernel wrote `msg_namelen` bytes of our name buffer.
-    let peer = unsafe { addr::decode(ours.msg_name.cast::<sockaddr>(), ours.msg_namelen) };
-    let clen = ours.msg_controllen;
-    // SAFETY: our control buffer, `clen` bytes written by the kernel.
-    let ctl = unsafe { std::slice::from_raw_parts_mut(ours.msg_control.cast::<u8>(), clen) };
-    if let Some(peer) = peer {
-        let found = ldsaref_kernel::cmsg::find(ctl, mode.level, mode.ty)
-            .ok()
-            .flatten()
-            .map(|c| c.data);
-        let _ = guarded(
-            || {
-                ops::on_received(fd, peer, mode, found);
-                Ok(())
-            },
-            (),
-        );
-    }
+    // SAFETY: `ours` was just filled by the kernel.
+    let ctl = unsafe { record(fd, mode, ours) };
+    let clen = ctl.len();
     let len = if mode.strip {
         ldsaref_kernel::cmsg::remove(ctl, clen, mode.level, mode.ty)
     } else {
@@ -197,13 +182,28 @@ pub unsafe extern "C" fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> s
 /// # Safety
 /// `app` is a message the kernel just filled.
 unsafe fn finish_recv_in_place(fd: c_int, mode: RecvMode, app: &mut msghdr, filled: &msghdr) {
-    let clen = filled.msg_controllen;
-    if filled.msg_control.is_null() {
-        return;
+    // SAFETY: `filled` was just filled by the kernel.
+    let ctl = unsafe { record(fd, mode, filled) };
+    if mode.strip && !ctl.is_empty() {
+        app.msg_controllen = ldsaref_kernel::cmsg::remove(ctl, ctl.len(), mode.level, mode.ty);
     }
-    // SAFETY: the application's control buffer, `clen` bytes written.
-    let ctl = unsafe { std::slice::from_raw_parts_mut(filled.msg_control.cast::<u8>(), clen) };
-    // SAFETY: the kernel wrote `msg_namelen` bytes (or the name is null).
+}
+
+/// Records what the datagram the kernel just put in `filled` came in with
+/// (its peer and the mode's cmsg), and returns its control data.
+///
+/// # Safety
+/// `filled` was just filled by the kernel: its name holds `msg_namelen`
+/// bytes (or is null) and its control `msg_controllen` bytes (or is null).
+unsafe fn record<'a>(fd: c_int, mode: RecvMode, filled: &msghdr) -> &'a mut [u8] {
+    let clen = filled.msg_controllen;
+    let ctl: &mut [u8] = if filled.msg_control.is_null() || clen == 0 {
+        &mut []
+    } else {
+        // SAFETY: per the function's contract.
+        unsafe { std::slice::from_raw_parts_mut(filled.msg_control.cast::<u8>(), clen) }
+    };
+    // SAFETY: per the function's contract.
     if let Some(peer) =
         unsafe { addr::decode(filled.msg_name.cast::<sockaddr>(), filled.msg_namelen) }
     {
@@ -219,9 +219,7 @@ unsafe fn finish_recv_in_place(fd: c_int, mode: RecvMode, app: &mut msghdr, fill
             (),
         );
     }
-    if mode.strip {
-        app.msg_controllen = ldsaref_kernel::cmsg::remove(ctl, clen, mode.level, mode.ty);
-    }
+    ctl
 }
 
 /// Messages per `recvmmsg` call on a reflecting socket: each needs its own

@@ -664,3 +664,31 @@ impl Default for EmuLog {
 pub fn of_kind<'a>(events: &'a [Event], kind: &str) -> Vec<&'a Event> {
     events.iter().filter(|e| e.kind == kind).collect()
 }
+
+// ---------------------------------------------------------------------------
+// The environment
+
+/// Every variable the library or the command reads, and `LD_PRELOAD`: a
+/// test starts from none of them, whatever environment it runs in.
+pub const LDSAREF_VARS: &[&str] = &[
+    "IPSEC_SAREF",
+    "LDSAREF_RULES",
+    "LDSAREF_PROFILE",
+    "LDSAREF_MODE",
+    "LDSAREF_ON_ERROR",
+    "LDSAREF_KLIPS_ABI",
+    "LDSAREF_LOG",
+    "LDSAREF_PROBE",
+    "LDSAREF_TEST_PANIC",
+    "LDSAREF_LIB",
+    "LD_PRELOAD",
+];
+
+/// Removes [`LDSAREF_VARS`] from what `c` will pass on; set the ones a test
+/// wants afterwards.
+pub fn clear_ldsaref_env(c: &mut Command) -> &mut Command {
+    for v in LDSAREF_VARS {
+        c.env_remove(v);
+    }
+    c
+}
