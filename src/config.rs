@@ -10,7 +10,7 @@
 //! one log line per broken version; one that loads but no longer has the
 //! process's profile (its tunnel is down) fails closed until it returns.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::{ArcSwap, Guard};
@@ -74,6 +74,24 @@ struct State {
 }
 
 static STATE: OnceLock<State> = OnceLock::new();
+
+/// [`Config::inert`] of the configuration in force, kept beside it so that
+/// the calls of a process with nothing to steer cost no `ArcSwap` load.
+static INERT: AtomicBool = AtomicBool::new(false);
+
+/// Installs a configuration (at load and on reload).
+fn install(st_current: &ArcSwap<Config>, cfg: Config) {
+    INERT.store(cfg.inert(), Ordering::Release);
+    st_current.store(Arc::new(cfg));
+}
+
+/// Whether the configuration in force steers nothing (loads it on first
+/// call, and notices changed rules like [`current`]).
+pub fn inert() -> bool {
+    let st = STATE.get_or_init(init);
+    maybe_reload(st);
+    INERT.load(Ordering::Acquire)
+}
 
 /// How often the rules are looked at.
 const RELOAD_INTERVAL_MS: i64 = 500;
@@ -146,6 +164,7 @@ fn init() -> State {
     let mut cfg = build(&settings, &env_problems, probe, rules);
     cfg.inject_panic = inject_panic;
     log_outcome(&cfg, &settings, &location);
+    INERT.store(cfg.inert(), Ordering::Release);
     State {
         current: ArcSwap::from_pointee(cfg),
         settings,
@@ -277,13 +296,13 @@ fn reload_if_changed(st: &State) {
                 // keep binding to an SAref the kernel may give to another
                 // SA: fail closed instead, until the profile comes back.
                 log_outcome(&cfg, &st.settings, &st.location);
-                st.current.store(Arc::new(cfg));
+                install(&st.current, cfg);
                 st.stamp.store(Arc::new(stamp));
                 return;
             }
             log::info!("rules reloaded");
             log_outcome(&cfg, &st.settings, &st.location);
-            st.current.store(Arc::new(cfg));
+            install(&st.current, cfg);
             st.stamp.store(Arc::new(stamp));
         }
         Err(e) => {
@@ -292,7 +311,7 @@ fn reload_if_changed(st: &State) {
                 let mut cfg = build(&st.settings, &st.env_problems, st.probe, Err(e));
                 cfg.inject_panic = st.inject_panic;
                 log_outcome(&cfg, &st.settings, &st.location);
-                st.current.store(Arc::new(cfg));
+                install(&st.current, cfg);
                 st.stamp.store(Arc::new(stamp));
             } else {
                 log::error!("{e}: keeping the previous rules");

@@ -23,26 +23,42 @@ unsafe fn sendmsg_tagged(
     tag: Tag,
     flags: c_int,
 ) -> ssize_t {
+    // The usual case, no control data of the application's: a small
+    // buffer, not a kilobyte to clear on every datagram.
+    if let Ok([]) = app {
+        let mut small = ControlBuf::<64>::new();
+        if let Ok(n) = tag.append_to(&mut small.0, &[]) {
+            // SAFETY: as below.
+            return unsafe { send_with_control(fd, msg, &mut small.0[..n], flags) };
+        }
+    }
     let mut buf = ControlBuf::<CONTROL_CAP>::new();
     let appended = match app {
         Ok(app) => tag.append_to(&mut buf.0, app),
         Err(()) => Err(AppendError::TooLarge { needed: usize::MAX }),
     };
     match appended {
-        Ok(n) => {
-            let mut m = *msg;
-            m.msg_control = buf.0.as_mut_ptr().cast::<c_void>();
-            m.msg_controllen = n;
-            // SAFETY: `m` is the caller's message with our control buffer,
-            // which lives until the call returns.
-            unsafe { next::sendmsg(fd, &m, flags) }
-        }
+        // SAFETY: the caller's message with our control buffer.
+        Ok(n) => unsafe { send_with_control(fd, msg, &mut buf.0[..n], flags) },
         Err(e) => match ops::control_error(matches!(e, AppendError::TooLarge { .. })) {
             // SAFETY: the caller's message, unchanged.
             Ok(()) => unsafe { next::sendmsg(fd, msg, flags) },
             Err(e) => fail(e),
         },
     }
+}
+
+/// `sendmsg` of the caller's message with `control` in place of its own.
+///
+/// # Safety
+/// `msg` is valid as for `sendmsg`.
+unsafe fn send_with_control(fd: c_int, msg: &msghdr, control: &mut [u8], flags: c_int) -> ssize_t {
+    let mut m = *msg;
+    m.msg_control = control.as_mut_ptr().cast::<c_void>();
+    m.msg_controllen = control.len();
+    // SAFETY: `m` is the caller's message with our control buffer, which
+    // lives until the call returns.
+    unsafe { next::sendmsg(fd, &m, flags) }
 }
 
 /// `send`/`write`/`writev` of a connected datagram socket that must carry
@@ -81,7 +97,7 @@ unsafe fn write_tagged(
 /// them, and a bad pointer faults in the library as it would in any
 /// user-space code; see the README's limits).
 fn active() -> bool {
-    guarded(|| Ok(ops::active()), true).unwrap_or(true)
+    guarded(|| Ok(!crate::config::inert()), true).unwrap_or(true)
 }
 
 /// # Safety

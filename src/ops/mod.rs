@@ -227,12 +227,6 @@ pub fn before_connect(fd: i32, dest: SocketAddr) -> Result<(), Errno> {
     connect_with(&cfg, fd, st, dest, "connect")
 }
 
-/// Whether any rule, `IPSEC_SAREF` or configuration error could concern a
-/// socket call (loads the configuration on first use).
-pub fn active() -> bool {
-    !config().inert()
-}
-
 /// The test-only fault switch (see `Config::inject_panic`).
 fn injected_panic(cfg: &Config) {
     if cfg.inject_panic {
