@@ -22,18 +22,8 @@ use common::{run_with_timeout, EmuLog, RunOutput, TempDir};
 const RULES: &str = "127.0.3.20 udp saref 601\n";
 const DST: &str = "127.0.3.20:4500";
 
-const VARS: &[&str] = &[
-    "IPSEC_SAREF",
-    "LDSAREF_RULES",
-    "LDSAREF_PROFILE",
-    "LDSAREF_MODE",
-    "LDSAREF_ON_ERROR",
-    "LDSAREF_KLIPS_ABI",
-    "LDSAREF_LOG",
-    "LDSAREF_PROBE",
-    "LDSAREF_TEST_PANIC",
-    "LD_PRELOAD",
-];
+// The variables each run starts without.
+use common::LDSAREF_VARS as VARS;
 
 struct Bed {
     dir: TempDir,

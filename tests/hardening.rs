@@ -30,18 +30,8 @@ const RULES: &str = "\
 /// whose other end drops them (no address there, no forwarding).
 const SILENT: &str = "198.51.100.2";
 
-const VARS: &[&str] = &[
-    "IPSEC_SAREF",
-    "LDSAREF_RULES",
-    "LDSAREF_PROFILE",
-    "LDSAREF_MODE",
-    "LDSAREF_ON_ERROR",
-    "LDSAREF_KLIPS_ABI",
-    "LDSAREF_LOG",
-    "LDSAREF_PROBE",
-    "LDSAREF_TEST_PANIC",
-    "LD_PRELOAD",
-];
+// The variables each run starts without.
+use common::LDSAREF_VARS as VARS;
 
 struct Bed {
     ns: Netns,

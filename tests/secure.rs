@@ -23,18 +23,8 @@ use std::time::Duration;
 
 use common::{run_with_timeout, EmuLog, RunOutput, TempDir};
 
-const VARS: &[&str] = &[
-    "IPSEC_SAREF",
-    "LDSAREF_RULES",
-    "LDSAREF_PROFILE",
-    "LDSAREF_MODE",
-    "LDSAREF_ON_ERROR",
-    "LDSAREF_KLIPS_ABI",
-    "LDSAREF_LOG",
-    "LDSAREF_PROBE",
-    "LDSAREF_TEST_PANIC",
-    "LD_PRELOAD",
-];
+// The variables each run starts without.
+use common::LDSAREF_VARS as VARS;
 
 /// The standard search directory the copies go to (`ld.so --help` lists
 /// them as "system search path").
