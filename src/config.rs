@@ -10,7 +10,7 @@
 //! one log line per broken version; one that loads but no longer has the
 //! process's profile (its tunnel is down) fails closed until it returns.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::{ArcSwap, Guard};
@@ -79,10 +79,32 @@ static STATE: OnceLock<State> = OnceLock::new();
 /// the calls of a process with nothing to steer cost no `ArcSwap` load.
 static INERT: AtomicBool = AtomicBool::new(false);
 
+/// Bumped each time a configuration is installed: a decision remembered
+/// under one generation is never reused under another.
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+
 /// Installs a configuration (at load and on reload).
 fn install(st_current: &ArcSwap<Config>, cfg: Config) {
     INERT.store(cfg.inert(), Ordering::Release);
     st_current.store(Arc::new(cfg));
+    GENERATION.fetch_add(1, Ordering::AcqRel);
+}
+
+/// The generation of the configuration in force (loads it on first call,
+/// and notices changed rules like [`current`]). Read it *before* loading
+/// the configuration a decision is made with: then a decision can only be
+/// filed under an older generation than its configuration, never a newer.
+pub fn generation() -> u64 {
+    let st = STATE.get_or_init(init);
+    maybe_reload(st);
+    GENERATION.load(Ordering::Acquire)
+}
+
+/// [`generation`], or `None` when the configuration steers nothing: one
+/// reload check for both questions a send asks first.
+pub fn active_generation() -> Option<u64> {
+    let g = generation();
+    (!INERT.load(Ordering::Acquire)).then_some(g)
 }
 
 /// Whether the configuration in force steers nothing (loads it on first

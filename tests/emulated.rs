@@ -670,3 +670,29 @@ fn a_vanished_profile_fails_closed_until_it_returns() {
         "{tags:?}"
     );
 }
+
+/// The library remembers its last datagram decision per thread; a change of
+/// the socket's state (here the application binding it itself) must not
+/// reuse it.
+#[test]
+fn a_remembered_decision_is_not_reused_after_the_socket_changes() {
+    let r = run(
+        Some("127.0.3.32 udp saref 1024\n"),
+        &[],
+        &["bind-late", "127.0.3.32:4223", "77"],
+    );
+    assert_eq!(r.out.stdout.matches("result=ok").count(), 4, "{}", r.out);
+    let s = r.on_fd("send");
+    assert_eq!(
+        Run::values(&s, "refinfo"),
+        ["1024", "1024", "none"],
+        "{}",
+        r.log.text()
+    );
+    assert_eq!(
+        Run::values(&s, "bindref"),
+        ["0", "0", "77"],
+        "{}",
+        r.log.text()
+    );
+}

@@ -100,6 +100,12 @@ fn active() -> bool {
     guarded(|| Ok(!crate::config::inert()), true).unwrap_or(true)
 }
 
+/// [`active`] for sends: the configuration's generation, which the
+/// decision is filed under, or `None` when nothing is steered.
+fn active_generation() -> Option<u64> {
+    guarded(|| Ok(crate::config::active_generation()), Some(0)).unwrap_or(Some(0))
+}
+
 /// # Safety
 /// libc's `connect`.
 #[no_mangle]
@@ -133,14 +139,17 @@ pub unsafe extern "C" fn sendto(
     alen: socklen_t,
 ) -> ssize_t {
     let saved = errno::get();
-    if !active() {
+    let Some(generation) = active_generation() else {
         errno::set(saved);
         // SAFETY: forwarding the caller's arguments.
         return unsafe { next::sendto(fd, buf, len, flags, addr, alen) };
-    }
+    };
     // SAFETY: `addr` is valid for `alen` bytes per sendto's contract.
     let dest = unsafe { addr::decode(addr, alen) };
-    match guarded(|| ops::plan_send(fd, dest, flags, &[]), Send::Plain) {
+    match guarded(
+        || ops::plan_send(generation, fd, dest, flags, &[]),
+        Send::Plain,
+    ) {
         Err(e) => fail(e),
         Ok(Send::Plain) => {
             errno::set(saved);
@@ -170,11 +179,16 @@ pub unsafe extern "C" fn sendto(
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
     let saved = errno::get();
-    if msg.is_null() || !active() {
+    let generation = if msg.is_null() {
+        None
+    } else {
+        active_generation()
+    };
+    let Some(generation) = generation else {
         errno::set(saved);
         // SAFETY: forwarding the caller's arguments.
         return unsafe { next::sendmsg(fd, msg, flags) };
-    }
+    };
     // SAFETY: non-null, and valid per sendmsg's contract.
     let m = unsafe { &*msg };
     // SAFETY: as above, for the name and control buffers.
@@ -185,7 +199,7 @@ pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) ->
         )
     };
     match guarded(
-        || ops::plan_send(fd, dest, flags, control.unwrap_or(&[])),
+        || ops::plan_send(generation, fd, dest, flags, control.unwrap_or(&[])),
         Send::Plain,
     ) {
         Err(e) => fail(e),
@@ -212,11 +226,16 @@ pub unsafe extern "C" fn sendmmsg(
     flags: c_int,
 ) -> c_int {
     let saved = errno::get();
-    if msgs.is_null() || vlen == 0 || !active() {
+    let generation = if msgs.is_null() || vlen == 0 {
+        None
+    } else {
+        active_generation()
+    };
+    let Some(generation) = generation else {
         errno::set(saved);
         // SAFETY: forwarding; the kernel validates.
         return unsafe { next::sendmmsg(fd, msgs, vlen, flags) };
-    }
+    };
     let n = (vlen as usize).min(UIO_MAXIOV);
     // SAFETY: `msgs` is valid for `vlen` entries per sendmmsg's contract.
     let plan = |i: usize| -> Result<Send, Errno> {
@@ -229,7 +248,7 @@ pub unsafe extern "C" fn sendmmsg(
             )
         };
         match guarded(
-            || ops::plan_send(fd, dest, flags, control.unwrap_or(&[])),
+            || ops::plan_send(generation, fd, dest, flags, control.unwrap_or(&[])),
             Send::Plain,
         ) {
             Ok(Send::Tag(_)) if control.is_err() => ops::control_error(true).map(|()| Send::Plain),

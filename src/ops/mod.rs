@@ -12,7 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ldsaref_kernel::cmsg::Tag;
-use ldsaref_kernel::op::{Describe, Target, Verdict};
+use ldsaref_kernel::op::{Describe, Steer, Target, Verdict};
 use ldsaref_kernel::opts::{SOL_IP, SOL_SOCKET, SO_BINDTODEVICE, SO_MARK, SO_RCVMARK};
 use ldsaref_rules::settings::OnError;
 use ldsaref_rules::{Action, Decision, Proto};
@@ -22,6 +22,7 @@ use crate::fdtable::{self, Family, FdState, Kind};
 use crate::logging::{self, Cause};
 use crate::sys::{self, Errno};
 
+mod memo;
 mod reflect;
 mod steer;
 mod support;
@@ -282,11 +283,20 @@ fn connect_with(
 /// `dest` is `None` on a connected socket; `control` is the application's
 /// own control data, kept as it is.
 pub fn plan_send(
+    generation: u64,
     fd: i32,
     dest: Option<SocketAddr>,
     flags: i32,
     control: &[u8],
 ) -> Result<Send, Errno> {
+    // `generation` was read before the configuration below is loaded: see
+    // `config::generation`.
+    let memo_ok = control.is_empty() && !log::log_enabled!(log::Level::Debug);
+    if let (Some(dest), true) = (dest, memo_ok) {
+        if let Some(send) = memo::get(generation, fd, fdtable::get(fd), dest) {
+            return Ok(send);
+        }
+    }
     let cfg = config();
     if cfg.inert() {
         return Ok(Send::Plain);
@@ -320,6 +330,17 @@ pub fn plan_send(
         (_, Some(Verdict::Reflect)) => reflect_tag(&cfg, fd, dest, control),
         _ => Ok(Send::Plain),
     };
+    let reusable = match (verdict, &r) {
+        (None | Some(Verdict::Pass), Ok(Send::Plain)) => true,
+        (Some(Verdict::Steer(Steer::Saref(_))), Ok(Send::Tag(_))) => true,
+        (Some(Verdict::Steer(Steer::Mark { mask, .. })), Ok(Send::Tag(_))) => mask == u32::MAX,
+        _ => false,
+    };
+    if memo_ok && reusable {
+        if let Ok(send) = r {
+            memo::put(generation, fd, st, dest, send);
+        }
+    }
     log_decision(
         fd,
         "send",

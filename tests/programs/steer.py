@@ -253,7 +253,23 @@ def udp_loop(args):
     del sink
 
 
+def bind_late(args):
+    """Datagrams to one peer before and after the application binds the
+    socket itself: the library's earlier decision must not be reused."""
+    h, p = hostport(args[0])
+    saref = int(args[1])
+    sink = udp_sink(h, p)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    report(fd=s.fileno())
+    attempt("before-1", lambda: s.sendto(b"a", (h, p)))
+    attempt("before-2", lambda: s.sendto(b"b", (h, p)))
+    attempt("setsockopt_bindref", lambda: s.setsockopt(socket.IPPROTO_IP, BINDREF, saref))
+    attempt("after", lambda: s.sendto(b"c", (h, p)))
+    del sink
+
+
 SCENARIOS = {
+    "bind-late": bind_late,
     "udp-loop": udp_loop,
     "tcp": tcp,
     "tfo": tfo,
