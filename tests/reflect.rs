@@ -32,11 +32,10 @@ except socket.timeout:
     print("reply=none")
 "#;
 
+/// Starts the unmodified echo server in `ns` with exactly `env`, and waits
+/// until it is bound.
 fn server(ns: &Netns, env: &[(&str, &str)], how: &str, count: u32) -> Child {
-    let lib = lib_path().display().to_string();
-    let mut vars = vec![("LD_PRELOAD", lib.as_str())];
-    vars.extend_from_slice(env);
-    let mut c = ns.command_env(&vars, python3());
+    let mut c = ns.command_env(env, python3());
     c.arg(common::source_dir().join("tests/programs/reflect_echo.py"))
         .args(["192.0.2.1", "1701", &count.to_string(), how])
         .stdout(Stdio::piped());
@@ -71,9 +70,14 @@ fn marks_are_reflected_per_peer_for_each_receive_call() {
         let (ns, dir) = bed();
         let rules = dir.write("rules", "192.0.2.20 udp 5000 reflect\n");
         let rules = rules.display().to_string();
+        let lib = lib_path().display().to_string();
         let s = server(
             &ns,
-            &[("LDSAREF_RULES", &rules), ("LDSAREF_MODE", "nfmark")],
+            &[
+                ("LD_PRELOAD", &lib),
+                ("LDSAREF_RULES", &rules),
+                ("LDSAREF_MODE", "nfmark"),
+            ],
             how,
             3,
         );
@@ -108,15 +112,7 @@ fn marks_are_reflected_per_peer_for_each_receive_call() {
 fn without_the_library_the_reply_carries_no_mark() {
     require_root!();
     let (ns, _dir) = bed();
-    let mut c = ns.command(python3());
-    c.arg(common::source_dir().join("tests/programs/reflect_echo.py"))
-        .args(["192.0.2.1", "1701", "1", "recvfrom"])
-        .stdout(Stdio::piped());
-    let mut s = c.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(s.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut s = server(&ns, &[], "recvfrom", 1);
     assert_eq!(
         client(&ns, &[], "0x80650000", "0"),
         "reply=ping mark=0x00000000"
@@ -143,15 +139,7 @@ fn klips_refinfo_is_reflected_under_the_emulator() {
         ("KLIPS_EMU_MARK", "1"),
         (k, v.as_str()),
     ];
-    let mut c = ns.command_env(&env, python3());
-    c.arg(common::source_dir().join("tests/programs/reflect_echo.py"))
-        .args(["192.0.2.1", "1701", "2", "recvmsg"])
-        .stdout(Stdio::piped());
-    let mut s = c.spawn().unwrap();
-    let mut line = String::new();
-    BufReader::new(s.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let s = server(&ns, &env, "recvmsg", 2);
     let client_env = [
         ("LD_PRELOAD", emu.as_str()),
         ("KLIPS_EMU_MARK", "1"),

@@ -80,29 +80,42 @@ const EMU_CFLAGS: &[&str] = &["-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-W
 const EMU_LIBS: &[&str] = &["-ldl", "-lpthread"];
 
 fn build_emulator() -> PathBuf {
+    let mut flags = EMU_CFLAGS.to_vec();
+    flags.extend_from_slice(EMU_LIBS);
+    compile_c(
+        &source_dir().join("tests/emu/klips_emu.c"),
+        "klips-emu",
+        "libklipsemu",
+        ".so",
+        &flags,
+    )
+}
+
+/// Compiles the C file `src` with gcc and `flags` (if not already built)
+/// into `target/<profile>/DIR/STEM-<hash>SUFFIX`, the hash covering the
+/// source and the flags, and returns its path. Written under a temporary
+/// name and renamed into place, so parallel test processes never see a
+/// half-written file.
+pub fn compile_c(src: &Path, dir: &str, stem: &str, suffix: &str, flags: &[&str]) -> PathBuf {
     use std::hash::{Hash, Hasher};
-    let src = source_dir().join("tests/emu/klips_emu.c");
-    let code = std::fs::read(&src)
-        .unwrap_or_else(|e| panic!("cannot read the emulator source {}: {e}", src.display()));
+    let code = std::fs::read(src).unwrap_or_else(|e| panic!("cannot read {}: {e}", src.display()));
     let mut h = std::collections::hash_map::DefaultHasher::new();
     code.hash(&mut h);
-    EMU_CFLAGS.hash(&mut h);
-    EMU_LIBS.hash(&mut h);
-    let dir = target_dir().join("klips-emu");
-    std::fs::create_dir_all(&dir).expect("create target/<profile>/klips-emu");
-    let out = dir.join(format!("libklipsemu-{:016x}.so", h.finish()));
+    flags.hash(&mut h);
+    let dir = target_dir().join(dir);
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    let out = dir.join(format!("{stem}-{:016x}{suffix}", h.finish()));
     if out.exists() {
         return out;
     }
-    let tmp = dir.join(format!(".libklipsemu-{}.so.tmp", unique_suffix()));
+    let tmp = dir.join(format!(".{stem}-{}.tmp", unique_suffix()));
     let res = Command::new("gcc")
-        .args(EMU_CFLAGS)
         .arg("-o")
         .arg(&tmp)
-        .arg(&src)
-        .args(EMU_LIBS)
+        .arg(src)
+        .args(flags)
         .output()
-        .expect("cannot run gcc to build the KLIPS emulator (is gcc installed?)");
+        .expect("cannot run gcc (is it installed?)");
     if !res.status.success() {
         let _ = std::fs::remove_file(&tmp);
         panic!(
@@ -112,7 +125,7 @@ fn build_emulator() -> PathBuf {
             String::from_utf8_lossy(&res.stderr)
         );
     }
-    std::fs::rename(&tmp, &out).expect("rename the emulator into place");
+    std::fs::rename(&tmp, &out).expect("rename the build into place");
     out
 }
 
