@@ -107,14 +107,6 @@ pub fn active_generation() -> Option<u64> {
     (!INERT.load(Ordering::Acquire)).then_some(g)
 }
 
-/// Whether the configuration in force steers nothing (loads it on first
-/// call, and notices changed rules like [`current`]).
-pub fn inert() -> bool {
-    let st = STATE.get_or_init(init);
-    maybe_reload(st);
-    INERT.load(Ordering::Acquire)
-}
-
 /// How often the rules are looked at.
 const RELOAD_INTERVAL_MS: i64 = 500;
 

@@ -97,7 +97,7 @@ unsafe fn write_tagged(
 /// them, and a bad pointer faults in the library as it would in any
 /// user-space code; see the README's limits).
 fn active() -> bool {
-    guarded(|| Ok(!crate::config::inert()), true).unwrap_or(true)
+    active_generation().is_some()
 }
 
 /// [`active`] for sends: the configuration's generation, which the
