@@ -2,11 +2,16 @@
 //! and each family, a trie of the prefixes that have rules; for each prefix,
 //! its rules in precedence order and the next shorter prefix to fall back
 //! to when none of them matches the protocol and port.
+//!
+//! A prefix with a single rule for every protocol and port (most of them)
+//! is stored in the trie as that rule, flagged [`DIRECT`]: when the trie
+//! says its candidate is exact, that is the answer, and the lookup reads
+//! nothing but trie nodes. Other candidates go through the prefix records.
 
 use crate::key::{mask, Family};
 use crate::placement::{runs, Placed};
-use crate::trie::{self, Tries, NONE};
-use crate::{Proto, ProtoMatch, Rule};
+use crate::trie::{self, Root, Tries, NONE};
+use crate::{Dest, Proto, ProtoMatch, Rule};
 
 /// The rules of one prefix of one trie, in 32 bytes (two records per cache
 /// line): most prefixes have a single rule, so the best-ranked one is
@@ -77,18 +82,28 @@ impl Entry {
     fn matches(&self, proto: Proto, port: u16) -> bool {
         self.proto.matches(proto) && self.lo <= port && port <= self.hi
     }
+
+    fn matches_everything(&self) -> bool {
+        self.proto == ProtoMatch::Any && (self.lo, self.hi) == (0, u16::MAX)
+    }
 }
+
+/// In a trie result: the value is a rule, not a prefix record.
+const DIRECT: u32 = 1 << 31;
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Index {
     /// Per set, the root of its IPv4 trie and of its IPv6 trie.
-    roots: Vec<[u32; 2]>,
+    roots: Vec<[Root; 2]>,
     tries: Tries,
     prefixes: Vec<PrefixRules>,
     /// The prefixes with more than one rule (`has_more`), in order, and
     /// where their other rules are in `entries`: (prefix, start, end).
     more: Vec<(u32, u32, u32)>,
     entries: Vec<Entry>,
+    /// The prefix record of each rule stored [`DIRECT`] in a trie, to check
+    /// a candidate that is not exact; [`NONE`] for the others.
+    direct_prefix: Vec<u32>,
 }
 
 fn family_slot(family: Family) -> usize {
@@ -104,16 +119,21 @@ impl Index {
     pub(crate) fn build(rules: &[Rule], placed: &[Placed], sets: usize) -> Index {
         let prefix_count = runs(placed, Placed::same_prefix).count();
         let mut index = Index {
-            roots: vec![[NONE; 2]; sets],
+            roots: vec![[Root::EMPTY; 2]; sets],
             tries: Tries::default(),
             prefixes: Vec::with_capacity(prefix_count),
             more: Vec::new(),
             entries: Vec::with_capacity(placed.len() - prefix_count),
+            direct_prefix: vec![NONE; rules.len()],
         };
         index.tries.reserve(prefix_count);
         // Placements come in prefix order, rules in load order: reading
         // rules at random is slow for large sets, this small table is not.
         let protos: Vec<ProtoMatch> = rules.iter().map(Rule::effective_proto).collect();
+        let one_placement: Vec<bool> = rules
+            .iter()
+            .map(|r| matches!(r.dest, Dest::Net { .. }))
+            .collect();
         let same_trie = |a: &Placed, b: &Placed| (a.set, a.family) == (b.set, b.family);
         let mut trie_prefixes = Vec::new();
         // Prefixes of the trie being built that contain the current one,
@@ -156,10 +176,25 @@ impl Index {
                     len: head.len,
                     has_more: at_prefix.len() > 1,
                 });
+                // Direct only when the rule has this one placement (not
+                // `any`, placed in both families), so that it maps back to
+                // one prefix record. Rule indices stay far below the flag.
+                let direct = at_prefix.len() == 1
+                    && best.matches_everything()
+                    && head.rule < DIRECT
+                    && one_placement.get(head.rule as usize) == Some(&true);
+                let value = if direct {
+                    if let Some(slot) = index.direct_prefix.get_mut(head.rule as usize) {
+                        *slot = id;
+                    }
+                    DIRECT | head.rule
+                } else {
+                    id
+                };
                 trie_prefixes.push(trie::Prefix {
                     key: head.key,
                     len: head.len,
-                    value: id,
+                    value,
                 });
             }
             let head = in_trie[0];
@@ -185,7 +220,19 @@ impl Index {
         port: u16,
     ) -> Option<u32> {
         let roots = self.roots.get(set)?;
-        let mut prefix = self.tries.candidate(roots[family_slot(family)], key);
+        let (value, exact) = self.tries.candidate(roots[family_slot(family)], key);
+        let mut prefix = value;
+        if value != NONE && value & DIRECT != 0 {
+            let rule = value & !DIRECT;
+            if exact {
+                return Some(rule);
+            }
+            prefix = self
+                .direct_prefix
+                .get(rule as usize)
+                .copied()
+                .unwrap_or(NONE);
+        }
         // From the longest prefix to the shortest, the first rule that
         // matches the protocol and port. The trie's candidate may be too
         // long (see `trie`): prefixes that do not contain the key are
@@ -219,11 +266,12 @@ impl Index {
 
     /// Bytes used, for tests and diagnostics.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.roots.capacity() * std::mem::size_of::<[u32; 2]>()
+        self.roots.capacity() * std::mem::size_of::<[Root; 2]>()
             + self.tries.heap_bytes()
             + self.prefixes.capacity() * std::mem::size_of::<PrefixRules>()
             + self.more.capacity() * std::mem::size_of::<(u32, u32, u32)>()
             + self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.direct_prefix.capacity() * std::mem::size_of::<u32>()
     }
 }
 

@@ -13,16 +13,23 @@
 //! equal results starts. Children and results are stored contiguously and
 //! found by counting bits. Nothing is allocated per node.
 //!
+//! A node whose free slots hold at most two distinct results (most nodes
+//! of a large table: one prefix among inherited results) keeps them
+//! inline, with a map of which slots hold the second: a lookup that ends
+//! there reads nothing more than the node, one cache line.
+//!
 //! Levels where nothing happens (no prefix ends there and all prefixes go
 //! through the same slot, as in sparse IPv6 tables) are skipped: the node
-//! below records its depth, and a lookup jumps over those bits without
-//! reading them. So a lookup returns a *candidate*: the longest prefix
-//! containing the key if the skipped bits match, otherwise a longer prefix
-//! that the real answer encloses (or one with no real answer at all). The
-//! caller checks the candidate against the key and walks up the enclosing
-//! prefixes until one contains it, a walk it needs anyway to fall back when
-//! a prefix's rules do not match the protocol or port (see
-//! [`crate::index`]).
+//! below records its depth, and a lookup jumps over those bits. A node
+//! keeps the bits it skipped when there are at most 24 of them, and the
+//! root of a trie keeps its whole path, so a lookup usually checks the
+//! skipped bits as it goes and knows its answer is *exact*. When it cannot
+//! (a longer skip) or they differ, it returns a *candidate*: a longer
+//! prefix that the real answer encloses (or one with no real answer at
+//! all). The caller then checks the candidate against the key and walks
+//! up the enclosing prefixes until one contains it, a walk it needs anyway
+//! to fall back when a prefix's rules do not match the protocol or port
+//! (see [`crate::index`]).
 //!
 //! Keys are left-aligned 128-bit values (see [`crate::key`]): IPv4 and IPv6
 //! tries share this code and one arena.
@@ -45,20 +52,56 @@ pub(crate) struct Prefix {
     pub value: u32,
 }
 
+/// A node is 32 bytes, two per cache line.
 #[derive(Clone, Copy, Default, Debug)]
 struct Node {
     /// Slot `s` has a child node: bit `s`.
     children: u64,
-    /// Among the slots without a child, slot `s` starts a new run of equal
-    /// results: bit `s`. The first such slot always starts a run.
-    runs: u64,
+    /// Among the slots without a child: in a node with results in the
+    /// arena, slot `s` starts a new run of equal results (the first such
+    /// slot always starts a run); in an inline node, slot `s` holds
+    /// `second` rather than `first`.
+    leaves: u64,
     /// Index of the child of the lowest slot that has one.
     first_child: u32,
-    /// Index in `results` of the first run's result.
-    first_result: u32,
-    /// The first key bit the node looks at: a multiple of 6, below 128.
+    /// Index in `results` of the first run's result, or in an inline node
+    /// the result of the free slots not in `leaves`.
+    first: u32,
+    /// In an inline node, the result of the slots in `leaves`.
+    second: u32,
+    /// The first key bit the node looks at (a multiple of 6, below 128),
+    /// plus [`INLINE`] for an inline node.
     depth: u8,
+    /// The key bits of the levels skipped above this node, right-aligned,
+    /// when there are at most [`SKIP_BITS`] of them.
+    skipped: [u8; 3],
 }
+
+/// The most skipped bits a node records.
+const SKIP_BITS: u32 = 24;
+
+/// Where a lookup of one trie starts.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Root {
+    /// The root node, or [`NONE`] for an empty trie.
+    node: u32,
+    /// The key bits above the root node (the levels skipped there), left
+    /// aligned: every prefix of the trie starts with them.
+    path: u128,
+}
+
+impl Root {
+    /// The root of an empty trie.
+    pub(crate) const EMPTY: Root = Root {
+        node: NONE,
+        path: 0,
+    };
+}
+
+/// The flag of an inline node in [`Node::depth`].
+const INLINE: u8 = 0x80;
+
+use crate::key::mask;
 
 /// An arena of tries.
 #[derive(Clone, Default, Debug)]
@@ -75,26 +118,35 @@ fn slot(key: u128, depth: u32) -> usize {
 }
 
 impl Tries {
-    /// Adds a trie holding `prefixes` and returns its root, or [`NONE`] if
-    /// there are none. `prefixes` must be sorted by key then length (so that
-    /// a prefix comes before the ones it contains) and unique.
-    pub(crate) fn add(&mut self, prefixes: &[Prefix]) -> u32 {
-        if prefixes.is_empty() {
-            return NONE;
-        }
+    /// Adds a trie holding `prefixes` and returns its root
+    /// ([`Root::EMPTY`] if there are none). `prefixes` must be sorted by key
+    /// then length (so that a prefix comes before the ones it contains) and
+    /// unique.
+    pub(crate) fn add(&mut self, prefixes: &[Prefix]) -> Root {
+        let Some(first) = prefixes.first() else {
+            return Root::EMPTY;
+        };
         let root = self.nodes.len();
         self.nodes.push(Node::default());
         let node = self.build(0, prefixes, NONE);
         self.nodes[root] = node;
-        index_u32(root)
+        Root {
+            node: index_u32(root),
+            path: mask(first.key, node.depth & !INLINE),
+        }
     }
 
     /// Builds the node for `prefixes`, which are longer than `depth` and
     /// share the first `depth` bits of their keys (the node's path).
     /// `inherited` is the result of the longest prefix ending above the
     /// node that contains its path.
-    fn build(&mut self, depth: u32, prefixes: &[Prefix], inherited: u32) -> Node {
-        let depth = skip_idle_levels(depth, prefixes);
+    fn build(&mut self, start: u32, prefixes: &[Prefix], inherited: u32) -> Node {
+        let depth = skip_idle_levels(start, prefixes);
+        // All prefixes share the skipped bits: take them from any.
+        let skipped = match (depth - start, prefixes.first()) {
+            (1..=SKIP_BITS, Some(p)) => bits(p.key, start, depth - start),
+            _ => 0,
+        };
         let end = depth + STRIDE;
         let ends_here = |p: &Prefix| u32::from(p.len) <= end;
 
@@ -125,8 +177,14 @@ impl Tries {
         self.nodes
             .resize(first_child + child_count, Node::default());
 
-        let first_result = self.results.len();
-        let runs = encode_runs(&results, children, bounds, &mut self.results);
+        let (leaves, first, second, inline) = match inline_results(&results, children) {
+            Some((leaves, first, second)) => (leaves, first, second, INLINE),
+            None => {
+                let first = index_u32(self.results.len());
+                let runs = encode_runs(&results, children, bounds, &mut self.results);
+                (runs, first, NONE, 0)
+            }
+        };
 
         // Build the children in slot order. The prefixes under one slot are
         // contiguous in `prefixes`: sorted by key, they share the slot's
@@ -156,25 +214,47 @@ impl Tries {
 
         Node {
             children,
-            runs,
+            leaves,
             first_child: index_u32(first_child),
-            first_result: index_u32(first_result),
-            // At most 126, see `skip_idle_levels`.
-            depth: depth as u8,
+            first,
+            second,
+            // At most 126, see `skip_idle_levels`: the flag bit is free.
+            depth: depth as u8 | inline,
+            skipped: {
+                let [_, a, b, c] = skipped.to_be_bytes();
+                [a, b, c]
+            },
         }
     }
 
     /// A candidate for the longest prefix of the trie at `root` that
-    /// contains `key` (see the module documentation), or [`NONE`].
-    /// Allocation-free, panic-free, at most 22 nodes.
+    /// contains `key` (see the module documentation), or [`NONE`], and
+    /// whether it is exact: no level was skipped on the way, so the
+    /// candidate is the longest prefix containing `key`, with no need to
+    /// check it. Allocation-free, panic-free, at most 22 nodes.
     #[inline]
-    pub(crate) fn candidate(&self, root: u32, key: u128) -> u32 {
-        let mut index = root;
-        for _ in 0..MAX_LEVELS {
+    pub(crate) fn candidate(&self, root: Root, key: u128) -> (u32, bool) {
+        let mut index = root.node;
+        // The first bit the next node should look at, were no level skipped.
+        let mut expected = 0u32;
+        let mut exact = true;
+        for level in 0..MAX_LEVELS {
             let Some(node) = self.nodes.get(index as usize) else {
                 break;
             };
-            let s = slot(key, u32::from(node.depth) & 127);
+            let depth = u32::from(node.depth & !INLINE) & 127;
+            if depth != expected {
+                let skip = depth.wrapping_sub(expected);
+                exact &= if level == 0 {
+                    mask(key, depth as u8) == root.path
+                } else if skip <= SKIP_BITS {
+                    let [a, b, c] = node.skipped;
+                    bits(key, expected, skip) == u32::from_be_bytes([0, a, b, c])
+                } else {
+                    false
+                };
+            }
+            let s = slot(key, depth);
             let bit = 1u64 << s;
             if node.children & bit != 0 {
                 // Children of the lower slots come first. Counting bits is
@@ -187,16 +267,24 @@ impl Tries {
                     (node.children & (bit - 1)).count_ones()
                 };
                 index = node.first_child.wrapping_add(rank);
+                expected = depth + STRIDE;
+            } else if node.depth & INLINE != 0 {
+                let value = if node.leaves & bit != 0 {
+                    node.second
+                } else {
+                    node.first
+                };
+                return (value, exact);
             } else {
                 // The run holding slot `s` is the last one starting at or
                 // before it.
-                let run = (node.runs & (u64::MAX >> (63 - s))).count_ones();
+                let run = (node.leaves & (u64::MAX >> (63 - s))).count_ones();
                 let Some(run) = run.checked_sub(1) else { break };
-                let at = node.first_result as usize + run as usize;
-                return self.results.get(at).copied().unwrap_or(NONE);
+                let at = node.first as usize + run as usize;
+                return (self.results.get(at).copied().unwrap_or(NONE), exact);
             }
         }
-        NONE
+        (NONE, false)
     }
 
     /// Makes room for tries of `prefixes` prefixes in all, so that large
@@ -218,6 +306,34 @@ impl Tries {
         self.nodes.capacity() * std::mem::size_of::<Node>()
             + self.results.capacity() * std::mem::size_of::<u32>()
     }
+}
+
+/// The inline form of a node's results, if its free slots hold at most two
+/// distinct ones: (map of the slots holding the second, first, second).
+fn inline_results(results: &[u32; SLOTS], children: u64) -> Option<(u64, u32, u32)> {
+    let free = !children;
+    if free == 0 {
+        return Some((0, NONE, NONE));
+    }
+    let first = results[free.trailing_zeros() as usize];
+    let mut second = None;
+    let mut leaves = 0u64;
+    let mut rest = free;
+    while rest != 0 {
+        let s = rest.trailing_zeros() as usize;
+        rest &= rest - 1;
+        let value = results[s];
+        if value == first {
+            continue;
+        }
+        match second {
+            None => second = Some(value),
+            Some(v) if v == value => {}
+            Some(_) => return None,
+        }
+        leaves |= 1 << s;
+    }
+    Some((leaves, first, second.unwrap_or(NONE)))
 }
 
 /// Run-length encodes the results of the slots that have no child: pushes
@@ -272,6 +388,11 @@ fn skip_idle_levels(mut depth: u32, prefixes: &[Prefix]) -> u32 {
     depth
 }
 
+/// `len` (1 to 32) bits of `key` from bit `from`, right-aligned.
+fn bits(key: u128, from: u32, len: u32) -> u32 {
+    ((key << (from & 127)) >> (128 - len.clamp(1, 32))) as u32
+}
+
 /// Arena indices are u32; the builder caps rules far below that.
 fn index_u32(index: usize) -> u32 {
     u32::try_from(index).unwrap_or(NONE)
@@ -280,7 +401,6 @@ fn index_u32(index: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::mask;
 
     fn contains(p: &Prefix, key: u128) -> bool {
         mask(key, p.len) == p.key
@@ -312,7 +432,7 @@ mod tests {
         NONE
     }
 
-    fn trie(raw: &[(u128, u8)]) -> (Tries, u32, Vec<Prefix>) {
+    fn trie(raw: &[(u128, u8)]) -> (Tries, Root, Vec<Prefix>) {
         let mut prefixes: Vec<Prefix> = raw
             .iter()
             .map(|&(key, len)| Prefix {
@@ -334,8 +454,17 @@ mod tests {
     fn check(raw: &[(u128, u8)], probes: &[u128]) {
         let (tries, root, prefixes) = trie(raw);
         for &probe in probes {
-            let got = resolve(&prefixes, tries.candidate(root, probe), probe);
-            assert_eq!(got, naive(&prefixes, probe), "probe {probe:#x}");
+            let (candidate, exact) = tries.candidate(root, probe);
+            let want = naive(&prefixes, probe);
+            assert_eq!(
+                resolve(&prefixes, candidate, probe),
+                want,
+                "probe {probe:#x}"
+            );
+            // An exact candidate needs no check.
+            if exact {
+                assert_eq!(candidate, want, "exact candidate, probe {probe:#x}");
+            }
         }
     }
 
@@ -369,15 +498,15 @@ mod tests {
     #[test]
     fn empty() {
         let (tries, root, _) = trie(&[]);
-        assert_eq!(root, NONE);
-        assert_eq!(tries.candidate(root, 5), NONE);
+        assert_eq!(root.node, NONE);
+        assert_eq!(tries.candidate(root, 5).0, NONE);
     }
 
     #[test]
     fn default_route_only() {
         let (tries, root, _) = trie(&[(0, 0)]);
-        assert_eq!(tries.candidate(root, 0), 0);
-        assert_eq!(tries.candidate(root, u128::MAX), 0);
+        assert_eq!(tries.candidate(root, 0), (0, true));
+        assert_eq!(tries.candidate(root, u128::MAX), (0, true));
     }
 
     /// Probes at and around every bit of the given keys.
@@ -424,5 +553,51 @@ mod tests {
         // Nothing at all above the skipped levels.
         check(&raw[1..], &probes(&[a, a | 0x1234 << 64]));
         check(&[(a, 100)], &probes(&[a]));
+    }
+
+    #[test]
+    fn inline_only_with_two_results() {
+        let mut results = [NONE; SLOTS];
+        results[8..12].fill(4);
+        // Slot 9 has a child: its value does not count.
+        let (leaves, first, second) = inline_results(&results, 1 << 9).unwrap();
+        assert_eq!((first, second), (NONE, 4));
+        assert_eq!(leaves, 0b1101 << 8);
+        results[20] = 5;
+        assert_eq!(inline_results(&results, 1 << 9), None);
+        // ... unless the third is under a child.
+        assert!(inline_results(&results, 1 << 20).is_some());
+        assert_eq!(inline_results(&[3; SLOTS], 0), Some((0, 3, NONE)));
+    }
+
+    #[test]
+    fn random_tables_against_naive() {
+        // Dense and sparse random tables in a few small regions, so that
+        // nodes hold one, two or many results, and levels get skipped.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        for round in 0..40 {
+            let base = u128::from(next()) << 64 | u128::from(next());
+            let spread = 8 + (round % 5) * 20;
+            let mut raw = Vec::new();
+            let mut keys = Vec::new();
+            for _ in 0..(10 + round * 5) {
+                let noise = (u128::from(next()) << 64 | u128::from(next())) >> spread;
+                let key = base ^ noise;
+                let len = (next() % 129) as u8;
+                raw.push((key, len));
+                keys.push(key);
+            }
+            check(&raw, &probes(&keys[..keys.len().min(6)]));
+            let randoms: Vec<u128> = (0..500)
+                .map(|_| base ^ ((u128::from(next()) << 64 | u128::from(next())) >> spread))
+                .collect();
+            check(&raw, &randoms);
+        }
     }
 }
