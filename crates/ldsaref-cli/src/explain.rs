@@ -104,8 +104,8 @@ fn print_one(settings: &Settings, policy: &Policy, ip: IpAddr, port: u16, proto:
         return;
     };
     match &d.source {
-        ldsaref_rules::DecisionSource::Rule { rule, .. } => {
-            println!("decided by:  {}: {rule}", d.source)
+        ldsaref_rules::DecisionSource::Rule(r) => {
+            println!("decided by:  {}: {}", d.source, r.rule())
         }
         ldsaref_rules::DecisionSource::CatchAll => {
             println!(

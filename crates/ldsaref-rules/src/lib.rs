@@ -70,7 +70,7 @@ pub use action::Action;
 pub use builder::RuleSetBuilder;
 pub use error::ParseError;
 pub use ifname::IfName;
-pub use policy::{Decision, DecisionSource, Policy, PolicyError};
+pub use policy::{Decision, DecisionSource, Policy, PolicyError, RuleRef};
 pub use rule::{Dest, Origin, PortRange, ProfileId, Proto, ProtoMatch, Rule};
 pub use ruleset::RuleSet;
 pub use saref::Saref;

@@ -71,16 +71,58 @@ pub struct Decision<'a> {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum DecisionSource<'a> {
     /// A rule of the rules file.
-    Rule {
-        /// The rule.
-        rule: &'a Rule,
-        /// The name of its file.
-        file: &'a str,
-        /// Its profile section, `None` for a global rule.
-        profile: Option<&'a str>,
-    },
+    Rule(RuleRef<'a>),
     /// The catch-all SAref of `IPSEC_SAREF`.
     CatchAll,
+}
+
+/// A rule of a rule set. Deciding does not read the rule itself (a cache
+/// miss in a large set, on every decision): only what is asked of it here,
+/// when a decision is explained or logged.
+#[derive(Clone, Copy)]
+pub struct RuleRef<'a> {
+    set: &'a RuleSet,
+    rule: &'a Rule,
+}
+
+impl<'a> RuleRef<'a> {
+    pub(crate) fn new(set: &'a RuleSet, rule: &'a Rule) -> RuleRef<'a> {
+        RuleRef { set, rule }
+    }
+
+    /// The rule.
+    pub fn rule(&self) -> &'a Rule {
+        self.rule
+    }
+
+    /// The name of the file it comes from.
+    pub fn file(&self) -> &'a str {
+        self.set.file_name(self.rule().origin)
+    }
+
+    /// Its profile section, `None` for a global rule.
+    pub fn profile(&self) -> Option<&'a str> {
+        let set = self.set;
+        self.rule().profile.map(|id| set.profile_name(id))
+    }
+}
+
+impl PartialEq for RuleRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.set, other.set) && std::ptr::eq(self.rule, other.rule)
+    }
+}
+
+impl Eq for RuleRef<'_> {}
+
+impl fmt::Debug for RuleRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RuleRef")
+            .field("rule", self.rule())
+            .field("file", &self.file())
+            .field("profile", &self.profile())
+            .finish()
+    }
 }
 
 /// `rules:12 [client1]` (file, line, and the section if any), or
@@ -88,13 +130,9 @@ pub enum DecisionSource<'a> {
 impl fmt::Display for DecisionSource<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DecisionSource::Rule {
-                rule,
-                file,
-                profile,
-            } => {
-                write!(f, "{file}:{}", rule.origin.line)?;
-                match profile {
+            DecisionSource::Rule(r) => {
+                write!(f, "{}:{}", r.file(), r.rule().origin.line)?;
+                match r.profile() {
                     Some(name) => write!(f, " [{name}]"),
                     None => Ok(()),
                 }
@@ -175,14 +213,10 @@ impl Policy {
     /// Hot path: does not allocate, does not panic.
     pub fn decide(&self, dest: IpAddr, proto: Proto, port: u16) -> Option<Decision<'_>> {
         if let Some(set) = &self.rules {
-            if let Some(rule) = set.lookup(self.profile, dest, proto, port) {
+            if let Some((rule, action)) = set.lookup_action(self.profile, dest, proto, port) {
                 return Some(Decision {
-                    action: rule.action,
-                    source: DecisionSource::Rule {
-                        rule,
-                        file: set.file_name(rule.origin),
-                        profile: rule.profile.map(|id| set.profile_name(id)),
-                    },
+                    action,
+                    source: DecisionSource::Rule(RuleRef::new(set, rule)),
                 });
             }
         }

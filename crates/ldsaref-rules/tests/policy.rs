@@ -38,14 +38,10 @@ fn profile_then_global_then_catch_all() {
     assert_eq!(d.action, Action::Saref(saref(1)));
     assert_eq!(d.source.to_string(), "rules:1");
     match d.source {
-        DecisionSource::Rule {
-            rule,
-            file,
-            profile,
-        } => {
-            assert_eq!(rule.origin.line, 1);
-            assert_eq!(file, "rules");
-            assert_eq!(profile, None);
+        DecisionSource::Rule(r) => {
+            assert_eq!(r.rule().origin.line, 1);
+            assert_eq!(r.file(), "rules");
+            assert_eq!(r.profile(), None);
         }
         DecisionSource::CatchAll => panic!("a rule applies"),
     }

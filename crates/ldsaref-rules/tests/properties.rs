@@ -352,10 +352,11 @@ proptest! {
             let got = policy.decide(addr, proto, port);
             let want = reference(&specs, &lines, profile, catch_all, addr, proto, port);
             let got_view = got.map(|d| match d.source {
-                DecisionSource::Rule { rule, file, profile: section } => {
-                    assert_eq!(file, "rules");
-                    assert_eq!(section, rule.profile.map(|id| set.profile_name(id)));
-                    (d.action, Some(rule.origin.line))
+                DecisionSource::Rule(r) => {
+                    assert_eq!(r.file(), "rules");
+                    assert_eq!(r.profile(), r.rule().profile.map(|id| set.profile_name(id)));
+                    assert_eq!(d.action, r.rule().action);
+                    (d.action, Some(r.rule().origin.line))
                 }
                 DecisionSource::CatchAll => (d.action, None),
             });
