@@ -111,10 +111,16 @@ pub(crate) struct Tries {
 }
 
 /// The slot of `key` in a node at `depth` (its bits `depth..depth + 6`).
+#[inline(always)]
 fn slot(key: u128, depth: u32) -> usize {
-    // `depth` < 128 always (the deepest node is at 126), and the bits past
-    // the end of the key read as zeros.
-    ((key << depth) >> (128 - STRIDE)) as usize
+    // One 128-bit shift rather than two. `depth` < 128 always; past 122
+    // (the deepest node is at 126) the bits past the end read as zeros.
+    const LAST: u32 = 128 - STRIDE;
+    if depth <= LAST {
+        (key >> (LAST - depth)) as usize & (SLOTS - 1)
+    } else {
+        (key << (depth - LAST).min(STRIDE)) as usize & (SLOTS - 1)
+    }
 }
 
 impl Tries {
@@ -177,12 +183,13 @@ impl Tries {
         self.nodes
             .resize(first_child + child_count, Node::default());
 
-        let (leaves, first, second, inline) = match inline_results(&results, children) {
+        let starts = run_starts(&results, children, bounds);
+        let (leaves, first, second, inline) = match inline_results(&results, children, starts) {
             Some((leaves, first, second)) => (leaves, first, second, INLINE),
             None => {
                 let first = index_u32(self.results.len());
-                let runs = encode_runs(&results, children, bounds, &mut self.results);
-                (runs, first, NONE, 0)
+                encode_runs(&results, starts, &mut self.results);
+                (starts, first, NONE, 0)
             }
         };
 
@@ -308,67 +315,70 @@ impl Tries {
     }
 }
 
+/// The slots without a child that start a run of equal results: the first
+/// one, and any whose result differs from the free slot before it (runs go
+/// on across child slots). `bounds` has a bit wherever `results` may differ
+/// from the slot before, so only those slots, and those right after a child,
+/// are compared.
+fn run_starts(results: &[u32; SLOTS], children: u64, bounds: u64) -> u64 {
+    let free = !children;
+    let mut starts = free & free.wrapping_neg();
+    let mut candidates = (bounds | children << 1) & free & !starts;
+    while candidates != 0 {
+        let s = candidates.trailing_zeros();
+        candidates &= candidates - 1;
+        // The free slot before `s`; there is one, as `s` is not the first.
+        let before = free & ((1u64 << s) - 1);
+        let prev = 63 - before.leading_zeros();
+        if before != 0 && results[s as usize] != results[prev as usize] {
+            starts |= 1 << s;
+        }
+    }
+    starts
+}
+
 /// The inline form of a node's results, if its free slots hold at most two
 /// distinct ones: (map of the slots holding the second, first, second).
-fn inline_results(results: &[u32; SLOTS], children: u64) -> Option<(u64, u32, u32)> {
+/// `starts` are the [`run_starts`].
+fn inline_results(results: &[u32; SLOTS], children: u64, starts: u64) -> Option<(u64, u32, u32)> {
     let free = !children;
     if free == 0 {
         return Some((0, NONE, NONE));
     }
-    let first = results[free.trailing_zeros() as usize];
-    let mut second = None;
+    let first = results[starts.trailing_zeros() as usize];
+    let mut second = NONE;
     let mut leaves = 0u64;
-    let mut rest = free;
+    let mut rest = starts;
     while rest != 0 {
-        let s = rest.trailing_zeros() as usize;
+        let s = rest.trailing_zeros();
         rest &= rest - 1;
-        let value = results[s];
+        let value = results[s as usize];
         if value == first {
             continue;
         }
-        match second {
-            None => second = Some(value),
-            Some(v) if v == value => {}
-            Some(_) => return None,
+        if leaves != 0 && value != second {
+            return None;
         }
-        leaves |= 1 << s;
+        second = value;
+        // The run covers the free slots from `s` to the next start.
+        let end = if rest == 0 {
+            0
+        } else {
+            !0u64 << rest.trailing_zeros()
+        };
+        leaves |= !0u64 << s & !end & free;
     }
-    Some((leaves, first, second.unwrap_or(NONE)))
+    Some((leaves, first, second))
 }
 
-/// Run-length encodes the results of the slots that have no child: pushes
-/// one result per run to `out` and returns the map of the slots where a run
-/// starts. `bounds` has a bit wherever `results` may differ from the slot
-/// before.
-fn encode_runs(results: &[u32; SLOTS], children: u64, bounds: u64, out: &mut Vec<u32>) -> u64 {
-    let free = !children;
-    // Runs go on across child slots: give each the value of the slot before
-    // it (in increasing order, so that this carries over several children).
-    let mut values = *results;
-    let mut rest = children & !1;
+/// Run-length encodes the results of the slots that have no child, given
+/// their [`run_starts`]: pushes one result per run to `out`.
+fn encode_runs(results: &[u32; SLOTS], starts: u64, out: &mut Vec<u32>) {
+    let mut rest = starts;
     while rest != 0 {
-        let s = rest.trailing_zeros() as usize;
-        values[s] = values[s - 1];
+        out.push(results[rest.trailing_zeros() as usize]);
         rest &= rest - 1;
     }
-    // A run starts at the first free slot, and at a free slot whose value
-    // differs from the one before: which can only happen at a bound, or
-    // right after a child.
-    let mut changes = free & free.wrapping_neg();
-    let mut candidates = (bounds | children << 1) & free & !1;
-    while candidates != 0 {
-        let s = candidates.trailing_zeros() as usize;
-        if values[s] != values[s - 1] {
-            changes |= 1 << s;
-        }
-        candidates &= candidates - 1;
-    }
-    let mut rest = changes;
-    while rest != 0 {
-        out.push(values[rest.trailing_zeros() as usize]);
-        rest &= rest - 1;
-    }
-    changes
 }
 
 /// The depth of the node for `prefixes`, starting from `depth` and going
@@ -389,6 +399,7 @@ fn skip_idle_levels(mut depth: u32, prefixes: &[Prefix]) -> u32 {
 }
 
 /// `len` (1 to 32) bits of `key` from bit `from`, right-aligned.
+#[inline(always)]
 fn bits(key: u128, from: u32, len: u32) -> u32 {
     ((key << (from & 127)) >> (128 - len.clamp(1, 32))) as u32
 }
@@ -468,31 +479,34 @@ mod tests {
         }
     }
 
+    /// Run-length encoding of `results`: (starts, one result per run).
+    fn runs(results: &[u32; SLOTS], children: u64, bounds: u64) -> (u64, Vec<u32>) {
+        let starts = run_starts(results, children, bounds);
+        let mut out = Vec::new();
+        encode_runs(results, starts, &mut out);
+        (starts, out)
+    }
+
     #[test]
     fn runs_skip_children() {
         let mut results = [7; SLOTS];
         results[10..20].fill(8);
         results[40] = 9;
-        let mut out = Vec::new();
         // Slot 0 and 40 have children; 10..20 are an 8-run, interrupted by
         // child slot 15, and the run of 7 resumes at 20.
         let children = 1 | 1 << 15 | 1 << 40;
         let bounds = 1 << 10 | 1 << 20 | 1 << 40 | 1 << 41;
-        let runs = encode_runs(&results, children, bounds, &mut out);
-        assert_eq!(runs, 1 << 1 | 1 << 10 | 1 << 20);
-        assert_eq!(out, [7, 8, 7]);
-        out.clear();
-        assert_eq!(encode_runs(&results, u64::MAX, bounds, &mut out), 0);
-        assert!(out.is_empty());
-        assert_eq!(encode_runs(&[3; SLOTS], 0, 0, &mut out), 1);
-        assert_eq!(out, [3]);
+        let want = (1 << 1 | 1 << 10 | 1 << 20, vec![7, 8, 7]);
+        assert_eq!(runs(&results, children, bounds), want);
+        // Comparing every slot finds the same runs.
+        assert_eq!(runs(&results, children, u64::MAX), want);
+        assert_eq!(runs(&results, u64::MAX, bounds), (0, vec![]));
+        assert_eq!(runs(&[3; SLOTS], 0, 0), (1, vec![3]));
         // A run starting right after a child, at no bound.
-        out.clear();
         let mut results = [1; SLOTS];
         results[4..8].fill(2);
-        let runs = encode_runs(&results, 0b110000, 1 << 4 | 1 << 8, &mut out);
-        assert_eq!(runs, 1 | 1 << 6 | 1 << 8);
-        assert_eq!(out, [1, 2, 1]);
+        let want = (1 | 1 << 6 | 1 << 8, vec![1, 2, 1]);
+        assert_eq!(runs(&results, 0b110000, 1 << 4 | 1 << 8), want);
     }
 
     #[test]
@@ -560,14 +574,22 @@ mod tests {
         let mut results = [NONE; SLOTS];
         results[8..12].fill(4);
         // Slot 9 has a child: its value does not count.
-        let (leaves, first, second) = inline_results(&results, 1 << 9).unwrap();
+        let inline = |results: &[u32; SLOTS], children: u64| {
+            inline_results(results, children, run_starts(results, children, u64::MAX))
+        };
+        let (leaves, first, second) = inline(&results, 1 << 9).unwrap();
         assert_eq!((first, second), (NONE, 4));
         assert_eq!(leaves, 0b1101 << 8);
+        // Two runs of the second value.
+        results[30] = 4;
+        let (leaves, _, _) = inline(&results, 1 << 9).unwrap();
+        assert_eq!(leaves, 0b1101 << 8 | 1 << 30);
         results[20] = 5;
-        assert_eq!(inline_results(&results, 1 << 9), None);
+        assert_eq!(inline(&results, 1 << 9), None);
         // ... unless the third is under a child.
-        assert!(inline_results(&results, 1 << 20).is_some());
-        assert_eq!(inline_results(&[3; SLOTS], 0), Some((0, 3, NONE)));
+        assert!(inline(&results, 1 << 20).is_some());
+        assert_eq!(inline(&[3; SLOTS], 0), Some((0, 3, NONE)));
+        assert_eq!(inline(&[3; SLOTS], u64::MAX), Some((0, NONE, NONE)));
     }
 
     #[test]
