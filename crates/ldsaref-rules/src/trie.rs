@@ -80,14 +80,28 @@ struct Node {
 /// The most skipped bits a node records.
 const SKIP_BITS: u32 = 24;
 
+/// Key bits the fan-out of a large trie looks at.
+const FANOUT_BITS: u32 = 12;
+/// Tries of at least this many prefixes get a fan-out: below, its 4096
+/// nodes (128 KiB) would outweigh the two levels it saves.
+const FANOUT_MIN: usize = 4096;
+
 /// Where a lookup of one trie starts.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Root {
-    /// The root node, or [`NONE`] for an empty trie.
+    /// The root node, or the first node of the fan-out; [`NONE`] for an
+    /// empty trie.
     node: u32,
-    /// The key bits above the root node (the levels skipped there), left
+    /// The key bits above the root (the levels skipped there), left
     /// aligned: every prefix of the trie starts with them.
     path: u128,
+    /// How many they are.
+    depth: u8,
+    /// Whether the root is a fan-out: rather than a node and its children,
+    /// the nodes of the next [`FANOUT_BITS`] bits in slot order, found
+    /// without counting bits, and without the two levels of nodes above
+    /// them.
+    fanout: bool,
 }
 
 impl Root {
@@ -95,6 +109,8 @@ impl Root {
     pub(crate) const EMPTY: Root = Root {
         node: NONE,
         path: 0,
+        depth: 0,
+        fanout: false,
     };
 }
 
@@ -132,14 +148,74 @@ impl Tries {
         let Some(first) = prefixes.first() else {
             return Root::EMPTY;
         };
+        let depth = skip_idle_levels(0, prefixes);
+        if prefixes.len() >= FANOUT_MIN && depth + FANOUT_BITS <= 128 - STRIDE {
+            return Root {
+                node: self.fanout(depth, prefixes),
+                path: mask(first.key, depth as u8),
+                depth: depth as u8,
+                fanout: true,
+            };
+        }
         let root = self.nodes.len();
         self.nodes.push(Node::default());
         let node = self.build(0, prefixes, NONE);
         self.nodes[root] = node;
         Root {
             node: index_u32(root),
-            path: mask(first.key, node.depth & !INLINE),
+            path: mask(first.key, depth as u8),
+            depth: depth as u8,
+            fanout: false,
         }
+    }
+
+    /// Builds the fan-out of `prefixes` at `depth` (see [`Root`]) and
+    /// returns its first node: one node per value of the key bits
+    /// `depth..depth + FANOUT_BITS`, holding the prefixes under it, or just
+    /// the result there when none goes deeper.
+    fn fanout(&mut self, depth: u32, prefixes: &[Prefix]) -> u32 {
+        let end = depth + FANOUT_BITS;
+        let ends_here = |p: &Prefix| u32::from(p.len) <= end;
+        let fanout = 1usize << FANOUT_BITS;
+        // The longest prefix ending in the fan-out that covers each slot:
+        // sorted order puts an enclosing prefix first, the longer one wins.
+        let mut results = vec![NONE; fanout];
+        for p in prefixes.iter().filter(|p| ends_here(p)) {
+            let span = 1usize << (end - u32::from(p.len));
+            let first = bits(p.key, depth, FANOUT_BITS) as usize & !(span - 1);
+            if let Some(slots) = results.get_mut(first..first + span) {
+                slots.fill(p.value);
+            }
+        }
+        let base = self.nodes.len();
+        self.nodes.resize(base + fanout, Node::default());
+        for (s, &result) in results.iter().enumerate() {
+            self.nodes[base + s] = Node {
+                first: result,
+                second: NONE,
+                depth: end as u8 | INLINE,
+                ..Node::default()
+            };
+        }
+        // The prefixes under one slot are contiguous (see `build`).
+        let mut i = 0;
+        while i < prefixes.len() {
+            if ends_here(&prefixes[i]) {
+                i += 1;
+                continue;
+            }
+            let s = bits(prefixes[i].key, depth, FANOUT_BITS) as usize;
+            let start = i;
+            while i < prefixes.len()
+                && !ends_here(&prefixes[i])
+                && bits(prefixes[i].key, depth, FANOUT_BITS) as usize == s
+            {
+                i += 1;
+            }
+            let node = self.build(end, &prefixes[start..i], results[s]);
+            self.nodes[base + s] = node;
+        }
+        index_u32(base)
     }
 
     /// Builds the node for `prefixes`, which are longer than `depth` and
@@ -241,20 +317,22 @@ impl Tries {
     /// check it. Allocation-free, panic-free, at most 22 nodes.
     #[inline]
     pub(crate) fn candidate(&self, root: Root, key: u128) -> (u32, bool) {
+        let mut exact = mask(key, root.depth) == root.path;
+        // The first bit the next node looks at, were no level skipped.
+        let mut expected = u32::from(root.depth);
         let mut index = root.node;
-        // The first bit the next node should look at, were no level skipped.
-        let mut expected = 0u32;
-        let mut exact = true;
-        for level in 0..MAX_LEVELS {
+        if root.fanout {
+            index = index.wrapping_add(bits(key, expected, FANOUT_BITS));
+            expected += FANOUT_BITS;
+        }
+        for _ in 0..MAX_LEVELS {
             let Some(node) = self.nodes.get(index as usize) else {
                 break;
             };
             let depth = u32::from(node.depth & !INLINE) & 127;
             if depth != expected {
                 let skip = depth.wrapping_sub(expected);
-                exact &= if level == 0 {
-                    mask(key, depth as u8) == root.path
-                } else if skip <= SKIP_BITS {
+                exact &= if skip <= SKIP_BITS {
                     let [a, b, c] = node.skipped;
                     bits(key, expected, skip) == u32::from_be_bytes([0, a, b, c])
                 } else {
@@ -620,6 +698,42 @@ mod tests {
                 .map(|_| base ^ ((u128::from(next()) << 64 | u128::from(next())) >> spread))
                 .collect();
             check(&raw, &randoms);
+        }
+    }
+
+    #[test]
+    fn fanout_against_naive() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        };
+        // IPv4-like (keys in the top 32 bits, a default route and short
+        // prefixes expanded into the fan-out), and IPv6-like under one /32
+        // (the fan-out starts below the root's skipped bits).
+        let v6_base: u128 = 0x2001_0db8 << 96;
+        for (base, spread, lens) in [(0u128, 0u32, (0u8, 32u8)), (v6_base, 32, (33, 128))] {
+            let mut raw = vec![(base, lens.0)];
+            while raw.len() < FANOUT_MIN * 2 {
+                let noise = (u128::from(next()) << 64 | u128::from(next())) >> spread;
+                let len = lens.0 + (next() % u64::from(lens.1 - lens.0 + 1)) as u8;
+                raw.push((base ^ noise, len));
+            }
+            let (_, root, _) = trie(&raw);
+            assert!(root.fanout, "a fan-out for {} prefixes", raw.len());
+            let mut probes: Vec<u128> = raw.iter().step_by(7).map(|&(k, _)| k).collect();
+            probes.extend(
+                raw.iter()
+                    .step_by(11)
+                    .map(|&(k, _)| k ^ 1 << (next() % 128)),
+            );
+            probes.extend(
+                (0..1000)
+                    .map(|_| base ^ ((u128::from(next()) << 64 | u128::from(next())) >> spread)),
+            );
+            check(&raw, &probes);
         }
     }
 }
