@@ -49,54 +49,113 @@ impl Placed {
 }
 
 /// Places every rule, sorted.
+///
+/// Sorting the 48-byte placements with their derived order is slow for
+/// large sets. Rather, 128-bit sort keys are sorted: the set, the family,
+/// the first 80 bits of the network, and the rule; the placements are then
+/// built in that order, and the rare runs that these keys do not fully
+/// order (networks that differ only past their first 80 bits, or not at
+/// all) sorted again with the full order.
 pub(crate) fn place(rules: &[Rule]) -> Vec<Placed> {
-    let mut placed = Vec::with_capacity(rules.len());
+    // Set and family fit in the top 16 bits of a sort key, unless there are
+    // more than 32767 profiles.
+    let sets = rules
+        .iter()
+        .map(|r| set_of(r.profile))
+        .max()
+        .unwrap_or(GLOBAL);
+    if sets >= 1 << 15 {
+        let mut placed = Vec::with_capacity(rules.len());
+        for (index, rule) in rules.iter().enumerate() {
+            placements(rule, index, |p| placed.push(p));
+        }
+        placed.sort_unstable();
+        return placed;
+    }
+    let mut order: Vec<u128> = Vec::with_capacity(rules.len());
     for (index, rule) in rules.iter().enumerate() {
-        let (lo, hi) = rule.ports.map_or((0, u16::MAX), |p| (p.lo, p.hi));
-        let rank = match (rule.ports.is_some(), rule.proto.is_specific()) {
-            (true, true) => 0,
-            (true, false) => 1,
-            (false, true) => 2,
-            (false, false) => 3,
+        placements(rule, index, |p| {
+            let trie = u128::from(p.set) << 1 | u128::from(p.family == Family::V6);
+            order.push(trie << 112 | (p.key >> 48) << 32 | u128::from(p.rule));
+        });
+    }
+    order.sort_unstable();
+    let mut placed = Vec::with_capacity(order.len());
+    for &key in &order {
+        let family = if key >> 112 & 1 == 0 {
+            Family::V4
+        } else {
+            Family::V6
         };
-        let proto = match rule.proto {
-            ProtoMatch::Any => 0,
-            ProtoMatch::Tcp => 1,
-            ProtoMatch::Udp => 2,
-        };
-        let base = Placed {
-            // The builder keeps both counts far below u32::MAX.
-            set: u32::try_from(set_of(rule.profile)).unwrap_or(u32::MAX),
-            family: Family::V4,
-            key: 0,
-            len: 0,
-            rank,
-            proto,
-            rule: u32::try_from(index).unwrap_or(u32::MAX),
-            lo,
-            hi,
-        };
-        match rule.dest {
-            Dest::Any => {
-                placed.push(base);
-                placed.push(Placed {
-                    family: Family::V6,
-                    ..base
-                });
-            }
-            Dest::Net { addr, len } => {
-                let (family, key) = key_of(addr);
-                placed.push(Placed {
-                    family,
-                    key,
-                    len,
-                    ..base
-                });
-            }
+        // The rule index, in the low 32 bits, is in range: it came from
+        // `rules`.
+        if let Some(rule) = rules.get(key as u32 as usize) {
+            placements(rule, key as u32 as usize, |p| {
+                if p.family == family {
+                    placed.push(p);
+                }
+            });
         }
     }
-    placed.sort_unstable();
+    let top = |p: &Placed| (p.set, p.family, p.key >> 48);
+    let mut rest = &mut placed[..];
+    while let Some(first) = rest.first() {
+        let first = top(first);
+        let n = rest.iter().take_while(|p| top(p) == first).count();
+        let (run, tail) = rest.split_at_mut(n);
+        if run.len() > 1 {
+            run.sort_unstable();
+        }
+        rest = tail;
+    }
     placed
+}
+
+/// Gives the placements of `rule`, of index `index`: one, or two for `any`
+/// (IPv4 first).
+fn placements(rule: &Rule, index: usize, mut give: impl FnMut(Placed)) {
+    let (lo, hi) = rule.ports.map_or((0, u16::MAX), |p| (p.lo, p.hi));
+    let rank = match (rule.ports.is_some(), rule.proto.is_specific()) {
+        (true, true) => 0,
+        (true, false) => 1,
+        (false, true) => 2,
+        (false, false) => 3,
+    };
+    let proto = match rule.proto {
+        ProtoMatch::Any => 0,
+        ProtoMatch::Tcp => 1,
+        ProtoMatch::Udp => 2,
+    };
+    let base = Placed {
+        // The builder keeps both counts far below u32::MAX.
+        set: u32::try_from(set_of(rule.profile)).unwrap_or(u32::MAX),
+        family: Family::V4,
+        key: 0,
+        len: 0,
+        rank,
+        proto,
+        rule: u32::try_from(index).unwrap_or(u32::MAX),
+        lo,
+        hi,
+    };
+    match rule.dest {
+        Dest::Any => {
+            give(base);
+            give(Placed {
+                family: Family::V6,
+                ..base
+            });
+        }
+        Dest::Net { addr, len } => {
+            let (family, key) = key_of(addr);
+            give(Placed {
+                family,
+                key,
+                len,
+                ..base
+            });
+        }
+    }
 }
 
 /// The maximal runs of consecutive items that are `same` as the run's first.
@@ -117,6 +176,130 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The placements of `rules` sorted with their derived order: what
+    /// [`place`] must give.
+    fn place_naive(rules: &[Rule]) -> Vec<Placed> {
+        let mut placed = Vec::new();
+        for (index, rule) in rules.iter().enumerate() {
+            let (lo, hi) = rule.ports.map_or((0, u16::MAX), |p| (p.lo, p.hi));
+            let rank = match (rule.ports.is_some(), rule.proto.is_specific()) {
+                (true, true) => 0,
+                (true, false) => 1,
+                (false, true) => 2,
+                (false, false) => 3,
+            };
+            let proto = match rule.proto {
+                ProtoMatch::Any => 0,
+                ProtoMatch::Tcp => 1,
+                ProtoMatch::Udp => 2,
+            };
+            let base = Placed {
+                set: set_of(rule.profile) as u32,
+                family: Family::V4,
+                key: 0,
+                len: 0,
+                rank,
+                proto,
+                rule: index as u32,
+                lo,
+                hi,
+            };
+            match rule.dest {
+                Dest::Any => {
+                    placed.push(base);
+                    placed.push(Placed {
+                        family: Family::V6,
+                        ..base
+                    });
+                }
+                Dest::Net { addr, len } => {
+                    let (family, key) = key_of(addr);
+                    placed.push(Placed {
+                        family,
+                        key,
+                        len,
+                        ..base
+                    });
+                }
+            }
+        }
+        placed.sort();
+        placed
+    }
+
+    #[test]
+    fn compact_keys_sort_like_placements() {
+        use crate::{Action, Origin, PortRange};
+        // A small deterministic generator: many equal prefixes, both
+        // families, profiles, ports and protocols, so that every field of
+        // the order gets to decide.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let mut rules = Vec::new();
+        for _ in 0..5000 {
+            let dest = match next(5) {
+                0 => Dest::Any,
+                1 | 2 => {
+                    let len = [0, 8, 16, 24, 32][next(5) as usize];
+                    let key = crate::key::mask(
+                        (next(4) as u128 + 1) << 120 | (next(4) as u128) << 100,
+                        len,
+                    );
+                    Dest::Net {
+                        addr: crate::key::addr_of(Family::V4, key),
+                        len,
+                    }
+                }
+                _ => {
+                    let len = [0, 1, 48, 64, 127, 128][next(6) as usize];
+                    let key = crate::key::mask(
+                        (next(4) as u128) << 126 | (next(3) as u128) << 60 | next(3) as u128,
+                        len,
+                    );
+                    Dest::Net {
+                        addr: crate::key::addr_of(Family::V6, key),
+                        len,
+                    }
+                }
+            };
+            let proto = [ProtoMatch::Any, ProtoMatch::Tcp, ProtoMatch::Udp][next(3) as usize];
+            let ports = match next(3) {
+                0 => None,
+                _ => {
+                    let lo = next(3) as u16 + 1;
+                    Some(PortRange {
+                        lo,
+                        hi: lo + next(3) as u16,
+                    })
+                }
+            };
+            let profile = match next(3) {
+                0 => None,
+                n => Some(ProfileId::new(n as usize)),
+            };
+            rules.push(Rule {
+                dest,
+                proto,
+                ports,
+                action: Action::Pass,
+                origin: Origin { file: 0, line: 1 },
+                profile,
+            });
+        }
+        assert_eq!(place(&rules), place_naive(&rules));
+        assert_eq!(place(&[]), vec![]);
+        // More profiles than the sort keys hold: the plain sort.
+        for (i, rule) in rules.iter_mut().enumerate() {
+            rule.profile = Some(ProfileId::new(40_000 - i % 7));
+        }
+        assert_eq!(place(&rules), place_naive(&rules));
+    }
 
     #[test]
     fn runs_split_on_change() {

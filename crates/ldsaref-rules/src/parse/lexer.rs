@@ -26,20 +26,21 @@ impl<'a> Iterator for Lines<'a> {
 
     fn next(&mut self) -> Option<(u32, &'a str)> {
         let rest = self.rest?;
-        // One pass for both the line end and the comment: lines are short,
-        // and a search per character costs more than the scan itself.
-        let mut end = rest.len();
-        let mut hash = None;
-        for (i, &b) in rest.as_bytes().iter().enumerate() {
-            match b {
-                b'\n' => {
-                    end = i;
-                    break;
-                }
-                b'#' if hash.is_none() => hash = Some(i),
-                _ => {}
+        let bytes = rest.as_bytes();
+        // The first '\n' or '#', then, after a '#', the '\n': lines are
+        // short, but a search per byte still costs more than the rest of
+        // the parsing, so the search goes a word at a time.
+        let (end, hash) = match find_newline_or_hash(bytes, 0) {
+            None => (rest.len(), None),
+            Some(i) if bytes[i] == b'\n' => (i, None),
+            Some(hash) => {
+                let end = rest
+                    .get(hash + 1..)
+                    .and_then(|after| after.find('\n'))
+                    .map_or(rest.len(), |i| hash + 1 + i);
+                (end, Some(hash))
             }
-        }
+        };
         // '\n' and '#' are ASCII: the offsets are character boundaries.
         self.rest = rest.get(end + 1..);
         let raw = &rest[..end];
@@ -49,6 +50,36 @@ impl<'a> Iterator for Lines<'a> {
         self.number = self.number.saturating_add(1);
         Some((self.number, content))
     }
+}
+
+/// The offset of the first `\n` or `#` of `bytes[from..]`, in `bytes`.
+fn find_newline_or_hash(bytes: &[u8], from: usize) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    const HASHES: u64 = u64::from_ne_bytes([b'#'; 8]);
+    // The high bit of each zero byte of `x`, and maybe of bytes after the
+    // first zero one (a borrow), never before: the lowest bit set marks
+    // the first zero byte.
+    let zeros = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut at = from;
+    let mut chunks = bytes.get(from..)?.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        // Little-endian: the first byte is the lowest.
+        let word = u64::from_le_bytes(word);
+        let found = zeros(word ^ NEWLINES) | zeros(word ^ HASHES);
+        if found != 0 {
+            return Some(at + (found.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n' || b == b'#')
+        .map(|i| at + i)
 }
 
 /// Field separators: spaces and tabs only.
@@ -102,20 +133,27 @@ impl<'a> Iterator for Tokens<'a> {
     fn next(&mut self) -> Option<Token<'a>> {
         // Blanks are ASCII, so scanning bytes finds them without decoding
         // characters, and the offsets found are character boundaries.
-        let is_blank = |b: &u8| *b == b' ' || *b == b'\t';
+        // Most bytes are above ' ': one comparison tells they are not blank.
+        let is_blank = |b: u8| b <= b' ' && (b == b' ' || b == b'\t');
         let bytes = self.rest.as_bytes();
-        let start = bytes.iter().position(|b| !is_blank(b))?;
-        let len = bytes[start..]
-            .iter()
-            .position(is_blank)
-            .unwrap_or(bytes.len() - start);
-        let text = self.rest.get(start..start + len)?;
+        let mut start = 0;
+        while start < bytes.len() && is_blank(bytes[start]) {
+            start += 1;
+        }
+        if start == bytes.len() {
+            return None;
+        }
+        let mut end = start + 1;
+        while end < bytes.len() && !is_blank(bytes[end]) {
+            end += 1;
+        }
+        let text = self.rest.get(start..end)?;
         let token = Token {
             text,
             at: self.at + start,
         };
-        self.at += start + len;
-        self.rest = self.rest.get(start + len..).unwrap_or_default();
+        self.at += end;
+        self.rest = self.rest.get(end..).unwrap_or_default();
         Some(token)
     }
 }
@@ -132,6 +170,118 @@ mod tests {
             got,
             vec![(1, "a b "), (2, ""), (3, "  "), (4, "d"), (5, "last")]
         );
+        let text = "long line with a comment # here # and there\r\n1.2.3.4/32 pass\r\n#\n\r\n\r\rx\r\n# last";
+        let got: Vec<_> = lines(text).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, "long line with a comment "),
+                (2, "1.2.3.4/32 pass"),
+                (3, ""),
+                (4, ""),
+                (5, "\r\rx"),
+                (6, "")
+            ]
+        );
+        assert_eq!(lines("").collect::<Vec<_>>(), vec![(1, "")]);
+        assert_eq!(lines("a\n").collect::<Vec<_>>(), vec![(1, "a"), (2, "")]);
+    }
+
+    /// Lines as they were split one byte at a time, for comparison.
+    fn lines_naive(text: &str) -> Vec<(u32, &str)> {
+        let mut out = Vec::new();
+        let mut rest = Some(text);
+        let mut number = 0;
+        while let Some(r) = rest {
+            let mut end = r.len();
+            let mut hash = None;
+            for (i, &b) in r.as_bytes().iter().enumerate() {
+                match b {
+                    b'\n' => {
+                        end = i;
+                        break;
+                    }
+                    b'#' if hash.is_none() => hash = Some(i),
+                    _ => {}
+                }
+            }
+            rest = r.get(end + 1..);
+            let raw = &r[..end];
+            let raw = raw.strip_suffix('\r').unwrap_or(raw);
+            number += 1;
+            out.push((number, hash.map_or(raw, |hash| &r[..hash])));
+        }
+        out
+    }
+
+    #[test]
+    fn lines_split_like_a_byte_by_byte_scan() {
+        let mut state = 0x1234_5678_9abc_def1u64;
+        let pieces = [
+            "\n",
+            "#",
+            "\r",
+            "\r\n",
+            " ",
+            "\t",
+            "ab",
+            "1.2.3.4/32",
+            "é",
+            "saref 5",
+        ];
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            for _ in 0..(state % 24) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                text.push_str(pieces[(state % pieces.len() as u64) as usize]);
+            }
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            assert_eq!(
+                lines(&text).collect::<Vec<_>>(),
+                lines_naive(&text),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn finds_newlines_and_hashes_like_a_plain_search() {
+        let plain = |b: &[u8], from: usize| {
+            b[from..]
+                .iter()
+                .position(|&c| c == b'\n' || c == b'#')
+                .map(|i| from + i)
+        };
+        // Every position of a needle, in texts of every length around the
+        // word size, with bytes that differ from the needles by one bit
+        // and bytes with the high bit set (a borrow must not fake a match).
+        let fillers = [b'a', b'\x0b', b'\x22', b'\x8a', b'\xa3', b'\x00', b'\xff'];
+        for len in 0..40 {
+            for filler in fillers {
+                for needle_at in 0..=len {
+                    for needle in [b'\n', b'#'] {
+                        let mut text = vec![filler; len];
+                        if needle_at < len {
+                            text[needle_at] = needle;
+                        }
+                        if len > 2 && needle_at + 2 < len {
+                            text[needle_at + 2] = b'\n';
+                        }
+                        for from in 0..=len.min(9) {
+                            assert_eq!(
+                                find_newline_or_hash(&text, from),
+                                plain(&text, from),
+                                "{text:?} from {from}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -12,7 +12,11 @@ const MISSING_ACTION: &str =
 
 /// Parses a rule whose first token is `first`.
 pub(crate) fn parse<'a>(first: Token<'a>, mut cursor: Cursor<'a>) -> Result<RuleSpec, Fault> {
-    if fields::proto(first.text).is_some_and(|p| p.is_specific()) || action::is_keyword(first.text)
+    // Keywords start with a letter; most destinations do not.
+    let maybe_keyword = first.text.starts_with(|c: char| c.is_ascii_lowercase());
+    if maybe_keyword
+        && (fields::proto(first.text).is_some_and(|p| p.is_specific())
+            || action::is_keyword(first.text))
     {
         return Err(Fault::new(
             first.at,
