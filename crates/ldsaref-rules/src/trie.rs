@@ -231,6 +231,30 @@ impl Tries {
         };
         let end = depth + STRIDE;
         let ends_here = |p: &Prefix| u32::from(p.len) <= end;
+        let skipped = {
+            let [_, a, b, c] = skipped.to_be_bytes();
+            [a, b, c]
+        };
+
+        // Most nodes of a large table hold a single prefix, which ends
+        // there (levels are skipped until it does): its slots and the
+        // inherited result, inline, without going through the slot array.
+        if let [p] = prefixes {
+            if ends_here(p) {
+                let span = end - u32::from(p.len);
+                let first = slot(p.key, depth) as u32 & !((1 << span) - 1);
+                let run = u64::MAX >> (64 - (1u32 << span));
+                return Node {
+                    children: 0,
+                    leaves: run << first,
+                    first_child: index_u32(self.nodes.len()),
+                    first: inherited,
+                    second: p.value,
+                    depth: depth as u8 | INLINE,
+                    skipped,
+                };
+            }
+        }
 
         // Expand the prefixes that end in this node to their slots. An
         // enclosing prefix comes before those it encloses (sorted order), so
@@ -303,10 +327,7 @@ impl Tries {
             second,
             // At most 126, see `skip_idle_levels`: the flag bit is free.
             depth: depth as u8 | inline,
-            skipped: {
-                let [_, a, b, c] = skipped.to_be_bytes();
-                [a, b, c]
-            },
+            skipped,
         }
     }
 
