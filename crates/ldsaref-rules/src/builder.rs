@@ -2,11 +2,11 @@
 //! all-or-nothing rule, and the order in which errors are reported.
 
 use crate::index::Index;
-use crate::parse::{self, Fault, Item};
+use crate::parse::{self, Fault, Item, RuleSpec};
 use crate::placement;
 use crate::profiles::Profiles;
 use crate::ties::{self, Tie};
-use crate::{Origin, ParseError, Rule, RuleSet};
+use crate::{Origin, ParseError, ProfileId, Rule, RuleSet};
 
 /// The most rules one set may hold: far more than memory allows anyway,
 /// and low enough that internal `u32` indices (an `any` rule counts twice)
@@ -154,7 +154,30 @@ impl RuleSetBuilder {
         self.rules.reserve(lines);
         self.cols.reserve(lines);
         let mut profile = None;
-        for (line, content) in parse::lines(text) {
+        let mut rest = text;
+        let mut line = 0u32;
+        loop {
+            // Past 4 billion lines, numbers stick at the last one rather than wrap.
+            line = line.saturating_add(1);
+            // Most lines are read in one pass; the others, and any error,
+            // are left to the general parser below.
+            let fast = if self.rules.len() < MAX_RULES {
+                parse::fast_line(rest)
+            } else {
+                None
+            };
+            if let Some((item, next)) = fast {
+                if let parse::FastLine::Rule(spec) = item {
+                    let col = parse::column(rest, spec.at);
+                    self.push(spec, file_index, line, profile, col);
+                }
+                match next.and_then(|next| rest.get(next..)) {
+                    Some(next) => rest = next,
+                    None => break,
+                }
+                continue;
+            }
+            let (content, next) = parse::split_line(rest);
             let locate = |fault: Fault| ParseError {
                 file: file.to_owned(),
                 line,
@@ -169,22 +192,36 @@ impl RuleSetBuilder {
                         let message = format!("too many rules (at most {MAX_RULES})");
                         return Err(locate(Fault::new(spec.at, message)));
                     }
-                    self.rules.push(Rule {
-                        dest: spec.dest,
-                        proto: spec.proto,
-                        ports: spec.ports,
-                        action: spec.action,
-                        origin: Origin {
-                            file: file_index,
-                            line,
-                        },
-                        profile,
-                    });
-                    self.cols.push(parse::column(content, spec.at));
+                    let col = parse::column(content, spec.at);
+                    self.push(spec, file_index, line, profile, col);
                 }
+            }
+            match next {
+                Some(next) => rest = next,
+                None => break,
             }
         }
         Ok(())
+    }
+
+    /// Adds a rule read from line `line` of file `file`, in section `profile`.
+    fn push(
+        &mut self,
+        spec: RuleSpec,
+        file: usize,
+        line: u32,
+        profile: Option<ProfileId>,
+        col: u32,
+    ) {
+        self.rules.push(Rule {
+            dest: spec.dest,
+            proto: spec.proto,
+            ports: spec.ports,
+            action: spec.action,
+            origin: Origin { file, line },
+            profile,
+        });
+        self.cols.push(col);
     }
 
     /// The error for a tie, at the later rule, naming the earlier one.
@@ -229,5 +266,88 @@ mod tests {
         let want = text.iter().filter(|&&b| b == b'\n').count();
         assert_eq!(count_newlines(&text), want);
         assert_eq!(count_newlines(&vec![b'\n'; 1000]), 1000);
+    }
+
+    /// The rules (with their columns) of `text` read line by line with the
+    /// general parser only, as the builder did before it had a fast path.
+    fn read_by_lines(text: &str) -> Result<Vec<(Rule, u32)>, ParseError> {
+        let mut b = RuleSetBuilder::new();
+        b.files.push("f".to_owned());
+        let mut out = Vec::new();
+        let mut profile = None;
+        for (line, content) in parse::lines(text) {
+            let locate = |fault: Fault| ParseError {
+                file: "f".to_owned(),
+                line,
+                col: parse::column(content, fault.at),
+                message: fault.message,
+            };
+            match parse::parse_line(content).map_err(locate)? {
+                None => {}
+                Some(Item::Header(name)) => profile = Some(b.profiles.intern(name)),
+                Some(Item::Rule(spec)) => {
+                    let col = parse::column(content, spec.at);
+                    b.push(spec, 0, line, profile, col);
+                    out.push((b.rules[b.rules.len() - 1], col));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_fast(text: &str) -> Result<Vec<(Rule, u32)>, ParseError> {
+        let mut b = RuleSetBuilder::new();
+        b.read(text, "f")?;
+        Ok(b.rules
+            .iter()
+            .copied()
+            .zip(b.cols.iter().copied())
+            .collect())
+    }
+
+    #[test]
+    fn reads_like_the_general_parser_line_by_line() {
+        let mut state = 0x5555_aaaa_1234_9876u64;
+        let pieces = [
+            "\n",
+            "\r\n",
+            "\r",
+            "#",
+            " # c\n",
+            " ",
+            "\t",
+            "10.0.0.0/8 saref 5",
+            "10.1.0.0/16 tcp 22 mark 0x1/0x1",
+            "any udp 500-4500 reflect",
+            "2001:db8::/32 pass",
+            "::ffff:1.2.3.4 deny",
+            "1.2.3.4/8 pass",
+            "[prof]",
+            "[bad name]",
+            "é",
+            "dev eth0",
+            "saref 7",
+            "10.2.0.0/16",
+            "deny",
+        ];
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            for _ in 0..(state % 12) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                text.push_str(pieces[(state % pieces.len() as u64) as usize]);
+            }
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            assert_eq!(read_fast(&text), read_by_lines(&text), "{text:?}");
+        }
+        let text = "  10.0.0.0/8 saref 5\n\n[p]\n\t2001:db8::/32 tcp 1-2 pass # c\r\n";
+        let got = read_fast(text).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got, read_by_lines(text).unwrap());
+        assert_eq!((got[1].0.origin.line, got[1].1), (4, 2));
+        assert!(got[1].0.profile.is_some());
     }
 }

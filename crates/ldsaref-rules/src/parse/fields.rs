@@ -155,7 +155,7 @@ fn dotted_quad(s: &[u8]) -> Option<u32> {
 /// one (also inside an IPv6 address): four octets separated by dots, each
 /// one to three decimal digits, read greedily, at most 255, without a
 /// leading zero. Returns the address and the offset just past it.
-fn ipv4_at(s: &[u8], mut at: usize) -> Option<(u32, usize)> {
+pub(super) fn ipv4_at(s: &[u8], mut at: usize) -> Option<(u32, usize)> {
     let digit = |at: usize| match s.get(at) {
         Some(&b) if b.is_ascii_digit() => Some(u32::from(b - b'0')),
         _ => None,
@@ -194,7 +194,7 @@ fn ipv4_at(s: &[u8], mut at: usize) -> Option<(u32, usize)> {
 
 /// A group of an IPv6 address at `s[at..]`: one to four hex digits, read
 /// greedily. Returns the group and the offset just past it.
-fn hex_group_at(s: &[u8], mut at: usize) -> Option<(u16, usize)> {
+pub(super) fn hex_group_at(s: &[u8], mut at: usize) -> Option<(u16, usize)> {
     let start = at;
     let mut group = 0u32;
     while let Some(&b) = s.get(at) {
@@ -278,7 +278,7 @@ fn ipv6(s: &[u8]) -> Option<u128> {
 
 /// The IPv4 form of a network inside `::ffff:0:0/96`. Such a rule could
 /// never match: the matcher turns IPv4-mapped destinations into IPv4.
-fn ipv4_mapped(addr: IpAddr, len: u8) -> Option<Dest> {
+pub(super) fn ipv4_mapped(addr: IpAddr, len: u8) -> Option<Dest> {
     let IpAddr::V6(v6) = addr else { return None };
     if len < 96 {
         return None;

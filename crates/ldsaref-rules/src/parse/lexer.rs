@@ -6,7 +6,9 @@
 //! nothing.
 
 /// Lines of `text` numbered from 1, each without its line end (`\n` or
-/// `\r\n`) and without its comment (`#` to the end of the line).
+/// `\r\n`) and without its comment (`#` to the end of the line). The
+/// builder goes line by line with [`split_line`]; this is its reference.
+#[cfg(test)]
 pub(crate) fn lines(text: &str) -> Lines<'_> {
     Lines {
         rest: Some(text),
@@ -15,41 +17,51 @@ pub(crate) fn lines(text: &str) -> Lines<'_> {
 }
 
 /// See [`lines`].
+#[cfg(test)]
 pub(crate) struct Lines<'a> {
     /// `None` once the last line is given.
     rest: Option<&'a str>,
     number: u32,
 }
 
+#[cfg(test)]
 impl<'a> Iterator for Lines<'a> {
     type Item = (u32, &'a str);
 
     fn next(&mut self) -> Option<(u32, &'a str)> {
-        let rest = self.rest?;
-        let bytes = rest.as_bytes();
-        // The first '\n' or '#', then, after a '#', the '\n': lines are
-        // short, but a search per byte still costs more than the rest of
-        // the parsing, so the search goes a word at a time.
-        let (end, hash) = match find_newline_or_hash(bytes, 0) {
-            None => (rest.len(), None),
-            Some(i) if bytes[i] == b'\n' => (i, None),
-            Some(hash) => {
-                let end = rest
-                    .get(hash + 1..)
-                    .and_then(|after| after.find('\n'))
-                    .map_or(rest.len(), |i| hash + 1 + i);
-                (end, Some(hash))
-            }
-        };
-        // '\n' and '#' are ASCII: the offsets are character boundaries.
-        self.rest = rest.get(end + 1..);
-        let raw = &rest[..end];
-        let raw = raw.strip_suffix('\r').unwrap_or(raw);
-        let content = hash.map_or(raw, |hash| &rest[..hash]);
+        let (content, rest) = split_line(self.rest?);
+        self.rest = rest;
         // Past 4 billion lines, numbers stick at the last one rather than wrap.
         self.number = self.number.saturating_add(1);
         Some((self.number, content))
     }
+}
+
+/// The content of the first line of `rest`, without its line end (`\n` or
+/// `\r\n`) and without its comment (`#` to the end of the line), and the
+/// text after its line end; `None` when that line is the last one (the
+/// text after a final `\n` is one more, empty, line).
+pub(crate) fn split_line(rest: &str) -> (&str, Option<&str>) {
+    let bytes = rest.as_bytes();
+    // The first '\n' or '#', then, after a '#', the '\n': lines are
+    // short, but a search per byte still costs more than the rest of
+    // the parsing, so the search goes a word at a time.
+    let (end, hash) = match find_newline_or_hash(bytes, 0) {
+        None => (rest.len(), None),
+        Some(i) if bytes[i] == b'\n' => (i, None),
+        Some(hash) => {
+            let end = rest
+                .get(hash + 1..)
+                .and_then(|after| after.find('\n'))
+                .map_or(rest.len(), |i| hash + 1 + i);
+            (end, Some(hash))
+        }
+    };
+    // '\n' and '#' are ASCII: the offsets are character boundaries.
+    let raw = &rest[..end];
+    let raw = raw.strip_suffix('\r').unwrap_or(raw);
+    let content = hash.map_or(raw, |hash| &rest[..hash]);
+    (content, rest.get(end + 1..))
 }
 
 /// The offset of the first `\n` or `#` of `bytes[from..]`, in `bytes`.

@@ -4,6 +4,7 @@
 //! in, rules that tie) is the builder's business.
 
 mod action;
+mod fast;
 mod fields;
 mod header;
 mod lexer;
@@ -12,8 +13,11 @@ mod rule_line;
 use crate::{Action, Dest, PortRange, ProtoMatch};
 use lexer::{Token, Tokens};
 
+pub(crate) use fast::{line as fast_line, Line as FastLine};
 pub(crate) use header::check_profile_name;
-pub(crate) use lexer::{char_count, column, lines};
+#[cfg(test)]
+pub(crate) use lexer::lines;
+pub(crate) use lexer::{char_count, column, split_line};
 
 /// What a line says.
 #[derive(Debug, PartialEq, Eq)]
@@ -53,7 +57,7 @@ impl Fault {
     }
 }
 
-/// Parses the content of a line (as given by [`lines`]); `None` for a
+/// Parses the content of a line (as given by [`split_line`]); `None` for a
 /// blank line.
 pub(crate) fn parse_line(content: &str) -> Result<Option<Item<'_>>, Fault> {
     let mut cursor = Cursor::new(content);
