@@ -48,6 +48,39 @@ impl Placed {
     }
 }
 
+/// Puts `items[order[j] as u32]` at `j`, for every `j`, in place: `order`
+/// (whose low 32 bits are indices) is a permutation of `items`' indices.
+/// Each cycle of the permutation is followed once, marked in a bitmap.
+fn permute<T: Copy>(items: &mut [T], order: &[u128]) {
+    let index = |j: usize| order.get(j).map_or(j, |&k| k as u32 as usize);
+    let mut done = vec![0u64; items.len().div_ceil(64)];
+    let mut mark = |j: usize| {
+        let word = done.get_mut(j / 64);
+        let was = word.as_ref().is_some_and(|w| **w >> (j % 64) & 1 == 1);
+        if let Some(w) = word {
+            *w |= 1 << (j % 64);
+        }
+        was
+    };
+    for start in 0..items.len() {
+        if mark(start) {
+            continue;
+        }
+        let first = items[start];
+        let mut j = start;
+        loop {
+            let k = index(j);
+            if k == start || k >= items.len() {
+                items[j] = first;
+                break;
+            }
+            items[j] = items[k];
+            mark(k);
+            j = k;
+        }
+    }
+}
+
 /// Places every rule, sorted.
 ///
 /// Sorting the 48-byte placements with their derived order is slow for
@@ -72,10 +105,11 @@ pub(crate) fn place(rules: &[Rule]) -> Vec<Placed> {
         placed.sort_unstable();
         return placed;
     }
-    // Sort compact keys, then gather: the placements, made in rule order,
-    // are numbered in that order, so the number in the low 32 bits orders
-    // as the rule index does. The gather reads `unsorted` (32 bytes a
-    // placement) at random, rather than the much larger rules.
+    // Sort compact keys, then move the placements in that order: made in
+    // rule order, they are numbered in that order, so the number in the
+    // low 32 bits orders as the rule index does. The move reads the
+    // placements (32 bytes each) at random, rather than the much larger
+    // rules, and in place, without a second copy.
     let mut unsorted = Vec::with_capacity(rules.len());
     for (index, rule) in rules.iter().enumerate() {
         placements(rule, index, |p| unsorted.push(p));
@@ -89,12 +123,8 @@ pub(crate) fn place(rules: &[Rule]) -> Vec<Placed> {
         })
         .collect();
     order.sort_unstable();
-    // The numbers in the low 32 bits are indices of `unsorted`.
-    let mut placed: Vec<Placed> = order
-        .iter()
-        .filter_map(|&key| unsorted.get(key as u32 as usize).copied())
-        .collect();
-    drop(unsorted);
+    let mut placed = unsorted;
+    permute(&mut placed, &order);
     let top = |p: &Placed| (p.set, p.family, p.key >> 48);
     let mut rest = &mut placed[..];
     while let Some(first) = rest.first() {
@@ -174,6 +204,20 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn permute_follows_every_cycle() {
+        // Cycles (0 2 4), (1 3), fixed point 5; high bits are not indices.
+        let order: Vec<u128> = [2u128, 3, 4, 1, 0, 5]
+            .iter()
+            .map(|&i| 7 << 100 | i)
+            .collect();
+        let mut items = ['a', 'b', 'c', 'd', 'e', 'f'];
+        permute(&mut items, &order);
+        assert_eq!(items, ['c', 'd', 'e', 'b', 'a', 'f']);
+        let mut none: [u8; 0] = [];
+        permute(&mut none, &[]);
+    }
 
     /// The placements of `rules` sorted with their derived order: what
     /// [`place`] must give.
