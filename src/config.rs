@@ -1,15 +1,19 @@
 //! The process's configuration: read from the environment and the rules
-//! on first need, then immutable. It sits behind an `ArcSwap`: the hot
-//! path does one lock-free load, and a changed rules file or directory
-//! replaces the whole configuration atomically.
+//! on first need, then immutable. It sits behind an `ArcSwap`, which a
+//! decision loads lock-free, and a changed rules file or directory
+//! replaces the whole configuration atomically. Every hooked call first
+//! asks [`snapshot`]: one word with the generation and what the
+//! configuration can need, so that most calls never load it.
 //!
-//! Reload needs no thread (which `fork` would lose): at most once a
-//! second, the first hooked call that notices the time has come stats the
-//! rules (one `stat` per file) and, if they changed, rebuilds. A new rules
-//! set that does not load (a typo mid-edit) keeps the last good one, with
-//! one log line per broken version; one that loads but no longer has the
-//! process's profile (its tunnel is down) fails closed until it returns.
+//! Reload needs no thread (which `fork` would lose): at most every
+//! [`RELOAD_INTERVAL_MS`], the first hooked call that notices the time
+//! has come stats the rules (one `stat` per file) and, if they changed,
+//! rebuilds. A new rules set that does not load (a typo mid-edit) keeps
+//! the last good one, with one log line per broken version; one that loads
+//! but no longer has the process's profile (its tunnel is down) fails
+//! closed until it returns.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -19,7 +23,7 @@ use ldsaref_rules::files::{self, Location, Stamp};
 use ldsaref_rules::settings::{vars, KlipsAbi, Mode, OnError, Settings};
 use ldsaref_rules::{Action, Policy, RuleSet};
 
-use crate::logging;
+use crate::{errno, logging};
 
 /// Everything a hook needs to decide.
 pub struct Config {
@@ -66,8 +70,6 @@ struct State {
     stamp: ArcSwap<Stamp>,
     /// The last stamp whose rules failed to load, already logged.
     failed: ArcSwap<Stamp>,
-    /// Monotonic milliseconds of the next check.
-    next_check_ms: AtomicI64,
     /// The pid of the process checking now (0: nobody). A pid, not a flag,
     /// so that a child forked in the middle of a check is not stuck.
     checking: AtomicU32,
@@ -75,36 +77,137 @@ struct State {
 
 static STATE: OnceLock<State> = OnceLock::new();
 
-/// [`Config::inert`] of the configuration in force, kept beside it so that
-/// the calls of a process with nothing to steer cost no `ArcSwap` load.
-static INERT: AtomicBool = AtomicBool::new(false);
+/// All that every hooked call reads, in one cache line: the kernel's work
+/// between two calls (a loopback `sendto` is two microseconds of it) leaves
+/// the library's data cold, and each further line read costs more than
+/// dozens of instructions.
+#[repr(C, align(64))]
+struct Hot {
+    /// What the hooks ask before anything else, for the configuration in
+    /// force, in one word so that one load answers all of it: the
+    /// generation (bumped each time a configuration is installed, so that
+    /// a decision remembered under one is never reused under another)
+    /// above [`FLAG_BITS`], and what the configuration can ever need
+    /// below. 0 until the configuration is loaded (generations start at 1).
+    snapshot: AtomicU64,
+    /// When the next look at the rules is due, as a [`now`] value.
+    next_check: AtomicI64,
+}
 
-/// Bumped each time a configuration is installed: a decision remembered
-/// under one generation is never reused under another.
-static GENERATION: AtomicU64 = AtomicU64::new(1);
+static HOT: Hot = Hot {
+    snapshot: AtomicU64::new(0),
+    next_check: AtomicI64::new(0),
+};
 
-/// Installs a configuration (at load and on reload).
+const FLAG_BITS: u32 = 8;
+/// Nothing to do for any socket ([`Config::inert`]).
+const INERT: u64 = 1;
+/// Some rule says `reflect` ([`Config::reflect`]): datagram sockets must
+/// be set up and their receives looked at.
+const REFLECT: u64 = 1 << 1;
+/// An `IPSEC_SAREF` catch-all binds every new AF_INET socket.
+const CATCH_ALL: u64 = 1 << 2;
+
+/// `LDSAREF_ON_ERROR=warn`, mirrored here so that a panic handler can
+/// decide without touching the configuration it may have panicked in. It
+/// comes from the environment, fixed for the life of the process.
+static WARN_ON_ERROR: AtomicBool = AtomicBool::new(false);
+
+/// The answer of [`snapshot`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snapshot(u64);
+
+impl Snapshot {
+    /// What a hook assumes when loading or reloading the configuration
+    /// panicked: generation 0 (under which nothing is ever remembered) and
+    /// every kind of work to do, so that the call goes down the decision
+    /// path, meets the failure again and applies `LDSAREF_ON_ERROR`.
+    const PANICKED: Snapshot = Snapshot(REFLECT | CATCH_ALL);
+
+    fn of(generation: u64, cfg: &Config) -> Snapshot {
+        let mut flags = 0;
+        if cfg.inert() {
+            flags |= INERT;
+        }
+        if cfg.reflect {
+            flags |= REFLECT;
+        }
+        if cfg.policy.as_ref().is_some_and(|p| p.catch_all().is_some()) {
+            flags |= CATCH_ALL;
+        }
+        Snapshot(generation << FLAG_BITS | flags)
+    }
+
+    /// The generation decisions are filed under. Read it *before* loading
+    /// the configuration a decision is made with: then a decision can only
+    /// be filed under an older generation than its configuration, never a
+    /// newer one.
+    pub fn generation(self) -> u64 {
+        self.0 >> FLAG_BITS
+    }
+
+    /// Nothing is steered: the hooks call the next definition and nothing
+    /// else.
+    pub fn inert(self) -> bool {
+        self.0 & INERT != 0
+    }
+
+    /// [`Config::reflect`].
+    pub fn reflect(self) -> bool {
+        self.0 & REFLECT != 0
+    }
+
+    /// The policy has an `IPSEC_SAREF` catch-all.
+    pub fn catch_all(self) -> bool {
+        self.0 & CATCH_ALL != 0
+    }
+}
+
+/// Installs a configuration (on reload; `init` publishes the first one).
 fn install(st_current: &ArcSwap<Config>, cfg: Config) {
-    INERT.store(cfg.inert(), Ordering::Release);
+    // The configuration first, then its generation: see
+    // `Snapshot::generation`. Only one caller at a time installs (the
+    // `checking` pid), so the read-increment-store is not racy.
+    let generation = HOT.snapshot.load(Ordering::Acquire) >> FLAG_BITS;
+    let snap = Snapshot::of(generation + 1, &cfg);
     st_current.store(Arc::new(cfg));
-    GENERATION.fetch_add(1, Ordering::AcqRel);
+    HOT.snapshot.store(snap.0, Ordering::Release);
 }
 
-/// The generation of the configuration in force (loads it on first call,
-/// and notices changed rules like [`current`]). Read it *before* loading
-/// the configuration a decision is made with: then a decision can only be
-/// filed under an older generation than its configuration, never a newer.
-pub fn generation() -> u64 {
-    let st = STATE.get_or_init(init);
-    maybe_reload(st);
-    GENERATION.load(Ordering::Acquire)
+/// The generation and flags of the configuration in force, loading it on
+/// first call and noticing changed rules (at most every
+/// [`RELOAD_INTERVAL_MS`]).
+///
+/// The hot path of every hook: one clock read and two loads from one
+/// cache line, nothing that can panic and nothing that touches `errno`. Loading and reloading
+/// are out of line, catch their own panics and keep `errno` as it was.
+#[inline]
+pub fn snapshot() -> Snapshot {
+    let snap = HOT.snapshot.load(Ordering::Acquire);
+    if snap == 0 || now() >= HOT.next_check.load(Ordering::Relaxed) {
+        return load_or_reload();
+    }
+    Snapshot(snap)
 }
 
-/// [`generation`], or `None` when the configuration steers nothing: one
-/// reload check for both questions a send asks first.
-pub fn active_generation() -> Option<u64> {
-    let g = generation();
-    (!INERT.load(Ordering::Acquire)).then_some(g)
+#[cold]
+#[inline(never)]
+fn load_or_reload() -> Snapshot {
+    let saved = errno::get();
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        let st = STATE.get_or_init(init);
+        maybe_reload(st);
+    }));
+    errno::set(saved);
+    match r {
+        Ok(()) => Snapshot(HOT.snapshot.load(Ordering::Acquire)),
+        Err(_) => Snapshot::PANICKED,
+    }
+}
+
+/// `LDSAREF_ON_ERROR=warn` (false until the configuration is loaded).
+pub fn warn_on_error() -> bool {
+    WARN_ON_ERROR.load(Ordering::Relaxed)
 }
 
 /// How often the rules are looked at.
@@ -115,6 +218,13 @@ pub fn current() -> Guard<Arc<Config>> {
     let st = STATE.get_or_init(init);
     maybe_reload(st);
     st.current.load()
+}
+
+/// [`current`] for a caller that took a [`snapshot`] in this same call,
+/// which looked at the clock and the rules already: the same
+/// configuration, without a second reload check.
+pub fn in_force() -> Guard<Arc<Config>> {
+    STATE.get_or_init(init).current.load()
 }
 
 /// `LDSAREF_PROBE`: a switch for tests and for kernels whose answers to
@@ -128,15 +238,25 @@ fn secure_execution() -> bool {
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
-fn now_ms() -> i64 {
+/// The coarse monotonic clock (a vDSO read, a few nanoseconds, with the
+/// resolution of a scheduler tick, which is plenty for a 500 ms period),
+/// packed as `seconds << 30 | nanoseconds`: ordered like the time itself
+/// (nanoseconds stay below 2^30), and no division on every call.
+fn now() -> i64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: `ts` is a valid timespec to write; the coarse clock is a
-    // vDSO read, a few nanoseconds.
+    // SAFETY: `ts` is a valid timespec to write. CLOCK_MONOTONIC_COARSE
+    // exists on every Linux this runs on (2.6.32 and later).
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000
+    (ts.tv_sec << 30) | ts.tv_nsec
+}
+
+/// The [`now`] value `ms` milliseconds after `t`.
+fn after(t: i64, ms: i64) -> i64 {
+    let ns = (t & ((1 << 30) - 1)) + ms * 1_000_000;
+    (((t >> 30) + ns / 1_000_000_000) << 30) | (ns % 1_000_000_000)
 }
 
 fn init() -> State {
@@ -178,7 +298,14 @@ fn init() -> State {
     let mut cfg = build(&settings, &env_problems, probe, rules);
     cfg.inject_panic = inject_panic;
     log_outcome(&cfg, &settings, &location);
-    INERT.store(cfg.inert(), Ordering::Release);
+    WARN_ON_ERROR.store(settings.on_error == OnError::Warn, Ordering::Relaxed);
+    // The first check is due one interval from now. A hook of another
+    // thread that sees the snapshot before `STATE` holds the configuration
+    // can only use it through `STATE.get_or_init`, which waits for this.
+    HOT.next_check
+        .store(after(now(), RELOAD_INTERVAL_MS), Ordering::Relaxed);
+    HOT.snapshot
+        .store(Snapshot::of(1, &cfg).0, Ordering::Release);
     State {
         current: ArcSwap::from_pointee(cfg),
         settings,
@@ -188,7 +315,6 @@ fn init() -> State {
         location,
         stamp: ArcSwap::from_pointee(stamp),
         failed: ArcSwap::from_pointee(Stamp::default()),
-        next_check_ms: AtomicI64::new(now_ms() + RELOAD_INTERVAL_MS),
         checking: AtomicU32::new(0),
     }
 }
@@ -259,16 +385,16 @@ fn log_outcome(cfg: &Config, settings: &Settings, location: &Location) {
 
 /// At most every [`RELOAD_INTERVAL_MS`], one caller looks at the rules.
 fn maybe_reload(st: &State) {
-    let now = now_ms();
-    let next = st.next_check_ms.load(Ordering::Relaxed);
+    let now = now();
+    let next = HOT.next_check.load(Ordering::Relaxed);
     if now < next {
         return;
     }
-    if st
-        .next_check_ms
+    if HOT
+        .next_check
         .compare_exchange(
             next,
-            now + RELOAD_INTERVAL_MS,
+            after(now, RELOAD_INTERVAL_MS),
             Ordering::Relaxed,
             Ordering::Relaxed,
         )
@@ -332,5 +458,20 @@ fn reload_if_changed(st: &State) {
                 st.failed.store(Arc::new(stamp));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn packed_time_is_ordered_and_adds_up() {
+        let t = now();
+        assert!(t > 0 && now() >= t);
+        let pack = |s: i64, ns: i64| (s << 30) | ns;
+        assert_eq!(after(pack(7, 900_000_000), 500), pack(8, 400_000_000));
+        assert_eq!(after(pack(7, 0), 500), pack(7, 500_000_000));
+        assert!(pack(7, 999_999_999) < pack(8, 0));
     }
 }

@@ -103,6 +103,17 @@ impl FdState {
         }
     }
 
+    /// The packed word, for the memo to store and compare.
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// The library put nothing on this socket (no SAref, mark or device of
+    /// its own): leaving it as the application made it needs no call.
+    pub fn untouched(self) -> bool {
+        self.0 & (SAREF_MASK | SHIM_MARK | SHIM_DEV) == 0
+    }
+
     /// The SAref the library bound this socket to (0: none).
     pub fn saref(self) -> u16 {
         (self.0 & SAREF_MASK) as u16
@@ -181,7 +192,11 @@ pub fn get(fd: i32) -> FdState {
 pub fn set(fd: i32, st: FdState) {
     if let Some(s) = slot(fd) {
         s.store(st.0, Ordering::Release);
-        HIGH.fetch_max(fd as u32 + 1, Ordering::Relaxed);
+        // Load first: `fetch_max` is a locked read-modify-write on every
+        // new socket, and the mark rarely moves.
+        if HIGH.load(Ordering::Relaxed) <= fd as u32 {
+            HIGH.fetch_max(fd as u32 + 1, Ordering::Relaxed);
+        }
     }
 }
 

@@ -12,16 +12,23 @@ use libc::{
     timespec,
 };
 
+/// The lookup on first use (or again, while there is no next definition).
+#[cold]
+#[inline(never)]
 fn resolve(slot: &AtomicUsize, name: &'static [u8]) -> usize {
-    let p = slot.load(Ordering::Acquire);
-    if p != 0 {
-        return p;
-    }
     // SAFETY: `name` is a NUL-terminated literal; RTLD_NEXT asks for the
     // next object after this library in the lookup order.
     let p = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast::<c_char>()) } as usize;
     slot.store(p, Ordering::Release);
     p
+}
+
+/// No next definition of a symbol: `-1`/`ENOSYS`.
+#[cold]
+#[inline(never)]
+fn missing<T: From<i8>>() -> T {
+    crate::errno::set(libc::ENOSYS);
+    T::from(-1)
 }
 
 macro_rules! next_fns {
@@ -32,17 +39,36 @@ macro_rules! next_fns {
             ///
             /// # Safety
             /// Same contract as the C function.
+            // The usual case is a load, a test and a jump to the cached
+            // address; the first call's lookup is out of line (`first_call`),
+            // so that a hook that only forwards needs no stack frame.
+            #[inline]
             pub unsafe fn $name($($arg: $ty),*) -> $ret {
                 static SLOT: AtomicUsize = AtomicUsize::new(0);
-                let p = resolve(&SLOT, concat!(stringify!($name), "\0").as_bytes());
+
+                #[cold]
+                #[inline(never)]
+                unsafe fn first_call($($arg: $ty),*) -> $ret {
+                    let p = resolve(&SLOT, concat!(stringify!($name), "\0").as_bytes());
+                    if p == 0 {
+                        return missing();
+                    }
+                    // SAFETY: as below.
+                    let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(p) };
+                    // SAFETY: the caller's contract is the C function's.
+                    unsafe { f($($arg),*) }
+                }
+
+                let p = SLOT.load(Ordering::Acquire);
                 if p == 0 {
-                    crate::errno::set(libc::ENOSYS);
-                    return -1;
+                    // SAFETY: the caller's contract is the C function's.
+                    return unsafe { first_call($($arg),*) };
                 }
                 // SAFETY: `p` is the address of the C function of this name,
                 // whose prototype is the one declared here.
-                let f: unsafe extern "C" fn($($ty),*) -> $ret = std::mem::transmute(p);
-                f($($arg),*)
+                let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { std::mem::transmute(p) };
+                // SAFETY: the caller's contract is the C function's.
+                unsafe { f($($arg),*) }
             }
         )*
     };

@@ -5,7 +5,7 @@
 use libc::{c_int, c_uint, c_void, sockaddr, socklen_t};
 
 use super::{fail, guarded};
-use crate::{errno, fdtable, next, ops, sys};
+use crate::{config, errno, fdtable, next, ops, sys};
 
 /// # Safety
 /// libc's `socket`.
@@ -16,6 +16,21 @@ pub unsafe extern "C" fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_
     if fd < 0 {
         return fd;
     }
+    // Recorded in the table; most sockets need nothing more (and touch
+    // neither the configuration nor errno).
+    if !ops::new_socket(config::snapshot, fd, domain, ty) {
+        return fd;
+    }
+    // SAFETY: our own fresh descriptor.
+    unsafe { socket_setup(fd, domain, ty) }
+}
+
+/// The rest of `socket()` for a socket the rules may bind or set up.
+///
+/// # Safety
+/// `fd` is the fresh descriptor `socket()` returned, not yet handed out.
+#[inline(never)]
+unsafe fn socket_setup(fd: c_int, domain: c_int, ty: c_int) -> c_int {
     let saved = errno::get();
     match guarded(|| ops::on_socket(fd, domain, ty), ()) {
         Ok(()) => {
@@ -88,6 +103,30 @@ pub unsafe extern "C" fn accept4(
 /// libc's `setsockopt`.
 #[no_mangle]
 pub unsafe extern "C" fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    opt: c_int,
+    val: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    // Only a few options concern the library; `SO_LINGER`, `TCP_NODELAY`
+    // and the like go straight through.
+    if ops::setsockopt_watched(level, opt) {
+        // SAFETY: the caller's arguments.
+        return unsafe { setsockopt_watched(fd, level, opt, val, len) };
+    }
+    // SAFETY: forwarding the caller's arguments.
+    unsafe { next::setsockopt(fd, level, opt, val, len) }
+}
+
+/// `setsockopt` of an option the library would set itself (see
+/// `ops::on_setsockopt`). Out of line, so that the hook's usual case is a
+/// compare and a jump to the next definition.
+///
+/// # Safety
+/// libc's `setsockopt`.
+#[inline(never)]
+unsafe fn setsockopt_watched(
     fd: c_int,
     level: c_int,
     opt: c_int,

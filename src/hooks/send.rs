@@ -8,9 +8,11 @@ use libc::{c_int, c_uint, c_void, iovec, mmsghdr, msghdr, size_t, sockaddr, sock
 use super::{
     control_of, fail, guarded, ControlBuf, CONTROL_CAP, MMSG_BATCH, MMSG_CONTROL_CAP, UIO_MAXIOV,
 };
+use crate::config::{self, Snapshot};
+use crate::ops::memo::{self, Hit};
 use crate::ops::{self, Send};
 use crate::sys::Errno;
-use crate::{addr, errno, next};
+use crate::{addr, errno, fdtable, next};
 
 /// `sendmsg` with `tag` appended to `app`'s control data.
 ///
@@ -26,11 +28,13 @@ unsafe fn sendmsg_tagged(
     // The usual case, no control data of the application's: a small
     // buffer, not a kilobyte to clear on every datagram.
     if let Ok([]) = app {
-        let mut small = ControlBuf::<64>::new();
-        if let Ok(n) = tag.append_to(&mut small.0, &[]) {
-            // SAFETY: as below.
-            return unsafe { send_with_control(fd, msg, &mut small.0[..n], flags) };
-        }
+        let mut c = memo::Control::of(tag);
+        let len = c.len;
+        // SAFETY: `words` holds `len` bytes of the encoded tag.
+        let control =
+            unsafe { std::slice::from_raw_parts_mut(c.words.as_mut_ptr().cast::<u8>(), len) };
+        // SAFETY: as below.
+        return unsafe { send_with_control(fd, msg, control, flags) };
     }
     let mut buf = ControlBuf::<CONTROL_CAP>::new();
     let appended = match app {
@@ -90,41 +94,95 @@ unsafe fn write_tagged(
     r
 }
 
-/// Whether this process steers anything at all. Checked before reading
-/// any of the caller's structures: a process with no rules and no
-/// `IPSEC_SAREF` behaves exactly as without the library, down to the
-/// kernel's `EFAULT` for a bad pointer (with rules, the library must read
-/// them, and a bad pointer faults in the library as it would in any
-/// user-space code; see the README's limits).
-fn active() -> bool {
-    active_generation().is_some()
-}
-
-/// [`active`] for sends: the configuration's generation, which the
-/// decision is filed under, or `None` when nothing is steered.
-fn active_generation() -> Option<u64> {
-    guarded(|| Ok(crate::config::active_generation()), Some(0)).unwrap_or(Some(0))
-}
+// Every hook below starts with `config::snapshot()`: whether this process
+// steers anything at all. It is asked before reading any of the caller's
+// structures: a process with no rules and no `IPSEC_SAREF` behaves exactly
+// as without the library, down to the kernel's `EFAULT` for a bad pointer
+// (with rules, the library must read them, and a bad pointer faults in the
+// library as it would in any user-space code; see the README's limits).
+//
+// Then the common case, a datagram like the socket's previous one or a
+// connect like a recent one (`ops::memo`): recognised from the raw
+// address, without decoding it, deciding, or touching `errno` (nothing on
+// that path can set it, and nothing on it can panic). Everything else is
+// out of line, as before.
 
 /// # Safety
 /// libc's `connect`.
 #[no_mangle]
 pub unsafe extern "C" fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
-    let saved = errno::get();
-    if !active() {
-        errno::set(saved);
-        // SAFETY: forwarding the caller's arguments.
-        return unsafe { next::connect(fd, addr, len) };
-    }
-    // SAFETY: `addr` is valid for `len` bytes per connect's contract.
-    if let Some(dest) = unsafe { addr::decode(addr, len) } {
-        if let Err(e) = guarded(|| ops::before_connect(fd, dest), ()) {
-            return fail(e);
+    let snap = config::snapshot();
+    if !snap.inert() {
+        // SAFETY: `addr` is valid for `len` bytes per connect's contract.
+        let plain = unsafe { addr::key(addr, len) }
+            .is_some_and(|k| memo::connect_is_plain(snap.generation(), fdtable::get(fd), k));
+        if !plain {
+            // SAFETY: as above.
+            if let Err(e) = unsafe { connect_decide(snap, fd, addr, len) } {
+                return fail(e);
+            }
         }
-        errno::set(saved);
     }
     // SAFETY: forwarding the caller's arguments.
     unsafe { next::connect(fd, addr, len) }
+}
+
+/// The decision of a `connect` that is not like the last one; `errno` as
+/// the caller left it on `Ok`.
+///
+/// # Safety
+/// As for `connect`.
+#[inline(never)]
+unsafe fn connect_decide(
+    snap: Snapshot,
+    fd: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> Result<(), Errno> {
+    let saved = errno::get();
+    // SAFETY: `addr` is valid for `len` bytes per connect's contract.
+    if let Some(dest) = unsafe { addr::decode(addr, len) } {
+        guarded(|| ops::before_connect(snap.generation(), fd, dest), ())?;
+        errno::set(saved);
+    }
+    Ok(())
+}
+
+/// A datagram whose decision was remembered.
+///
+/// # Safety
+/// libc's `sendto`.
+#[inline]
+unsafe fn sendto_hit(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    alen: socklen_t,
+    hit: Hit,
+) -> ssize_t {
+    match hit {
+        // SAFETY: forwarding the caller's arguments.
+        Hit::Plain => unsafe { next::sendto(fd, buf, len, flags, addr, alen) },
+        Hit::Control(mut c) => {
+            let iov = iovec {
+                iov_base: buf.cast_mut(),
+                iov_len: len,
+            };
+            // SAFETY: a zeroed msghdr is a valid empty message.
+            let mut m: msghdr = unsafe { std::mem::zeroed() };
+            m.msg_name = addr.cast_mut().cast::<c_void>();
+            m.msg_namelen = alen;
+            m.msg_iov = (&iov as *const iovec).cast_mut();
+            m.msg_iovlen = 1;
+            m.msg_control = c.words.as_mut_ptr().cast::<c_void>();
+            m.msg_controllen = c.len;
+            // SAFETY: `m` points at the caller's buffer and address and at
+            // our control data, all alive until the call returns.
+            unsafe { next::sendmsg(fd, &m, flags) }
+        }
+    }
 }
 
 /// # Safety
@@ -138,16 +196,41 @@ pub unsafe extern "C" fn sendto(
     addr: *const sockaddr,
     alen: socklen_t,
 ) -> ssize_t {
-    let saved = errno::get();
-    let Some(generation) = active_generation() else {
-        errno::set(saved);
+    let snap = config::snapshot();
+    if snap.inert() {
         // SAFETY: forwarding the caller's arguments.
         return unsafe { next::sendto(fd, buf, len, flags, addr, alen) };
-    };
+    }
     // SAFETY: `addr` is valid for `alen` bytes per sendto's contract.
-    let dest = unsafe { addr::decode(addr, alen) };
+    if let Some(key) = unsafe { addr::key(addr, alen) } {
+        if let Some(hit) = memo::datagram(snap.generation(), fd, fdtable::get(fd), key) {
+            // SAFETY: the caller's arguments.
+            return unsafe { sendto_hit(fd, buf, len, flags, addr, alen, hit) };
+        }
+    }
+    // SAFETY: the caller's arguments.
+    unsafe { sendto_decide(snap.generation(), fd, buf, len, flags, addr, alen) }
+}
+
+/// `sendto` of a datagram not like the last one.
+///
+/// # Safety
+/// libc's `sendto`.
+#[inline(never)]
+unsafe fn sendto_decide(
+    generation: u64,
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    alen: socklen_t,
+) -> ssize_t {
+    let saved = errno::get();
+    // SAFETY: `addr` is valid for `alen` bytes per sendto's contract.
+    let (dest, key) = unsafe { (addr::decode(addr, alen), addr::key(addr, alen)) };
     match guarded(
-        || ops::plan_send(generation, fd, dest, flags, &[]),
+        || ops::plan_send(generation, fd, dest, key, flags, &[]),
         Send::Plain,
     ) {
         Err(e) => fail(e),
@@ -178,35 +261,65 @@ pub unsafe extern "C" fn sendto(
 /// libc's `sendmsg`.
 #[no_mangle]
 pub unsafe extern "C" fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t {
-    let saved = errno::get();
-    let generation = if msg.is_null() {
-        None
-    } else {
-        active_generation()
-    };
-    let Some(generation) = generation else {
-        errno::set(saved);
+    if msg.is_null() {
         // SAFETY: forwarding the caller's arguments.
         return unsafe { next::sendmsg(fd, msg, flags) };
-    };
+    }
+    let snap = config::snapshot();
+    if snap.inert() {
+        // SAFETY: forwarding the caller's arguments.
+        return unsafe { next::sendmsg(fd, msg, flags) };
+    }
     // SAFETY: non-null, and valid per sendmsg's contract.
     let m = unsafe { &*msg };
+    // A remembered decision is for a datagram without control data.
+    if m.msg_control.is_null() || m.msg_controllen == 0 {
+        // SAFETY: the name is valid for `msg_namelen` bytes, as above.
+        let key = unsafe { addr::key(m.msg_name.cast::<sockaddr>(), m.msg_namelen) };
+        let hit = key.and_then(|k| memo::datagram(snap.generation(), fd, fdtable::get(fd), k));
+        match hit {
+            // SAFETY: forwarding the caller's arguments.
+            Some(Hit::Plain) => return unsafe { next::sendmsg(fd, msg, flags) },
+            Some(Hit::Control(mut c)) => {
+                let mut ours = *m;
+                ours.msg_control = c.words.as_mut_ptr().cast::<c_void>();
+                ours.msg_controllen = c.len;
+                // SAFETY: the caller's message with our control data,
+                // alive until the call returns.
+                return unsafe { next::sendmsg(fd, &ours, flags) };
+            }
+            None => {}
+        }
+    }
+    // SAFETY: the caller's arguments.
+    unsafe { sendmsg_decide(snap.generation(), fd, m, flags) }
+}
+
+/// `sendmsg` of a message not like the last one.
+///
+/// # Safety
+/// `m` is valid as for `sendmsg`.
+#[inline(never)]
+unsafe fn sendmsg_decide(generation: u64, fd: c_int, m: &msghdr, flags: c_int) -> ssize_t {
+    let saved = errno::get();
     // SAFETY: as above, for the name and control buffers.
-    let (dest, control) = unsafe {
+    let (dest, key, control) = unsafe {
+        let name = m.msg_name.cast::<sockaddr>();
         (
-            addr::decode(m.msg_name.cast::<sockaddr>(), m.msg_namelen),
+            addr::decode(name, m.msg_namelen),
+            addr::key(name, m.msg_namelen),
             control_of(m),
         )
     };
     match guarded(
-        || ops::plan_send(generation, fd, dest, flags, control.unwrap_or(&[])),
+        || ops::plan_send(generation, fd, dest, key, flags, control.unwrap_or(&[])),
         Send::Plain,
     ) {
         Err(e) => fail(e),
         Ok(Send::Plain) => {
             errno::set(saved);
             // SAFETY: forwarding the caller's arguments.
-            unsafe { next::sendmsg(fd, msg, flags) }
+            unsafe { next::sendmsg(fd, m, flags) }
         }
         Ok(Send::Tag(tag)) => {
             errno::set(saved);
@@ -225,30 +338,34 @@ pub unsafe extern "C" fn sendmmsg(
     vlen: c_uint,
     flags: c_int,
 ) -> c_int {
-    let saved = errno::get();
-    let generation = if msgs.is_null() || vlen == 0 {
-        None
-    } else {
-        active_generation()
-    };
-    let Some(generation) = generation else {
-        errno::set(saved);
+    if msgs.is_null() || vlen == 0 {
         // SAFETY: forwarding; the kernel validates.
         return unsafe { next::sendmmsg(fd, msgs, vlen, flags) };
-    };
+    }
+    let snap = config::snapshot();
+    if snap.inert() {
+        // SAFETY: forwarding the caller's arguments.
+        return unsafe { next::sendmmsg(fd, msgs, vlen, flags) };
+    }
+    let generation = snap.generation();
+    let saved = errno::get();
     let n = (vlen as usize).min(UIO_MAXIOV);
     // SAFETY: `msgs` is valid for `vlen` entries per sendmmsg's contract.
     let plan = |i: usize| -> Result<Send, Errno> {
         let m = unsafe { &(*msgs.add(i)).msg_hdr };
         // SAFETY: as above, for each message's name and control buffers.
-        let (dest, control) = unsafe {
-            (
-                addr::decode(m.msg_name.cast::<sockaddr>(), m.msg_namelen),
-                control_of(m),
-            )
-        };
+        let (name, control) = unsafe { (m.msg_name.cast::<sockaddr>(), control_of(m)) };
+        // SAFETY: as above.
+        let key = unsafe { addr::key(name, m.msg_namelen) };
+        if let (Some(key), Ok([])) = (key, control) {
+            if let Some(send) = memo::send_of(generation, fd, key) {
+                return Ok(send);
+            }
+        }
+        // SAFETY: as above.
+        let dest = unsafe { addr::decode(name, m.msg_namelen) };
         match guarded(
-            || ops::plan_send(generation, fd, dest, flags, control.unwrap_or(&[])),
+            || ops::plan_send(generation, fd, dest, key, flags, control.unwrap_or(&[])),
             Send::Plain,
         ) {
             Ok(Send::Tag(_)) if control.is_err() => ops::control_error(true).map(|()| Send::Plain),

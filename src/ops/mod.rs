@@ -9,7 +9,6 @@
 //! once per process.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use ldsaref_kernel::cmsg::Tag;
 use ldsaref_kernel::op::{Describe, Steer, Target, Verdict};
@@ -17,12 +16,13 @@ use ldsaref_kernel::opts::{SOL_IP, SOL_SOCKET, SO_BINDTODEVICE, SO_MARK, SO_RCVM
 use ldsaref_rules::settings::OnError;
 use ldsaref_rules::{Action, Decision, Proto};
 
-use crate::config::{self, Config};
+use crate::addr::Key;
+use crate::config::{self, Config, Snapshot};
 use crate::fdtable::{self, Family, FdState, Kind};
 use crate::logging::{self, Cause};
 use crate::sys::{self, Errno};
 
-mod memo;
+pub(crate) mod memo;
 mod reflect;
 mod steer;
 mod support;
@@ -70,19 +70,11 @@ fn pure_ipv6(ip: IpAddr) -> bool {
     matches!(ip.to_canonical(), IpAddr::V6(_))
 }
 
-/// `LDSAREF_ON_ERROR=warn`, mirrored here so that a panic handler can
-/// decide without touching the configuration it may have panicked in.
-static WARN_ON_ERROR: AtomicBool = AtomicBool::new(false);
-
+/// The configuration in force, for calls that did not take a
+/// `config::snapshot()` first (the decisions that did use
+/// `config::in_force()`, which skips the second reload check).
 fn config() -> arc_swap::Guard<std::sync::Arc<Config>> {
-    let cfg = config::current();
-    let warn = cfg.on_error == OnError::Warn;
-    // Load first: a store on every call would bounce the cache line
-    // between threads.
-    if WARN_ON_ERROR.load(Ordering::Relaxed) != warn {
-        WARN_ON_ERROR.store(warn, Ordering::Relaxed);
-    }
-    cfg
+    config::current()
 }
 
 /// A rule that must be applied cannot be: fail the call with the kernel's
@@ -134,14 +126,17 @@ fn deny(d: &Decision<'_>, dest: SocketAddr, proto: Proto) -> Errno {
 /// A panic inside the library: handled like any other failure to apply a
 /// rule, never allowed to unwind into C or to skip the policy silently.
 pub fn on_panic() -> Result<(), Errno> {
-    // The panic hook (logging::init) said what happened, once.
-    if WARN_ON_ERROR.load(Ordering::Relaxed) {
+    // The panic hook (logging::init) said what happened, once. The mirror
+    // of LDSAREF_ON_ERROR, not the configuration it may have panicked in.
+    if config::warn_on_error() {
         Ok(())
     } else {
         Err(libc::EACCES)
     }
 }
 
+/// One debug line per decision; a load and a compare otherwise.
+#[inline(always)]
 fn log_decision(
     fd: i32,
     call: &str,
@@ -151,27 +146,59 @@ fn log_decision(
     op: &dyn Fn() -> String,
 ) {
     if log::log_enabled!(log::Level::Debug) {
-        match d {
-            Some(d) => log::debug!(
-                "fd={fd} {call} dst={dest} proto={proto}: {} {} -> {}",
-                d.source,
-                d.action,
-                op()
-            ),
-            None => log::debug!(
-                "fd={fd} {call} dst={dest} proto={proto}: no rule -> {}",
-                op()
-            ),
-        }
+        log_decision_line(fd, call, dest, proto, d, op);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn log_decision_line(
+    fd: i32,
+    call: &str,
+    dest: SocketAddr,
+    proto: Proto,
+    d: Option<&Decision<'_>>,
+    op: &dyn Fn() -> String,
+) {
+    match d {
+        Some(d) => log::debug!(
+            "fd={fd} {call} dst={dest} proto={proto}: {} {} -> {}",
+            d.source,
+            d.action,
+            op()
+        ),
+        None => log::debug!(
+            "fd={fd} {call} dst={dest} proto={proto}: no rule -> {}",
+            op()
+        ),
     }
 }
 
 // ---------------------------------------------------------------------
 // The decisions, one per kind of call.
 
-/// After a successful `socket()`: remember what it is, and bind AF_INET
-/// sockets to `IPSEC_SAREF` like Openswan's libsaref, so that listeners and
-/// sockets that never connect are covered.
+/// After a successful `socket()`: remembers what it is, and says whether
+/// [`on_socket`] has more to do (`snap()` has `reflect` rules and this is a
+/// datagram socket, or an `IPSEC_SAREF` catch-all and an AF_INET socket).
+/// Most sockets of most processes stop here, without the configuration.
+#[inline]
+pub fn new_socket(snap: impl FnOnce() -> Snapshot, fd: i32, domain: i32, ty: i32) -> bool {
+    let family = sys::family_of(domain);
+    let kind = sys::kind_of(ty);
+    fdtable::set(fd, FdState::new(family, kind));
+    // Unix sockets and the like, and IPv6 streams (see `on_socket`): not
+    // even a look at the clock.
+    if family == Family::Other || (family == Family::Inet6 && kind != Kind::Dgram) {
+        return false;
+    }
+    let snap = snap();
+    (kind == Kind::Dgram && snap.reflect()) || (family == Family::Inet4 && snap.catch_all())
+}
+
+/// After a successful `socket()` that [`new_socket`] says needs it: bind
+/// AF_INET sockets to `IPSEC_SAREF` like Openswan's libsaref, so that
+/// listeners and sockets that never connect are covered, and set datagram
+/// sockets up for `reflect`.
 pub fn on_socket(fd: i32, domain: i32, ty: i32) -> Result<(), Errno> {
     let family = sys::family_of(domain);
     let kind = sys::kind_of(ty);
@@ -180,7 +207,7 @@ pub fn on_socket(fd: i32, domain: i32, ty: i32) -> Result<(), Errno> {
     if family == Family::Other || (family == Family::Inet6 && kind != Kind::Dgram) {
         return Ok(());
     }
-    let cfg = config();
+    let cfg = config::in_force();
     if kind == Kind::Dgram && cfg.reflect {
         st = enable_reflect(fd, st, &cfg);
         fdtable::set(fd, st);
@@ -217,15 +244,16 @@ fn outcome<T>(r: &Result<T, Errno>) -> String {
     }
 }
 
-/// Before `connect()` (and TCP Fast Open): bind, rebind or unbind the
-/// socket for this destination.
-pub fn before_connect(fd: i32, dest: SocketAddr) -> Result<(), Errno> {
-    let cfg = config();
+/// Before `connect()`: bind, rebind or unbind the socket for this
+/// destination. `generation` is the one the hook read first (see
+/// `config::Snapshot::generation`); "nothing to do" is filed under it.
+pub fn before_connect(generation: u64, fd: i32, dest: SocketAddr) -> Result<(), Errno> {
+    let cfg = config::in_force();
     if cfg.inert() {
         return Ok(());
     }
     let Some(st) = state(fd) else { return Ok(()) };
-    connect_with(&cfg, fd, st, dest, "connect")
+    connect_with(&cfg, fd, st, dest, "connect", Some(generation))
 }
 
 /// The test-only fault switch (see `Config::inject_panic`).
@@ -235,12 +263,15 @@ fn injected_panic(cfg: &Config) {
     }
 }
 
+/// `memo`: the generation to file a "nothing to do" decision under, if
+/// the caller may reuse it.
 fn connect_with(
     cfg: &Config,
     fd: i32,
     st: FdState,
     dest: SocketAddr,
     call: &str,
+    memo: Option<u64>,
 ) -> Result<(), Errno> {
     let Some(proto) = proto_of(st) else {
         return Ok(());
@@ -272,32 +303,38 @@ fn connect_with(
         Ok((_, None)) => "socket left as the application made it".to_string(),
         Err(e) => format!("refused: {}", logging::errno_text(*e)),
     });
-    let (new, _) = r?;
+    let (new, steer) = r?;
     if new != st {
         fdtable::set(fd, new);
+    }
+    // No steering, and the socket now carries nothing of the library's:
+    // the next connect to this destination from a socket like this one
+    // has nothing to do either.
+    if let (Some(generation), None, true) = (memo, steer, new.untouched()) {
+        if !log::log_enabled!(log::Level::Debug) {
+            memo::put_connect_plain(generation, new, Key::of(dest));
+        }
     }
     Ok(())
 }
 
-/// Before `sendto`/`sendmsg`/`sendmmsg`: what the datagram must carry.
-/// `dest` is `None` on a connected socket; `control` is the application's
-/// own control data, kept as it is.
+/// Before `sendto`/`sendmsg`/`sendmmsg`: what the datagram must carry,
+/// for a datagram the hook did not find in the memo ([`memo::datagram`]).
+/// `dest` is `None` on a connected socket, `key` its [`Key`];
+/// `control` is the application's own control data, kept as it is.
 pub fn plan_send(
     generation: u64,
     fd: i32,
     dest: Option<SocketAddr>,
+    key: Option<Key>,
     flags: i32,
     control: &[u8],
 ) -> Result<Send, Errno> {
     // `generation` was read before the configuration below is loaded: see
-    // `config::generation`.
+    // `config::Snapshot::generation`.
     let memo_ok = control.is_empty() && !log::log_enabled!(log::Level::Debug);
-    if let (Some(dest), true) = (dest, memo_ok) {
-        if let Some(send) = memo::get(generation, fd, fdtable::get(fd), dest) {
-            return Ok(send);
-        }
-    }
-    let cfg = config();
+    let key = key.filter(|_| memo_ok);
+    let cfg = config::in_force();
     if cfg.inert() {
         return Ok(Send::Plain);
     }
@@ -311,7 +348,7 @@ pub fn plan_send(
     if proto == Proto::Tcp {
         // TCP Fast Open connects inside sendto/sendmsg: steer it like connect.
         if let (Some(dest), true) = (dest, flags & libc::MSG_FASTOPEN != 0) {
-            connect_with(&cfg, fd, st, dest, "sendto(MSG_FASTOPEN)")?;
+            connect_with(&cfg, fd, st, dest, "sendto(MSG_FASTOPEN)", None)?;
         }
         return Ok(Send::Plain);
     }
@@ -336,10 +373,8 @@ pub fn plan_send(
         (Some(Verdict::Steer(Steer::Mark { mask, .. })), Ok(Send::Tag(_))) => mask == u32::MAX,
         _ => false,
     };
-    if memo_ok && reusable {
-        if let Ok(send) = r {
-            memo::put(generation, fd, st, dest, send);
-        }
+    if let (Some(key), true, Ok(send)) = (key, reusable, r) {
+        memo::put(generation, fd, st, key, send);
     }
     log_decision(
         fd,
@@ -396,6 +431,23 @@ pub fn connected_tag(fd: i32) -> Option<Tag> {
 /// socket): forget it.
 pub fn not_a_socket(fd: i32) {
     fdtable::clear(fd);
+}
+
+/// Whether [`on_setsockopt`] may act on this option: the hook skips every
+/// other one without a look at the configuration or `errno`. Keep the two
+/// lists together.
+pub fn setsockopt_watched(level: i32, opt: i32) -> bool {
+    matches!(
+        (level, opt),
+        (SOL_SOCKET, SO_MARK)
+            | (SOL_SOCKET, SO_RCVMARK)
+            | (SOL_SOCKET, SO_BINDTODEVICE)
+            | (SOL_SOCKET, SO_BINDTOIFINDEX)
+            | (SOL_IP, 30)
+            | (SOL_IP, 22)
+            | (SOL_IP, 31)
+            | (SOL_IP, 23)
+    )
 }
 
 /// Before `setsockopt`: an application that sets the option the library

@@ -99,6 +99,11 @@ pub fn recv_mode(fd: i32) -> Option<RecvMode> {
     if st.is_known() && st.reflect() {
         return Some(mode_of(st, &config()));
     }
+    // Without `reflect` rules, a datagram socket's receives cost a look at
+    // the snapshot word, not a load of the configuration.
+    if !crate::config::snapshot().reflect() {
+        return None;
+    }
     let cfg = config();
     if !cfg.reflect {
         return None;

@@ -302,6 +302,9 @@ mod tests {
     }
 }
 
+/// Room for any [`Tag`] alone in a control buffer: `CMSG_SPACE(20)`.
+pub const TAG_SPACE: usize = cmsg_space(20);
+
 /// One cmsg the library adds to a datagram: level, type and a payload of
 /// at most 20 bytes (an `in6_pktinfo`), kept inline so that building it
 /// never allocates.
@@ -358,13 +361,42 @@ impl Tag {
         Tag::new(crate::opts::SOL_IPV6, crate::opts::IPV6_PKTINFO, &p)
     }
 
+    /// A tag of any level and type with `payload`, as found in a control
+    /// buffer; `None` if the payload is longer than a tag holds (20 bytes).
+    pub fn from_parts(level: i32, ty: i32, payload: &[u8]) -> Option<Tag> {
+        (payload.len() <= 20).then(|| Tag::new(level, ty, payload))
+    }
+
     pub fn payload(&self) -> &[u8] {
         &self.data[..usize::from(self.len)]
     }
 
     /// Appends this tag to the application's control data (see [`append`]).
     pub fn append_to(&self, dst: &mut [u8], app: &[u8]) -> Result<usize, AppendError> {
+        if app.is_empty() {
+            // The usual case, the tag alone: see `encode`.
+            let (b, n) = self.encode();
+            if let Some(d) = dst.get_mut(..n) {
+                d.copy_from_slice(&b[..n]);
+                return Ok(n);
+            }
+        }
         append(dst, app, self.level, self.ty, self.payload())
+    }
+
+    /// This tag alone as a control buffer, and the `msg_controllen` to
+    /// pass: what [`Tag::append_to`] writes for empty application control
+    /// data, without its walk, bounds checks and variable-length copies
+    /// (the payload is kept zero-padded to 20 bytes, so copying all of it
+    /// writes the padding too).
+    pub fn encode(&self) -> ([u8; TAG_SPACE], usize) {
+        let u = size_of::<usize>();
+        let mut b = [0u8; TAG_SPACE];
+        b[..u].copy_from_slice(&cmsg_len(usize::from(self.len)).to_ne_bytes());
+        b[u..u + 4].copy_from_slice(&self.level.to_ne_bytes());
+        b[u + 4..u + 8].copy_from_slice(&self.ty.to_ne_bytes());
+        b[HDR_LEN..HDR_LEN + 20].copy_from_slice(&self.data);
+        (b, cmsg_space(usize::from(self.len)))
     }
 
     /// Whether the application's control data already carries a cmsg of
@@ -390,6 +422,32 @@ mod tag_tests {
         assert_eq!(c.data.len(), 4);
         assert_eq!(c.data, &101u32.to_ne_bytes());
         assert!(t.present_in(&dst[..n]));
+    }
+
+    #[test]
+    fn encode_is_append_to_nothing() {
+        for t in [
+            Tag::mark(0x4d),
+            Tag::refinfo(SarefOpts::for_abi(KlipsAbi::Legacy), 7),
+            Tag::pktinfo_v4(2),
+            Tag::pktinfo_v6(3),
+            Tag::from_parts(1, 2, &[0xff; 20]).unwrap(),
+            Tag::from_parts(1, 2, &[]).unwrap(),
+        ] {
+            let mut dst = [0xa5u8; 64];
+            let n = t.append_to(&mut dst, &[]).unwrap();
+            let (b, len) = t.encode();
+            assert_eq!(len, n);
+            assert_eq!(&b[..len], &dst[..n]);
+            assert!(b[len..].iter().all(|&x| x == 0));
+        }
+    }
+
+    #[test]
+    fn from_parts_roundtrip() {
+        let t = Tag::pktinfo_v6(3);
+        assert_eq!(Tag::from_parts(t.level, t.ty, t.payload()), Some(t));
+        assert_eq!(Tag::from_parts(0, 1, &[0u8; 21]), None);
     }
 
     #[test]
