@@ -14,8 +14,8 @@
 //! closed until it returns.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
 use ldsaref_kernel::opts::SarefOpts;
@@ -75,7 +75,58 @@ struct State {
     checking: AtomicU32,
 }
 
-static STATE: OnceLock<State> = OnceLock::new();
+/// The state, once loaded: set once, never freed.
+static STATE: AtomicPtr<State> = AtomicPtr::new(std::ptr::null_mut());
+/// The pid of the process loading the state now (0: nobody). Not a
+/// `OnceLock`: a child forked while another thread of its parent was
+/// loading would wait for that thread, which the child does not have, for
+/// ever. A child sees its parent's pid here and loads the state itself.
+static LOADING: AtomicU32 = AtomicU32::new(0);
+
+/// The state, loaded on first use by the first thread that asks; the
+/// others wait for it (a load reads the rules: milliseconds at most).
+fn state() -> &'static State {
+    loop {
+        let ptr = STATE.load(Ordering::Acquire);
+        if !ptr.is_null() {
+            // SAFETY: a non-null STATE comes from Box::leak below, is
+            // never freed nor written again: a valid &'static State.
+            return unsafe { &*ptr };
+        }
+        let me = std::process::id();
+        match LOADING.load(Ordering::Acquire) {
+            // Nobody loads, or a thread of the parent this process was
+            // forked from did and never will here: take it over.
+            other if other != me => {
+                if LOADING
+                    .compare_exchange(other, me, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    return load_state(me);
+                }
+            }
+            // Another thread of this process is loading.
+            _ => std::thread::yield_now(),
+        }
+    }
+}
+
+#[cold]
+fn load_state(me: u32) -> &'static State {
+    /// Lets another thread try again if loading panics (the panic goes on
+    /// to the hook, which applies LDSAREF_ON_ERROR).
+    struct Release(u32);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            let _ = LOADING.compare_exchange(self.0, 0, Ordering::AcqRel, Ordering::Relaxed);
+        }
+    }
+    let release = Release(me);
+    let st: &'static State = Box::leak(Box::new(init()));
+    STATE.store(std::ptr::from_ref(st).cast_mut(), Ordering::Release);
+    drop(release);
+    st
+}
 
 /// All that every hooked call reads, in one cache line: the kernel's work
 /// between two calls (a loopback `sendto` is two microseconds of it) leaves
@@ -195,8 +246,7 @@ pub fn snapshot() -> Snapshot {
 fn load_or_reload() -> Snapshot {
     let saved = errno::get();
     let r = catch_unwind(AssertUnwindSafe(|| {
-        let st = STATE.get_or_init(init);
-        maybe_reload(st);
+        maybe_reload(state());
     }));
     errno::set(saved);
     match r {
@@ -215,7 +265,7 @@ const RELOAD_INTERVAL_MS: i64 = 500;
 
 /// The configuration in force, loaded on first call.
 pub fn current() -> Guard<Arc<Config>> {
-    let st = STATE.get_or_init(init);
+    let st = state();
     maybe_reload(st);
     st.current.load()
 }
@@ -224,7 +274,7 @@ pub fn current() -> Guard<Arc<Config>> {
 /// which looked at the clock and the rules already: the same
 /// configuration, without a second reload check.
 pub fn in_force() -> Guard<Arc<Config>> {
-    STATE.get_or_init(init).current.load()
+    state().current.load()
 }
 
 /// `LDSAREF_PROBE`: a switch for tests and for kernels whose answers to
@@ -301,7 +351,7 @@ fn init() -> State {
     WARN_ON_ERROR.store(settings.on_error == OnError::Warn, Ordering::Relaxed);
     // The first check is due one interval from now. A hook of another
     // thread that sees the snapshot before `STATE` holds the configuration
-    // can only use it through `STATE.get_or_init`, which waits for this.
+    // can only use it through `state()`, which waits for this.
     HOT.next_check
         .store(after(now(), RELOAD_INTERVAL_MS), Ordering::Relaxed);
     HOT.snapshot

@@ -239,3 +239,44 @@ fn fork_while_threads_are_busy_in_the_library_does_not_deadlock() {
 fn fork_while_threads_are_logging_does_not_deadlock() {
     storm(Some("debug"), 300, 4);
 }
+
+/// A fork while another thread is reading the rules for the first time (a
+/// large file, so that the fork falls inside the load): the child, which
+/// does not have that thread, must not wait for it; it loads the rules
+/// itself, and its datagram is steered.
+#[test]
+fn fork_during_the_first_load_does_not_wait_for_the_loading_thread() {
+    use std::fmt::Write as _;
+    let bed = Bed::new();
+    let mut text = String::from(RULES);
+    for i in 0..100_000u32 {
+        let (a, b, c) = (i >> 16, (i >> 8) & 255, i & 255);
+        writeln!(text, "10.{a}.{b}.{c}/32 saref {}", i % 32767 + 1).unwrap();
+    }
+    fs::write(&bed.rules, text).unwrap();
+    let mut pids = Vec::new();
+    for delay_us in ["0", "1000", "3000", "10000", "30000"] {
+        let out = bed.run(&[], &["firstload", DST, delay_us]);
+        assert!(out.success(), "{out}");
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("firstload "))
+            .unwrap_or_else(|| panic!("no result: {out}"));
+        assert!(
+            line.ends_with("status=ok"),
+            "fork {delay_us} µs into the first load: {line}"
+        );
+        let pid = line.split(' ').nth(1).unwrap().trim_start_matches("child=");
+        pids.push(format!("pid={pid}"));
+    }
+    let text = bed.log.text();
+    for pid in &pids {
+        assert!(
+            text.lines().any(|l| l.starts_with("connect ")
+                && l.split(' ').nth(1) == Some(pid.as_str())
+                && l.ends_with(&format!("dst={DST} bindref=601"))),
+            "the child {pid} was not steered"
+        );
+    }
+}

@@ -13,6 +13,9 @@
  *   spawnp  posix_spawnp("forkexec-child" found through PATH=<self's dir>)
  *   exec    execv(self, child): same pid
  *   system  system("exec <self> child ..."): through /bin/sh
+ *   firstload DELAY_US   fork DELAY_US after another thread's first
+ *           datagram started the rules loading; the child sends its own
+ *           ("firstload child=PID status=ok|stuck|WAITSTATUS")
  *   storm   THREADS threads loop on connect/send/sendto/close in the
  *           library while the main thread forks ITER children, each doing
  *           the operation; a child not done within 5 s is killed and
@@ -145,6 +148,47 @@ static int storm(int iter, int nthreads) {
     return 0;
 }
 
+static void *first_op(void *arg) {
+    (void)arg;
+    op();
+    return NULL;
+}
+
+/* firstload DELAY_US: a thread's first datagram makes the library read its
+ * rules (a large file: milliseconds); DELAY_US into that, the main thread
+ * forks, and the child, which does not have that thread, sends its own. */
+static int firstload(long delay_us) {
+    pthread_t th;
+    pthread_create(&th, NULL, first_op, NULL);
+    usleep(delay_us);
+    fflush(stdout);
+    pid_t p = fork();
+    if (p < 0) {
+        perror("fork");
+        return 2;
+    }
+    if (p == 0)
+        _exit(op() == 0 ? 0 : 3);
+    int st = 0;
+    long deadline = now_ms() + 10000;
+    pid_t r;
+    while ((r = waitpid(p, &st, WNOHANG)) == 0 && now_ms() < deadline)
+        usleep(1000);
+    const char *status = "ok";
+    char other[32];
+    if (r == 0) {
+        kill(p, SIGKILL);
+        waitpid(p, &st, 0);
+        status = "stuck";
+    } else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+        snprintf(other, sizeof other, "%d", st);
+        status = other;
+    }
+    pthread_join(th, NULL);
+    printf("firstload child=%d status=%s\n", (int)p, status);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 3) {
         fprintf(stderr, "usage: forkexec MODE IP:PORT [ITER THREADS]\n");
@@ -225,6 +269,8 @@ int main(int argc, char **argv) {
         snprintf(cmd, sizeof cmd, "exec '%s' child '%s'", self, argv[2]);
         return system(cmd) == 0 ? 0 : 2;
     }
+    if (!strcmp(mode, "firstload") && argc >= 4)
+        return firstload(atol(argv[3]));
     if (!strcmp(mode, "storm") && argc >= 5) {
         if (argc >= 6 && !strcmp(argv[5], "quiet")) {
             int null = open("/dev/null", O_WRONLY);
