@@ -170,12 +170,7 @@ unsafe fn sendto_hit(
                 iov_base: buf.cast_mut(),
                 iov_len: len,
             };
-            // SAFETY: a zeroed msghdr is a valid empty message.
-            let mut m: msghdr = unsafe { std::mem::zeroed() };
-            m.msg_name = addr.cast_mut().cast::<c_void>();
-            m.msg_namelen = alen;
-            m.msg_iov = (&iov as *const iovec).cast_mut();
-            m.msg_iovlen = 1;
+            let mut m = sendto_as_msg(&iov, addr, alen);
             m.msg_control = c.words.as_mut_ptr().cast::<c_void>();
             m.msg_controllen = c.len;
             // SAFETY: `m` points at the caller's buffer and address and at
@@ -245,12 +240,7 @@ unsafe fn sendto_decide(
                 iov_base: buf.cast_mut(),
                 iov_len: len,
             };
-            // SAFETY: a zeroed msghdr is a valid empty message.
-            let mut m: msghdr = unsafe { std::mem::zeroed() };
-            m.msg_name = addr.cast_mut().cast::<c_void>();
-            m.msg_namelen = alen;
-            m.msg_iov = (&iov as *const iovec).cast_mut();
-            m.msg_iovlen = 1;
+            let m = sendto_as_msg(&iov, addr, alen);
             // SAFETY: `m` points at the caller's buffer and address.
             unsafe { sendmsg_tagged(fd, &m, Ok(&[]), tag, flags) }
         }
@@ -523,4 +513,16 @@ pub unsafe extern "C" fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> 
         }
         Err(e) => fail(e),
     }
+}
+
+/// `sendto`'s buffer and address as a message without control data, to
+/// send with `sendmsg` once a cmsg is added. `iov` must outlive it.
+fn sendto_as_msg(iov: &iovec, addr: *const sockaddr, alen: socklen_t) -> msghdr {
+    // SAFETY: a zeroed msghdr is a valid empty message.
+    let mut m: msghdr = unsafe { std::mem::zeroed() };
+    m.msg_name = addr.cast_mut().cast::<c_void>();
+    m.msg_namelen = alen;
+    m.msg_iov = (iov as *const iovec).cast_mut();
+    m.msg_iovlen = 1;
+    m
 }

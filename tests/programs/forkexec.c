@@ -103,6 +103,20 @@ static long now_ms(void) {
     return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Waits up to MS milliseconds for child P; kills and reaps it if it is
+ * still running then (returns 0: stuck). */
+static int wait_child(pid_t p, long ms, int *st) {
+    long deadline = now_ms() + ms;
+    pid_t r;
+    while ((r = waitpid(p, st, WNOHANG)) == 0 && now_ms() < deadline)
+        usleep(1000);
+    if (r != 0)
+        return 1;
+    kill(p, SIGKILL);
+    waitpid(p, st, 0);
+    return 0;
+}
+
 static int storm(int iter, int nthreads) {
     pthread_t th[64];
     if (nthreads > 64)
@@ -120,13 +134,7 @@ static int storm(int iter, int nthreads) {
         if (p == 0)
             _exit(op() == 0 ? 0 : 3);
         int st = 0;
-        long deadline = now_ms() + 5000;
-        pid_t r;
-        while ((r = waitpid(p, &st, WNOHANG)) == 0 && now_ms() < deadline)
-            usleep(1000);
-        if (r == 0) {
-            kill(p, SIGKILL);
-            waitpid(p, &st, 0);
+        if (!wait_child(p, 5000, &st)) {
             stuck++;
             printf("fork child=%d status=stuck\n", (int)p);
             if (stuck == 3) {
@@ -170,15 +178,9 @@ static int firstload(long delay_us) {
     if (p == 0)
         _exit(op() == 0 ? 0 : 3);
     int st = 0;
-    long deadline = now_ms() + 10000;
-    pid_t r;
-    while ((r = waitpid(p, &st, WNOHANG)) == 0 && now_ms() < deadline)
-        usleep(1000);
     const char *status = "ok";
     char other[32];
-    if (r == 0) {
-        kill(p, SIGKILL);
-        waitpid(p, &st, 0);
+    if (!wait_child(p, 10000, &st)) {
         status = "stuck";
     } else if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
         snprintf(other, sizeof other, "%d", st);
