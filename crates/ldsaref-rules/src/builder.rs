@@ -218,7 +218,10 @@ impl RuleSetBuilder {
             proto: spec.proto,
             ports: spec.ports,
             action: spec.action,
-            origin: Origin { file, line },
+            origin: Origin {
+                file: u32::try_from(file).unwrap_or(u32::MAX),
+                line,
+            },
             profile,
         });
         self.cols.push(col);
@@ -231,7 +234,11 @@ impl RuleSetBuilder {
                 .get(rule as usize)
                 .map_or(Origin { file: 0, line: 0 }, |r| r.origin)
         };
-        let file = |origin: Origin| self.files.get(origin.file).map_or("", String::as_str);
+        let file = |origin: Origin| {
+            self.files
+                .get(origin.file as usize)
+                .map_or("", String::as_str)
+        };
         let (later, earlier) = (origin(tie.later), origin(tie.earlier));
         ParseError {
             file: file(later).to_owned(),

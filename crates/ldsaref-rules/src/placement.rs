@@ -48,6 +48,52 @@ impl Placed {
     }
 }
 
+/// Digit width of [`radix_sort`], and the size under which it leaves a
+/// bucket to `sort_unstable`.
+const DIGIT_BITS: u32 = 12;
+const SMALL: usize = 512;
+
+/// Sorts `keys`. Random keys of a large rule set (random networks) sort
+/// three times faster by distributing them on the 12 bits below the
+/// highest bit in which they differ, then sorting each bucket (again by
+/// digits if it is still large: the IPv6 networks of one provider block
+/// share their first 32 bits), than by comparisons alone.
+fn radix_sort(keys: &mut [u128], scratch: &mut Vec<u128>) {
+    if keys.len() <= SMALL {
+        keys.sort_unstable();
+        return;
+    }
+    let first = keys[0];
+    let differ = keys.iter().fold(0, |acc, &k| acc | (k ^ first));
+    if differ == 0 {
+        return;
+    }
+    let shift = (127 - differ.leading_zeros()).saturating_sub(DIGIT_BITS - 1);
+    let digit = |k: u128| (k >> shift) as usize & ((1 << DIGIT_BITS) - 1);
+    // Where each bucket starts, then a stable distribution into `scratch`.
+    let mut start = vec![0usize; (1 << DIGIT_BITS) + 1];
+    for &k in keys.iter() {
+        start[digit(k) + 1] += 1;
+    }
+    for d in 1..start.len() {
+        start[d] += start[d - 1];
+    }
+    scratch.clear();
+    scratch.resize(keys.len(), 0);
+    let mut next = start.clone();
+    for &k in keys.iter() {
+        let d = digit(k);
+        scratch[next[d]] = k;
+        next[d] += 1;
+    }
+    keys.copy_from_slice(scratch);
+    for bucket in start.windows(2) {
+        if bucket[1] - bucket[0] > 1 {
+            radix_sort(&mut keys[bucket[0]..bucket[1]], scratch);
+        }
+    }
+}
+
 /// Puts `items[order[j] as u32]` at `j`, for every `j`, in place: `order`
 /// (whose low 32 bits are indices) is a permutation of `items`' indices.
 /// Each cycle of the permutation is followed once, marked in a bitmap.
@@ -122,7 +168,7 @@ pub(crate) fn place(rules: &[Rule]) -> Vec<Placed> {
             trie << 112 | (p.key >> 48) << 32 | i as u128
         })
         .collect();
-    order.sort_unstable();
+    radix_sort(&mut order, &mut Vec::new());
     let mut placed = unsorted;
     permute(&mut placed, &order);
     let top = |p: &Placed| (p.set, p.family, p.key >> 48);
@@ -204,6 +250,32 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn radix_sort_sorts() {
+        let mut state = 0x1234_5678_9abc_def1u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for n in [0usize, 1, 2, 600, 5_000, 40_000] {
+            // Random keys, keys sharing long prefixes, duplicates.
+            let mut keys: Vec<u128> = (0..n)
+                .map(|i| match i % 4 {
+                    0 => u128::from(next()) << 64 | u128::from(next()),
+                    1 => 0x2001_0db8 << 96 | u128::from(next() >> 20),
+                    2 => 7,
+                    _ => 1 << 112 | u128::from(next() as u32) << 32 | i as u128,
+                })
+                .collect();
+            let mut want = keys.clone();
+            want.sort_unstable();
+            radix_sort(&mut keys, &mut Vec::new());
+            assert_eq!(keys, want, "{n} keys");
+        }
+    }
 
     #[test]
     fn permute_follows_every_cycle() {

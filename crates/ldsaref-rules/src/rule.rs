@@ -172,8 +172,9 @@ impl ProfileId {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct Origin {
     /// Index of the file among the set's sources, in load order; see
-    /// [`RuleSet::file_name`](crate::RuleSet::file_name).
-    pub file: usize,
+    /// [`RuleSet::file_name`](crate::RuleSet::file_name). (32 bits: with
+    /// the line, a rule's origin takes 8 bytes, and a rule 64.)
+    pub file: u32,
     /// 1-based line number.
     pub line: u32,
 }

@@ -73,7 +73,9 @@ impl RuleSet {
     /// The name of the file a rule comes from (`""` for an origin from
     /// another set).
     pub fn file_name(&self, origin: Origin) -> &str {
-        self.files.get(origin.file).map_or("", String::as_str)
+        self.files
+            .get(origin.file as usize)
+            .map_or("", String::as_str)
     }
 
     /// The names of the sources, in load order.

@@ -313,7 +313,7 @@ proptest! {
             let id = profile.and_then(|p| set.profile(&profile_name(p)));
             let got = set
                 .lookup(id, addr, proto, port)
-                .map(|r| (r.origin.file, r.origin.line));
+                .map(|r| (r.origin.file as usize, r.origin.line));
             let want = reference(&specs, &origins, q);
             prop_assert_eq!(got, want, "query {:?}\n--- a\n{}--- b\n{}", q, files[0], files[1]);
         }
