@@ -135,7 +135,9 @@ impl Index {
             .map(|r| matches!(r.dest, Dest::Net { .. }))
             .collect();
         let same_trie = |a: &Placed, b: &Placed| (a.set, a.family) == (b.set, b.family);
-        let mut trie_prefixes = Vec::new();
+        // Reused for each trie; sized for the largest, so that filling it
+        // never copies (a doubling vector would touch twice the memory).
+        let mut trie_prefixes = Vec::with_capacity(prefix_count);
         // Prefixes of the trie being built that contain the current one,
         // innermost last: (key, len, prefix index).
         let mut enclosing: Vec<(u128, u8, u32)> = Vec::new();
