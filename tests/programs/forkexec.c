@@ -103,6 +103,18 @@ static long now_ms(void) {
     return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Forks a child that makes one connect and send, and exits 0 if they
+ * worked; -1 if fork failed. */
+static pid_t fork_op(void) {
+    fflush(stdout);
+    pid_t p = fork();
+    if (p < 0)
+        perror("fork");
+    else if (p == 0)
+        _exit(op() == 0 ? 0 : 3);
+    return p;
+}
+
 /* Waits up to MS milliseconds for child P; kills and reaps it if it is
  * still running then (returns 0: stuck). */
 static int wait_child(pid_t p, long ms, int *st) {
@@ -125,14 +137,9 @@ static int storm(int iter, int nthreads) {
         pthread_create(&th[t], NULL, busy, NULL);
     int ok = 0, stuck = 0, failed = 0;
     for (int i = 0; i < iter; i++) {
-        fflush(stdout);
-        pid_t p = fork();
-        if (p < 0) {
-            perror("fork");
+        pid_t p = fork_op();
+        if (p < 0)
             return 2;
-        }
-        if (p == 0)
-            _exit(op() == 0 ? 0 : 3);
         int st = 0;
         if (!wait_child(p, 5000, &st)) {
             stuck++;
@@ -169,14 +176,9 @@ static int firstload(long delay_us) {
     pthread_t th;
     pthread_create(&th, NULL, first_op, NULL);
     usleep(delay_us);
-    fflush(stdout);
-    pid_t p = fork();
-    if (p < 0) {
-        perror("fork");
+    pid_t p = fork_op();
+    if (p < 0)
         return 2;
-    }
-    if (p == 0)
-        _exit(op() == 0 ? 0 : 3);
     int st = 0;
     const char *status = "ok";
     char other[32];
