@@ -314,7 +314,7 @@ mod tests {
 
     #[test]
     fn reads_like_the_general_parser_line_by_line() {
-        let mut state = 0x5555_aaaa_1234_9876u64;
+        let mut rng = crate::test_rng::Rng(0x5555_aaaa_1234_9876);
         let pieces = [
             "\n",
             "\r\n",
@@ -338,16 +338,7 @@ mod tests {
             "deny",
         ];
         for _ in 0..20_000 {
-            let mut text = String::new();
-            for _ in 0..(state % 12) {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                text.push_str(pieces[(state % pieces.len() as u64) as usize]);
-            }
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            let text = rng.text(&pieces, 12);
             assert_eq!(read_fast(&text), read_by_lines(&text), "{text:?}");
         }
         let text = "  10.0.0.0/8 saref 5\n\n[p]\n\t2001:db8::/32 tcp 1-2 pass # c\r\n";

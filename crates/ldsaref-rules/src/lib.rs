@@ -63,6 +63,8 @@ mod rule;
 mod ruleset;
 mod saref;
 pub mod settings;
+#[cfg(test)]
+mod test_rng;
 mod ties;
 mod trie;
 

@@ -253,13 +253,8 @@ mod tests {
 
     #[test]
     fn radix_sort_sorts() {
-        let mut state = 0x1234_5678_9abc_def1u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut rng = crate::test_rng::Rng(0x1234_5678_9abc_def1);
+        let mut next = move || rng.next();
         for n in [0usize, 1, 2, 600, 5_000, 40_000] {
             // Random keys, keys sharing long prefixes, duplicates.
             let mut keys: Vec<u128> = (0..n)
@@ -296,47 +291,7 @@ mod tests {
     fn place_naive(rules: &[Rule]) -> Vec<Placed> {
         let mut placed = Vec::new();
         for (index, rule) in rules.iter().enumerate() {
-            let (lo, hi) = rule.ports.map_or((0, u16::MAX), |p| (p.lo, p.hi));
-            let rank = match (rule.ports.is_some(), rule.proto.is_specific()) {
-                (true, true) => 0,
-                (true, false) => 1,
-                (false, true) => 2,
-                (false, false) => 3,
-            };
-            let proto = match rule.proto {
-                ProtoMatch::Any => 0,
-                ProtoMatch::Tcp => 1,
-                ProtoMatch::Udp => 2,
-            };
-            let base = Placed {
-                set: set_of(rule.profile) as u32,
-                family: Family::V4,
-                key: 0,
-                len: 0,
-                rank,
-                proto,
-                rule: index as u32,
-                lo,
-                hi,
-            };
-            match rule.dest {
-                Dest::Any => {
-                    placed.push(base);
-                    placed.push(Placed {
-                        family: Family::V6,
-                        ..base
-                    });
-                }
-                Dest::Net { addr, len } => {
-                    let (family, key) = key_of(addr);
-                    placed.push(Placed {
-                        family,
-                        key,
-                        len,
-                        ..base
-                    });
-                }
-            }
+            placements(rule, index, |p| placed.push(p));
         }
         placed.sort();
         placed
@@ -348,13 +303,8 @@ mod tests {
         // A small deterministic generator: many equal prefixes, both
         // families, profiles, ports and protocols, so that every field of
         // the order gets to decide.
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % n
-        };
+        let mut rng = crate::test_rng::Rng(0x2545_f491_4f6c_dd1d);
+        let mut next = move |n: u64| rng.next() % n;
         let mut rules = Vec::new();
         for _ in 0..5000 {
             let dest = match next(5) {

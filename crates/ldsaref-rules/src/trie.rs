@@ -695,42 +695,28 @@ mod tests {
     fn random_tables_against_naive() {
         // Dense and sparse random tables in a few small regions, so that
         // nodes hold one, two or many results, and levels get skipped.
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        };
+        let mut rng = crate::test_rng::Rng(0x2545_f491_4f6c_dd1d);
         for round in 0..40 {
-            let base = u128::from(next()) << 64 | u128::from(next());
+            let base = rng.wide();
             let spread = 8 + (round % 5) * 20;
             let mut raw = Vec::new();
             let mut keys = Vec::new();
             for _ in 0..(10 + round * 5) {
-                let noise = (u128::from(next()) << 64 | u128::from(next())) >> spread;
+                let noise = (rng.wide()) >> spread;
                 let key = base ^ noise;
-                let len = (next() % 129) as u8;
+                let len = rng.below(129) as u8;
                 raw.push((key, len));
                 keys.push(key);
             }
             check(&raw, &probes(&keys[..keys.len().min(6)]));
-            let randoms: Vec<u128> = (0..500)
-                .map(|_| base ^ ((u128::from(next()) << 64 | u128::from(next())) >> spread))
-                .collect();
+            let randoms: Vec<u128> = (0..500).map(|_| base ^ ((rng.wide()) >> spread)).collect();
             check(&raw, &randoms);
         }
     }
 
     #[test]
     fn fanout_against_naive() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state >> 12;
-            state ^= state << 25;
-            state ^= state >> 27;
-            state.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        };
+        let mut rng = crate::test_rng::Rng(0x9e37_79b9_7f4a_7c15);
         // IPv4-like (keys in the top 32 bits, a default route and short
         // prefixes expanded into the fan-out), and IPv6-like under one /32
         // (the fan-out starts below the root's skipped bits).
@@ -738,8 +724,8 @@ mod tests {
         for (base, spread, lens) in [(0u128, 0u32, (0u8, 32u8)), (v6_base, 32, (33, 128))] {
             let mut raw = vec![(base, lens.0)];
             while raw.len() < FANOUT_MIN * 2 {
-                let noise = (u128::from(next()) << 64 | u128::from(next())) >> spread;
-                let len = lens.0 + (next() % u64::from(lens.1 - lens.0 + 1)) as u8;
+                let noise = (rng.wide()) >> spread;
+                let len = lens.0 + rng.below(usize::from(lens.1 - lens.0) + 1) as u8;
                 raw.push((base ^ noise, len));
             }
             let (_, root, _) = trie(&raw);
@@ -748,12 +734,9 @@ mod tests {
             probes.extend(
                 raw.iter()
                     .step_by(11)
-                    .map(|&(k, _)| k ^ 1 << (next() % 128)),
+                    .map(|&(k, _)| k ^ 1 << rng.below(128)),
             );
-            probes.extend(
-                (0..1000)
-                    .map(|_| base ^ ((u128::from(next()) << 64 | u128::from(next())) >> spread)),
-            );
+            probes.extend((0..1000).map(|_| base ^ ((rng.wide()) >> spread)));
             check(&raw, &probes);
         }
     }

@@ -520,6 +520,7 @@ mod tests {
     use super::super::lexer::split_line;
     use super::super::{parse_line, Item};
     use super::*;
+    use crate::test_rng::Rng;
 
     /// Checks `text` against the general parser: when the fast reader
     /// reads its first line, the general one must read the same, and the
@@ -655,18 +656,6 @@ mod tests {
         ];
         for text in left {
             assert!(!check(text), "read: {text:?}");
-        }
-    }
-
-    /// A xorshift generator: deterministic, and enough to explore.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % n as u64) as usize
         }
     }
 

@@ -337,6 +337,7 @@ pub(crate) fn ports(tok: Token<'_>) -> Result<PortRange, Fault> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
 
     #[test]
     fn numbers() {
@@ -495,18 +496,6 @@ mod tests {
         ];
         for case in cases {
             agree(case);
-        }
-    }
-
-    /// A xorshift generator: deterministic, and enough to explore.
-    struct Rng(u64);
-
-    impl Rng {
-        fn below(&mut self, n: usize) -> usize {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            (self.0 % n as u64) as usize
         }
     }
 

@@ -228,7 +228,7 @@ mod tests {
 
     #[test]
     fn lines_split_like_a_byte_by_byte_scan() {
-        let mut state = 0x1234_5678_9abc_def1u64;
+        let mut rng = crate::test_rng::Rng(0x1234_5678_9abc_def1);
         let pieces = [
             "\n",
             "#",
@@ -242,16 +242,7 @@ mod tests {
             "saref 5",
         ];
         for _ in 0..20_000 {
-            let mut text = String::new();
-            for _ in 0..(state % 24) {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                text.push_str(pieces[(state % pieces.len() as u64) as usize]);
-            }
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            let text = rng.text(&pieces, 24);
             assert_eq!(
                 lines(&text).collect::<Vec<_>>(),
                 lines_naive(&text),
