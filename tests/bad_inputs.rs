@@ -210,20 +210,7 @@ impl Bed {
             }
         }
         c.args(argv);
-        for v in [
-            "LD_PRELOAD",
-            "IPSEC_SAREF",
-            "LDSAREF_RULES",
-            "LDSAREF_PROFILE",
-            "LDSAREF_MODE",
-            "LDSAREF_ON_ERROR",
-            "LDSAREF_KLIPS_ABI",
-            "LDSAREF_LOG",
-            "LDSAREF_PROBE",
-            "RUST_LOG",
-        ] {
-            c.env_remove(v);
-        }
+        common::clear_ldsaref_env(&mut c).env_remove("RUST_LOG");
         run_with_timeout(&mut c, Duration::from_secs(120))
     }
 

@@ -48,17 +48,7 @@ impl Ticker {
         c.arg(common::source_dir().join("tests/programs/udp_ticker.py"))
             .arg("25")
             .args(dsts);
-        for v in [
-            "IPSEC_SAREF",
-            "LDSAREF_PROFILE",
-            "LDSAREF_MODE",
-            "LDSAREF_ON_ERROR",
-            "LDSAREF_KLIPS_ABI",
-            "LDSAREF_LOG",
-            "LDSAREF_PROBE",
-        ] {
-            c.env_remove(v);
-        }
+        common::clear_ldsaref_env(&mut c);
         let (k, v) = log.env();
         c.env("LD_PRELOAD", common::preload_with_emulator())
             .env(k, v)

@@ -300,16 +300,7 @@ fn run_driver(ops: usize, reload: Option<(&TempDir, u64)>, rules: &str) -> Outco
             c.arg(d.addr);
         }
     }
-    for v in [
-        "IPSEC_SAREF",
-        "LDSAREF_PROFILE",
-        "LDSAREF_MODE",
-        "LDSAREF_ON_ERROR",
-        "LDSAREF_KLIPS_ABI",
-        "LDSAREF_PROBE",
-    ] {
-        c.env_remove(v);
-    }
+    common::clear_ldsaref_env(&mut c);
     let t0 = Instant::now();
     let out = run_with_timeout(&mut c, Duration::from_secs(90));
     let wall = t0.elapsed();

@@ -20,19 +20,6 @@ use common::{cli_path, lib_path, python3, run_with_timeout, source_dir, RunOutpu
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Variables of the caller that must not leak into the programs under test.
-const OUR_VARS: &[&str] = &[
-    "IPSEC_SAREF",
-    "LDSAREF_RULES",
-    "LDSAREF_PROFILE",
-    "LDSAREF_MODE",
-    "LDSAREF_ON_ERROR",
-    "LDSAREF_KLIPS_ABI",
-    "LDSAREF_LOG",
-    "LDSAREF_PROBE",
-    "LD_PRELOAD",
-];
-
 const PROFILES: &str = "\
 [client1]
 198.18.0.0/24 saref 101
@@ -118,9 +105,7 @@ impl Bed {
             c.arg(format!("{k}={v}"));
         }
         c.arg(program).args(args);
-        for v in OUR_VARS {
-            c.env_remove(v);
-        }
+        common::clear_ldsaref_env(&mut c);
         c
     }
 
