@@ -14,9 +14,11 @@ use crate::trie::{self, Root, Tries, NONE};
 use crate::{Dest, Proto, ProtoMatch, Rule};
 
 /// The rules of one prefix of one trie, in 32 bytes (two records per cache
-/// line): most prefixes have a single rule, so the best-ranked one is
-/// stored inline, and the others, rarely there, elsewhere.
+/// line, aligned so that none straddles two): most prefixes have a single
+/// rule, so the best-ranked one is stored inline, and the others, rarely
+/// there, elsewhere.
 #[derive(Clone, Copy, Debug)]
+#[repr(align(32))]
 struct PrefixRules {
     /// The prefix, to check a candidate of the trie against the key.
     key: u128,

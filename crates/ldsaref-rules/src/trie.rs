@@ -18,6 +18,12 @@
 //! inline, with a map of which slots hold the second: a lookup that ends
 //! there reads nothing more than the node, one cache line.
 //!
+//! Most children of a large table hold one prefix and nothing else: no
+//! longer prefix below it, no shorter one above covering it. Such a child
+//! is a *leaf* of 8 bytes rather than a node of 32 (see [`Leaf`]), which
+//! more than halves the memory a large table's lookups roam over, and so
+//! the share of them that miss the processor's caches.
+//!
 //! Levels where nothing happens (no prefix ends there and all prefixes go
 //! through the same slot, as in sparse IPv6 tables) are skipped: the node
 //! below records its depth, and a lookup jumps over those bits. A node
@@ -52,29 +58,120 @@ pub(crate) struct Prefix {
     pub value: u32,
 }
 
-/// A node is 32 bytes, two per cache line.
+/// The arena's unit: one node, or four leaves. Aligned to 32 bytes, two
+/// per cache line, so that no node straddles two lines (with the
+/// allocator's 16-byte alignment, every other one did).
+#[derive(Clone, Copy, Default, Debug)]
+#[repr(align(32))]
+struct Block([u64; 4]);
+
+/// A node, as [`Node::encode`] packs it into a [`Block`].
 #[derive(Clone, Copy, Default, Debug)]
 struct Node {
-    /// Slot `s` has a child node: bit `s`.
+    /// Slot `s` has a child, a node or a leaf: bit `s`.
     children: u64,
-    /// Among the slots without a child: in a node with results in the
-    /// arena, slot `s` starts a new run of equal results (the first such
-    /// slot always starts a run); in an inline node, slot `s` holds
-    /// `second` rather than `first`.
-    leaves: u64,
-    /// Index of the child of the lowest slot that has one.
+    /// For a slot with a child: the child is a leaf. Among the others: in a
+    /// node with results in the arena, slot `s` starts a new run of equal
+    /// results (the first such slot always starts a run); in an inline
+    /// node, slot `s` holds `second` rather than `first`.
+    marks: u64,
+    /// The block of the child node of the lowest slot that has one. The
+    /// leaf children follow the child nodes, packed four to a block.
     first_child: u32,
     /// Index in `results` of the first run's result, or in an inline node
-    /// the result of the free slots not in `leaves`.
+    /// the result of the free slots not in `marks`.
     first: u32,
-    /// In an inline node, the result of the slots in `leaves`.
+    /// In an inline node, the result of the free slots in `marks`.
     second: u32,
     /// The first key bit the node looks at (a multiple of 6, below 128),
     /// plus [`INLINE`] for an inline node.
     depth: u8,
     /// The key bits of the levels skipped above this node, right-aligned,
     /// when there are at most [`SKIP_BITS`] of them.
-    skipped: [u8; 3],
+    skipped: u32,
+}
+
+impl Node {
+    fn encode(self) -> Block {
+        Block([
+            self.children,
+            self.marks,
+            u64::from(self.first_child) | u64::from(self.first) << 32,
+            u64::from(self.second) | u64::from(self.depth) << 32 | u64::from(self.skipped) << 40,
+        ])
+    }
+
+    #[inline(always)]
+    fn decode(block: &Block) -> Node {
+        let [children, marks, c, d] = block.0;
+        Node {
+            children,
+            marks,
+            first_child: c as u32,
+            first: (c >> 32) as u32,
+            second: d as u32,
+            depth: (d >> 32) as u8,
+            skipped: (d >> 40) as u32,
+        }
+    }
+}
+
+/// A child holding one prefix and nothing else, whose slots get the
+/// prefix's value and whose other slots no result at all, in 8 bytes:
+///
+/// - bits 0..32: the value;
+/// - 32..37: the depth of the level the prefix ends in, over [`STRIDE`];
+/// - 37..40: log2 of the number of slots the prefix covers there;
+/// - 40..46: the first of them;
+/// - 46..64: the key bits of the levels skipped above it, right-aligned.
+///
+/// With no result around the prefix, a key that differs from it in the
+/// skipped bits has no answer in this trie: the leaf knows that exactly.
+#[derive(Clone, Copy, Debug)]
+struct Leaf(u64);
+
+/// The most skipped bits a leaf records: a child that skips more is a node.
+const LEAF_SKIP_BITS: u32 = 18;
+
+impl Leaf {
+    /// The leaf of `prefix`, a child whose levels start at `from` and that
+    /// looks at the key from `depth` (see [`leaf_depth`]).
+    fn new(prefix: &Prefix, from: u32, depth: u32) -> Leaf {
+        let span = depth + STRIDE - u32::from(prefix.len);
+        let first = slot(prefix.key, depth) as u64 & !((1 << span) - 1);
+        let skipped = match depth - from {
+            0 => 0,
+            skip => u64::from(bits(prefix.key, from, skip)),
+        };
+        Leaf(
+            u64::from(prefix.value)
+                | u64::from(depth / STRIDE) << 32
+                | u64::from(span) << 37
+                | first << 40
+                | skipped << 46,
+        )
+    }
+
+    fn depth(self) -> u32 {
+        (self.0 >> 32) as u32 % 32 * STRIDE
+    }
+
+    /// The result of `key`, which went through the levels from `from`.
+    #[inline(always)]
+    fn lookup(self, key: u128, from: u32) -> u32 {
+        let depth = self.depth();
+        let skip = depth.wrapping_sub(from);
+        if skip != 0 && bits(key, from, skip) != (self.0 >> 46) as u32 {
+            return NONE;
+        }
+        let span = (self.0 >> 37) % 8;
+        let first = (self.0 >> 40) % 64;
+        if slot(key, depth) as u64 >> span == first >> span {
+            self.0 as u32
+        } else {
+            NONE
+        }
+    }
 }
 
 /// The most skipped bits a node records.
@@ -122,7 +219,7 @@ use crate::key::mask;
 /// An arena of tries.
 #[derive(Clone, Default, Debug)]
 pub(crate) struct Tries {
-    nodes: Vec<Node>,
+    blocks: Vec<Block>,
     results: Vec<u32>,
 }
 
@@ -157,10 +254,10 @@ impl Tries {
                 fanout: true,
             };
         }
-        let root = self.nodes.len();
-        self.nodes.push(Node::default());
+        let root = self.blocks.len();
+        self.blocks.push(Block::default());
         let node = self.build(0, prefixes, NONE);
-        self.nodes[root] = node;
+        self.blocks[root] = node.encode();
         Root {
             node: index_u32(root),
             path: mask(first.key, depth as u8),
@@ -187,33 +284,22 @@ impl Tries {
                 slots.fill(p.value);
             }
         }
-        let base = self.nodes.len();
-        self.nodes.resize(base + fanout, Node::default());
+        let base = self.blocks.len();
+        self.blocks.resize(base + fanout, Block::default());
         for (s, &result) in results.iter().enumerate() {
-            self.nodes[base + s] = Node {
+            self.blocks[base + s] = Node {
                 first: result,
                 second: NONE,
                 depth: end as u8 | INLINE,
                 ..Node::default()
-            };
+            }
+            .encode();
         }
-        // The prefixes under one slot are contiguous (see `build`).
-        let mut i = 0;
-        while i < prefixes.len() {
-            if ends_here(&prefixes[i]) {
-                i += 1;
-                continue;
-            }
-            let s = bits(prefixes[i].key, depth, FANOUT_BITS) as usize;
-            let start = i;
-            while i < prefixes.len()
-                && !ends_here(&prefixes[i])
-                && bits(prefixes[i].key, depth, FANOUT_BITS) as usize == s
-            {
-                i += 1;
-            }
-            let node = self.build(end, &prefixes[start..i], results[s]);
-            self.nodes[base + s] = node;
+        for (s, group) in groups(prefixes, |p| {
+            (!ends_here(p)).then(|| bits(p.key, depth, FANOUT_BITS) as usize)
+        }) {
+            let node = self.build(end, group, results[s]);
+            self.blocks[base + s] = node.encode();
         }
         index_u32(base)
     }
@@ -231,10 +317,6 @@ impl Tries {
         };
         let end = depth + STRIDE;
         let ends_here = |p: &Prefix| u32::from(p.len) <= end;
-        let skipped = {
-            let [_, a, b, c] = skipped.to_be_bytes();
-            [a, b, c]
-        };
 
         // Most nodes of a large table hold a single prefix, which ends
         // there (levels are skipped until it does): its slots and the
@@ -246,8 +328,8 @@ impl Tries {
                 let run = u64::MAX >> (64 - (1u32 << span));
                 return Node {
                     children: 0,
-                    leaves: run << first,
-                    first_child: index_u32(self.nodes.len()),
+                    marks: run << first,
+                    first_child: index_u32(self.blocks.len()),
                     first: inherited,
                     second: p.value,
                     depth: depth as u8 | INLINE,
@@ -277,15 +359,9 @@ impl Tries {
             }
         }
 
-        // Reserve the children now, contiguously; they are filled in below.
-        let first_child = self.nodes.len();
-        let child_count = children.count_ones() as usize;
-        self.nodes
-            .resize(first_child + child_count, Node::default());
-
         let starts = run_starts(&results, children, bounds);
-        let (leaves, first, second, inline) = match inline_results(&results, children, starts) {
-            Some((leaves, first, second)) => (leaves, first, second, INLINE),
+        let (marks, first, second, inline) = match inline_results(&results, children, starts) {
+            Some((marks, first, second)) => (marks, first, second, INLINE),
             None => {
                 let first = index_u32(self.results.len());
                 encode_runs(&results, starts, &mut self.results);
@@ -293,35 +369,40 @@ impl Tries {
             }
         };
 
-        // Build the children in slot order. The prefixes under one slot are
-        // contiguous in `prefixes`: sorted by key, they share the slot's
-        // bits, and no prefix ending in this node sorts between two of them
-        // (it would have to share those bits and be shorter, and then it
-        // sorts before them all).
-        let mut next_child = first_child;
-        let mut i = 0;
-        while i < prefixes.len() {
-            if ends_here(&prefixes[i]) {
-                i += 1;
-                continue;
+        // The children, in slot order.
+        let under_slot = |p: &Prefix| (!ends_here(p)).then(|| slot(p.key, depth));
+        let mut leaves = 0u64;
+        for (s, group) in groups(prefixes, under_slot) {
+            if leaf_depth(end, group, results[s]).is_some() {
+                leaves |= 1 << s;
             }
-            let s = slot(prefixes[i].key, depth);
-            let start = i;
-            while i < prefixes.len()
-                && !ends_here(&prefixes[i])
-                && slot(prefixes[i].key, depth) == s
-            {
-                i += 1;
-            }
-            let child = self.build(end, &prefixes[start..i], results[s]);
-            self.nodes[next_child] = child;
-            next_child += 1;
         }
-        debug_assert_eq!(next_child, first_child + child_count);
+        // Reserve them now, contiguously: the nodes, then the leaves.
+        let first_child = self.blocks.len();
+        let node_count = (children & !leaves).count_ones() as usize;
+        let leaf_blocks = (leaves.count_ones() as usize).div_ceil(4);
+        self.blocks
+            .resize(first_child + node_count + leaf_blocks, Block::default());
+        let mut next_node = first_child;
+        let mut next_leaf = (first_child + node_count) * 4;
+        for (s, group) in groups(prefixes, under_slot) {
+            match leaf_depth(end, group, results[s]) {
+                Some(at) => {
+                    self.blocks[next_leaf / 4].0[next_leaf % 4] = Leaf::new(&group[0], end, at).0;
+                    next_leaf += 1;
+                }
+                _ => {
+                    let child = self.build(end, group, results[s]);
+                    self.blocks[next_node] = child.encode();
+                    next_node += 1;
+                }
+            }
+        }
+        debug_assert_eq!(next_node, first_child + node_count);
 
         Node {
             children,
-            leaves,
+            marks: marks | leaves,
             first_child: index_u32(first_child),
             first,
             second,
@@ -347,44 +428,52 @@ impl Tries {
             expected += FANOUT_BITS;
         }
         for _ in 0..MAX_LEVELS {
-            let Some(node) = self.nodes.get(index as usize) else {
+            let Some(node) = self.blocks.get(index as usize).map(Node::decode) else {
                 break;
             };
             let depth = u32::from(node.depth & !INLINE) & 127;
             if depth != expected {
                 let skip = depth.wrapping_sub(expected);
-                exact &= if skip <= SKIP_BITS {
-                    let [a, b, c] = node.skipped;
-                    bits(key, expected, skip) == u32::from_be_bytes([0, a, b, c])
-                } else {
-                    false
-                };
+                exact &= skip <= SKIP_BITS && bits(key, expected, skip) == node.skipped;
             }
             let s = slot(key, depth);
             let bit = 1u64 << s;
             if node.children & bit != 0 {
-                // Children of the lower slots come first. Counting bits is
-                // slow without a popcnt instruction (not in the x86-64
-                // baseline), and full nodes, common near the root of large
-                // tables, need no counting.
-                let rank = if node.children == u64::MAX {
-                    s as u32
-                } else {
-                    (node.children & (bit - 1)).count_ones()
+                // Children of the lower slots come first, nodes before
+                // leaves. Counting bits is slow without a popcnt
+                // instruction (not in the x86-64 baseline), and full nodes,
+                // common near the root of large tables, need no counting.
+                let nodes = node.children & !node.marks;
+                if node.marks & bit == 0 {
+                    let rank = if nodes == u64::MAX {
+                        s as u32
+                    } else {
+                        (nodes & (bit - 1)).count_ones()
+                    };
+                    index = node.first_child.wrapping_add(rank);
+                    expected = depth + STRIDE;
+                    continue;
+                }
+                let leaves = node.children & node.marks;
+                let unit = (node.first_child as usize + nodes.count_ones() as usize) * 4
+                    + (leaves & (bit - 1)).count_ones() as usize;
+                let Some(block) = self.blocks.get(unit / 4) else {
+                    break;
                 };
-                index = node.first_child.wrapping_add(rank);
-                expected = depth + STRIDE;
+                let leaf = Leaf(block.0[unit % 4]);
+                return (leaf.lookup(key, depth + STRIDE), exact);
             } else if node.depth & INLINE != 0 {
-                let value = if node.leaves & bit != 0 {
+                let value = if node.marks & bit != 0 {
                     node.second
                 } else {
                     node.first
                 };
                 return (value, exact);
             } else {
-                // The run holding slot `s` is the last one starting at or
-                // before it.
-                let run = (node.leaves & (u64::MAX >> (63 - s))).count_ones();
+                // The run holding slot `s` is the last free slot marked at
+                // or before it.
+                let runs = node.marks & !node.children;
+                let run = (runs & (u64::MAX >> (63 - s))).count_ones();
                 let Some(run) = run.checked_sub(1) else { break };
                 let at = node.first as usize + run as usize;
                 return (self.results.get(at).copied().unwrap_or(NONE), exact);
@@ -394,22 +483,28 @@ impl Tries {
     }
 
     /// Makes room for tries of `prefixes` prefixes in all, so that large
-    /// sets are not copied over and over as the arena grows. (Typical
-    /// tables need about one node and three results per prefix.)
+    /// sets are not copied over and over as the arena grows. Typical
+    /// tables need about one result and well under one block per prefix,
+    /// plus the fan-outs; the blocks are reserved for the worst case, as
+    /// pages never written cost nothing but address space.
     pub(crate) fn reserve(&mut self, prefixes: usize) {
-        self.nodes.reserve(prefixes);
-        self.results.reserve(prefixes.saturating_mul(3));
+        let fanouts = 2 << FANOUT_BITS;
+        self.blocks.reserve(prefixes.saturating_add(fanouts));
+        self.results.reserve(prefixes);
     }
 
-    /// Releases the spare capacity once every trie is built.
+    /// Releases the spare capacity of the results once every trie is
+    /// built. The blocks keep theirs: shrinking would copy them (their
+    /// alignment rules out resizing in place), and their unused tail was
+    /// never written, so it takes no memory.
     pub(crate) fn shrink_to_fit(&mut self) {
-        self.nodes.shrink_to_fit();
         self.results.shrink_to_fit();
     }
 
-    /// Bytes used, for tests and diagnostics.
+    /// Bytes used, for tests and diagnostics: the blocks written (the
+    /// reserve past them is never touched, see [`Tries::shrink_to_fit`]).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.nodes.capacity() * std::mem::size_of::<Node>()
+        self.blocks.len() * std::mem::size_of::<Block>()
             + self.results.capacity() * std::mem::size_of::<u32>()
     }
 }
@@ -478,6 +573,43 @@ fn encode_runs(results: &[u32; SLOTS], starts: u64, out: &mut Vec<u32>) {
         out.push(results[rest.trailing_zeros() as usize]);
         rest &= rest - 1;
     }
+}
+
+/// The groups of `prefixes` under each slot of a node, in slot order, as
+/// (slot, prefixes); `slot_of` gives a prefix's slot, or `None` for one
+/// that ends in the node. The prefixes under one slot are contiguous:
+/// sorted by key, they share the slot's bits, and no prefix ending in the
+/// node sorts between two of them (it would have to share those bits and
+/// be shorter, and then it sorts before them all).
+fn groups<'a>(
+    prefixes: &'a [Prefix],
+    slot_of: impl Fn(&Prefix) -> Option<usize> + 'a,
+) -> impl Iterator<Item = (usize, &'a [Prefix])> + 'a {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let (start, s) = loop {
+            let p = prefixes.get(i)?;
+            i += 1;
+            if let Some(s) = slot_of(p) {
+                break (i - 1, s);
+            }
+        };
+        while prefixes.get(i).is_some_and(|p| slot_of(p) == Some(s)) {
+            i += 1;
+        }
+        Some((s, &prefixes[start..i]))
+    })
+}
+
+/// The depth a child starting at `from` would have as a [`Leaf`], if it can
+/// be one: it holds a single prefix, no result is `inherited` around it,
+/// and it skips at most [`LEAF_SKIP_BITS`].
+fn leaf_depth(from: u32, group: &[Prefix], inherited: u32) -> Option<u32> {
+    if group.len() != 1 || inherited != NONE {
+        return None;
+    }
+    let depth = skip_idle_levels(from, group);
+    (depth - from <= LEAF_SKIP_BITS).then_some(depth)
 }
 
 /// The depth of the node for `prefixes`, starting from `depth` and going
@@ -689,6 +821,64 @@ mod tests {
         assert!(inline(&results, 1 << 20).is_some());
         assert_eq!(inline(&[3; SLOTS], 0), Some((0, 3, NONE)));
         assert_eq!(inline(&[3; SLOTS], u64::MAX), Some((0, NONE, NONE)));
+    }
+
+    /// (nodes, leaves) reachable from the node at `index`.
+    fn shape(tries: &Tries, index: u32) -> (usize, usize) {
+        let node = Node::decode(&tries.blocks[index as usize]);
+        let child_nodes = node.children & !node.marks;
+        let leaves = (node.children & node.marks).count_ones() as usize;
+        (0..child_nodes.count_ones())
+            .map(|i| shape(tries, node.first_child + i))
+            .fold((1, leaves), |(n, l), (cn, cl)| (n + cn, l + cl))
+    }
+
+    #[test]
+    fn lone_prefixes_are_leaves_up_to_the_skip_they_can_check() {
+        let top = |byte: u128, rest: u128| byte << 120 | rest << 96;
+        // Under different root slots (first 6 bits): a /28 whose child
+        // skips 18 bits (a leaf), a /32 whose child skips 24 (a node), a /8
+        // that skips none (a leaf).
+        let raw = [
+            (top(0x04, 0x12_3456), 28),
+            (top(0x44, 0x12_3456), 32),
+            (top(0x84, 0), 8),
+        ];
+        let (tries, root, _) = trie(&raw);
+        assert_eq!(shape(&tries, root.node), (2, 2));
+        let keys: Vec<u128> = raw.iter().map(|&(k, _)| k).collect();
+        check(&raw, &probes(&keys));
+        // With a shorter prefix around each, no child is a leaf: their
+        // other slots hold its result.
+        let mut nested = raw.to_vec();
+        nested.extend(raw.iter().map(|&(k, _)| (k, 7)));
+        let (tries, root, _) = trie(&nested);
+        assert_eq!(shape(&tries, root.node).1, 0);
+        check(&nested, &probes(&keys));
+    }
+
+    #[test]
+    fn sparse_tables_are_mostly_leaves() {
+        // IPv4-like /24s and /32s, apart: most children hold one prefix.
+        let mut rng = crate::test_rng::Rng(0x0123_4567_89ab_cdef);
+        let raw: Vec<(u128, u8)> = (0..3000)
+            .map(|i| {
+                (
+                    rng.wide() & (u128::MAX << 96),
+                    if i % 3 == 0 { 32 } else { 24 },
+                )
+            })
+            .collect();
+        let (tries, root, prefixes) = trie(&raw);
+        let (nodes, leaves) = shape(&tries, root.node);
+        assert!(leaves > 2 * nodes, "{nodes} nodes, {leaves} leaves");
+        // With a node of 32 bytes for each, this took over 32 bytes a
+        // prefix; leaves bring it to about 20.
+        let bytes = tries.heap_bytes();
+        assert!(bytes < 24 * prefixes.len(), "{bytes} bytes");
+        let mut probes: Vec<u128> = raw.iter().map(|&(k, _)| k | 0x5a << 96).collect();
+        probes.extend((0..3000).map(|_| rng.wide()));
+        check(&raw, &probes);
     }
 
     #[test]
