@@ -9,9 +9,10 @@
 //!
 //! Nodes are compressed as in Poptrie (Asai and Ohara, SIGCOMM 2015): rather
 //! than 64 slots, a node has two 64-bit maps, one marking the slots that
-//! have a child node and one marking, among the others, where a run of
-//! equal results starts. Children and results are stored contiguously and
-//! found by counting bits. Nothing is allocated per node.
+//! have a child, and one marking which children are leaves (below) and,
+//! among the other slots, where a run of equal results starts. Children
+//! and results are stored contiguously and found by counting bits.
+//! Nothing is allocated per node.
 //!
 //! A node whose free slots hold at most two distinct results (most nodes
 //! of a large table: one prefix among inherited results) keeps them
@@ -21,8 +22,9 @@
 //! Most children of a large table hold one prefix and nothing else: no
 //! longer prefix below it, no shorter one above covering it. Such a child
 //! is a *leaf* of 8 bytes rather than a node of 32 (see [`Leaf`]), which
-//! more than halves the memory a large table's lookups roam over, and so
-//! the share of them that miss the processor's caches.
+//! cuts the memory a large table's lookups roam over by about 40% (3.0 to
+//! 1.8 MB for 100k rules), and with it the share of them that miss the
+//! processor's caches.
 //!
 //! Levels where nothing happens (no prefix ends there and all prefixes go
 //! through the same slot, as in sparse IPv6 tables) are skipped: the node
