@@ -152,7 +152,7 @@ fn next_token(s: &[u8], i: usize) -> Option<usize> {
 }
 
 /// The offset of the next line once at `i`, the end of this one's content
-/// (see [`line`]); `None` if this line's content does not end at `i`.
+/// (see [`line()`]); `None` if this line's content does not end at `i`.
 #[inline(always)]
 fn finish(s: &[u8], i: usize) -> Option<Option<usize>> {
     match s.get(i) {
