@@ -13,6 +13,10 @@
 //! The rules language and matching live in `ldsaref-rules`, the option
 //! numbers and cmsg layouts in `ldsaref-kernel`.
 
+// A cdylib has no Rust API: these docs are for its developers
+// (`cargo doc --document-private-items`), and link to private modules.
+#![allow(rustdoc::private_intra_doc_links)]
+
 mod addr;
 mod config;
 mod errno;

@@ -19,8 +19,12 @@ pub struct ExplainArgs {
     /// tcp or udp (default: both)
     #[arg(long, value_parser = ["tcp", "udp"])]
     proto: Option<String>,
-    /// The remote end: ADDR, ADDR:PORT, [IPV6]:PORT
-    #[arg(value_name = "ADDR[:PORT]")]
+    // Help as an attribute: as a doc comment, rustdoc reads the brackets
+    // as a link and clap would print the escapes.
+    #[arg(
+        value_name = "ADDR[:PORT]",
+        help = "The remote end: ADDR, ADDR:PORT, [IPV6]:PORT"
+    )]
     destination: String,
 }
 

@@ -41,7 +41,7 @@ pub(crate) struct RuleSpec {
 }
 
 /// A syntax error on a line: the byte offset at fault in the line (see
-/// [`column`]) and the message.
+/// [`column()`]) and the message.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Fault {
     pub at: usize,
