@@ -490,7 +490,12 @@ impl Tries {
     /// plus the fan-outs; the blocks are reserved for the worst case, as
     /// pages never written cost nothing but address space.
     pub(crate) fn reserve(&mut self, prefixes: usize) {
-        let fanouts = 2 << FANOUT_BITS;
+        // Two fan-outs at most (one a family), and only for large tries.
+        let fanouts = if prefixes >= FANOUT_MIN {
+            2 << FANOUT_BITS
+        } else {
+            0
+        };
         self.blocks.reserve(prefixes.saturating_add(fanouts));
         self.results.reserve(prefixes);
     }
