@@ -131,11 +131,12 @@ impl Index {
         index.tries.reserve(prefix_count);
         // Placements come in prefix order, rules in load order: reading
         // rules at random is slow for large sets, this small table is not.
-        let protos: Vec<ProtoMatch> = rules.iter().map(Rule::effective_proto).collect();
-        let one_placement: Vec<bool> = rules
+        // Both in one pass: the rules are the largest array loading
+        // touches, and each pass over them reads all of it.
+        let (protos, one_placement): (Vec<ProtoMatch>, Vec<bool>) = rules
             .iter()
-            .map(|r| matches!(r.dest, Dest::Net { .. }))
-            .collect();
+            .map(|r| (r.effective_proto(), matches!(r.dest, Dest::Net { .. })))
+            .unzip();
         let same_trie = |a: &Placed, b: &Placed| (a.set, a.family) == (b.set, b.family);
         // Reused for each trie; sized for the largest, so that filling it
         // never copies (a doubling vector would touch twice the memory).
