@@ -21,11 +21,16 @@ impl Rng {
         u128::from(self.next()) << 64 | u128::from(self.next())
     }
 
-    /// Up to `max - 1` of `pieces`, picked at random, end to end.
-    pub(crate) fn text(&mut self, pieces: &[&str], max: usize) -> String {
+    /// Up to `max - 1` of `alphabet`, picked at random.
+    pub(crate) fn some_of<T: Copy>(&mut self, alphabet: &[T], max: usize) -> Vec<T> {
         let count = self.below(max);
         (0..count)
-            .map(|_| pieces[self.below(pieces.len())])
+            .map(|_| alphabet[self.below(alphabet.len())])
             .collect()
+    }
+
+    /// Up to `max - 1` of `pieces`, picked at random, end to end.
+    pub(crate) fn text(&mut self, pieces: &[&str], max: usize) -> String {
+        self.some_of(pieces, max).concat()
     }
 }

@@ -771,20 +771,9 @@ mod tests {
             .chars()
             .collect();
         for _ in 0..200_000 {
-            let len = rng.below(32);
-            let text: String = (0..len)
-                .map(|_| alphabet[rng.below(alphabet.len())])
-                .collect();
+            let text: String = rng.some_of(&alphabet, 32).into_iter().collect();
             check(&text);
         }
-    }
-
-    /// Texts of addresses, numbers and what may follow them.
-    fn pieces(rng: &mut Rng, alphabet: &[u8], max: usize) -> Vec<u8> {
-        let len = rng.below(max);
-        (0..len)
-            .map(|_| alphabet[rng.below(alphabet.len())])
-            .collect()
     }
 
     #[test]
@@ -838,7 +827,7 @@ mod tests {
         }
         let mut rng = Rng(0x0bad_cafe_f00d_1234);
         for _ in 0..200_000 {
-            let case = pieces(&mut rng, b"0012345699../ :a", 24);
+            let case = rng.some_of(b"0012345699../ :a", 24);
             check(&case);
         }
     }
@@ -867,7 +856,7 @@ mod tests {
                 1 => b"0123456789 x/-",
                 _ => b"00x0123456789abcdefABCDEFgG@`/: \xff",
             };
-            let case = pieces(&mut rng, alphabet, 24);
+            let case = rng.some_of(alphabet, 24);
             for i in 0..case.len().min(3) {
                 assert_eq!(decimal(&case, i), decimal_loop(&case, i), "{case:?} {i}");
                 assert_eq!(mark_number(&case, i), mark_loop(&case, i), "{case:?} {i}");
@@ -903,10 +892,7 @@ mod tests {
         let mut rng = Rng(0x1234_5678_9abc_def1);
         let alphabet: Vec<char> = "0123456789abcdefABCDEFg:::. /".chars().collect();
         for _ in 0..200_000 {
-            let len = rng.below(40);
-            let case: String = (0..len)
-                .map(|_| alphabet[rng.below(alphabet.len())])
-                .collect();
+            let case: String = rng.some_of(&alphabet, 40).into_iter().collect();
             if let Some((key, end)) = ipv6(case.as_bytes(), 0) {
                 let addr = &case[..end];
                 assert_eq!(
