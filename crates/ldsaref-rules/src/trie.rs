@@ -393,7 +393,7 @@ impl Tries {
                     self.blocks[next_leaf / 4].0[next_leaf % 4] = Leaf::new(&group[0], end, at).0;
                     next_leaf += 1;
                 }
-                _ => {
+                None => {
                     let child = self.build(end, group, results[s]);
                     self.blocks[next_node] = child.encode();
                     next_node += 1;
@@ -490,7 +490,8 @@ impl Tries {
     /// plus the fan-outs; the blocks are reserved for the worst case, as
     /// pages never written cost nothing but address space.
     pub(crate) fn reserve(&mut self, prefixes: usize) {
-        // Two fan-outs at most (one a family), and only for large tries.
+        // The fan-outs of one large set, one a family (only tries of
+        // FANOUT_MIN prefixes get one; more large sets grow the arena).
         let fanouts = if prefixes >= FANOUT_MIN {
             2 << FANOUT_BITS
         } else {
