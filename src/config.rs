@@ -230,8 +230,9 @@ fn install(st_current: &ArcSwap<Config>, cfg: Config) {
 /// [`RELOAD_INTERVAL_MS`]).
 ///
 /// The hot path of every hook: one clock read and two loads from one
-/// cache line, nothing that can panic and nothing that touches `errno`. Loading and reloading
-/// are out of line, catch their own panics and keep `errno` as it was.
+/// cache line, nothing that can panic and nothing that touches `errno`.
+/// Loading and reloading are out of line, catch their own panics and keep
+/// `errno` as it was.
 #[inline]
 pub fn snapshot() -> Snapshot {
     let snap = HOT.snapshot.load(Ordering::Acquire);
