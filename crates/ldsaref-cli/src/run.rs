@@ -99,6 +99,107 @@ pub fn run(opts: &SteerOpts, allow_unsteered: bool, command: &[OsString]) -> u8 
     }
 }
 
+/// `ldsaref run --cgroup`: checks that the installed table is the one
+/// the rules give, moves this process into the profile's cgroup and
+/// replaces it with `command` (same PID, no LD_PRELOAD): the kernel steers
+/// every socket of the program and its children, whatever creates them.
+pub fn run_cgroup(opts: &SteerOpts, command: &[OsString]) -> u8 {
+    match prepare_cgroup(opts) {
+        Ok(()) => {}
+        Err((code, e)) => {
+            eprintln!("ldsaref: {e}");
+            return code;
+        }
+    }
+    let program = &command[0];
+    let err = std::process::Command::new(program)
+        .args(&command[1..])
+        .exec();
+    eprintln!("ldsaref: {}: {err}", program.to_string_lossy());
+    if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    }
+}
+
+fn prepare_cgroup(opts: &SteerOpts) -> Result<(), (u8, String)> {
+    let none = Overrides::new();
+    let preload_only = [
+        ("--mode", opts.mode.is_some()),
+        ("--on-error", opts.on_error.is_some()),
+        ("--log", opts.log.is_some()),
+        ("--klips-abi", opts.klips_abi.is_some()),
+    ];
+    if let Some((name, _)) = preload_only.iter().find(|(_, set)| *set) {
+        return Err((
+            2,
+            format!("{name} is an option of the preload; it has no meaning with --cgroup"),
+        ));
+    }
+    if opts.saref.is_some() || settings::get(&none, vars::IPSEC_SAREF).is_some() {
+        return Err((
+            1,
+            "--cgroup: the kernel backend has no per-process catch-all SAref (--saref, \
+                 IPSEC_SAREF) yet; write it as the profile's last rule (`any saref N`) and run \
+                 `ldsaref apply`"
+                .to_owned(),
+        ));
+    }
+    let profile = opts
+        .profile
+        .clone()
+        .or_else(|| settings::get(&none, vars::LDSAREF_PROFILE))
+        .ok_or((
+            2,
+            "--cgroup needs --profile (or LDSAREF_PROFILE): a process is steered by its profile's cgroup"
+                .to_owned(),
+        ))?;
+    let location = crate::apply::location(opts.rules.as_deref()).map_err(|e| (1, e))?;
+    let cg = crate::cgroup::Cgroup2::find().map_err(|e| (1, e))?;
+    let desired = crate::apply::desired(&location, Some(&cg), false).map_err(|e| (1, e))?;
+    let Some(maps) = desired.compiled.profiles.iter().find(|p| p.name == profile) else {
+        let known: Vec<&str> = desired
+            .compiled
+            .profiles
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        return Err((
+            1,
+            format!(
+                "unknown profile {profile:?} (the rules have: {})",
+                if known.is_empty() {
+                    "no profile sections".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        ));
+    };
+    let rel = maps.cgroup();
+    match crate::nft::installed_fingerprint().map_err(|e| (1, e))? {
+        None => {
+            return Err((
+                1,
+                "no table inet ldsaref is installed in this network namespace, so nothing would \
+                 steer the program: run `ldsaref apply` (as root) first"
+                    .to_owned(),
+            ))
+        }
+        Some(fp) if fp != desired.fingerprint || cg.id(&rel).is_none() => {
+            return Err((
+                1,
+                "the installed table inet ldsaref is older than the rules (they changed, or a \
+                 cgroup was made again since): run `ldsaref apply` to install them"
+                    .to_owned(),
+            ))
+        }
+        Some(_) => {}
+    }
+    cg.join(&rel).map_err(|e| (1, e))
+}
+
 /// Prints `export` lines (or `unset` lines) for `eval`.
 pub fn env(opts: &SteerOpts, unset: bool) -> u8 {
     if unset {

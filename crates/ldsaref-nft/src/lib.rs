@@ -56,7 +56,7 @@ use std::net::IpAddr;
 
 use ldsaref_rules::{Action, Proto, RuleSet};
 
-pub use render::{fingerprint, COMMENT_PREFIX};
+pub use render::{fingerprint, COMMENT_PREFIX, FINGERPRINT_CHAIN};
 
 /// The nftables family and name of the table.
 pub const TABLE: &str = "inet ldsaref";

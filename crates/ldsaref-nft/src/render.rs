@@ -112,6 +112,10 @@ pub fn fingerprint(text: &str) -> String {
     format!("{h:016x}")
 }
 
+/// The table has an empty chain named this and the fingerprint, which
+/// `nft list chains` shows cheaply.
+pub const FINGERPRINT_CHAIN: &str = "rules_";
+
 /// The prefix of the table's comment; the fingerprint follows it.
 pub const COMMENT_PREFIX: &str = "ldsaref rules ";
 
@@ -135,6 +139,9 @@ impl Compiled {
         writeln!(s, "delete table {TABLE}")?;
         writeln!(s, "table {TABLE} {{")?;
         writeln!(s, "\tcomment \"{COMMENT_PREFIX}{fingerprint}\"")?;
+        // The same, where `nft list chains` shows it without the elements.
+        writeln!(s, "\tchain {FINGERPRINT_CHAIN}{fingerprint} {{")?;
+        writeln!(s, "\t}}")?;
         for (i, p) in self.profiles.iter().enumerate() {
             writeln!(s)?;
             writeln!(s, "\t# [{}]: cgroup {}", p.name, p.cgroup())?;

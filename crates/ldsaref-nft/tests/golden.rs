@@ -21,6 +21,8 @@ table inet ldsaref
 delete table inet ldsaref
 table inet ldsaref {
 	comment "ldsaref rules 0123456789abcdef"
+	chain rules_0123456789abcdef {
+	}
 
 	# [client1]: cgroup ldsaref.slice/ldsaref-client1.slice
 	map p0_v4 {
@@ -59,6 +61,8 @@ table inet ldsaref
 delete table inet ldsaref
 table inet ldsaref {
 	comment "ldsaref rules 0123456789abcdef"
+	chain rules_0123456789abcdef {
+	}
 
 	# [c1]: cgroup ldsaref.slice/ldsaref-c1.slice
 	map p0_v4 {
