@@ -61,10 +61,12 @@ pub struct Desired {
 pub fn desired(location: &Location, cg: Option<&Cgroup2>, create: bool) -> Result<Desired, String> {
     let set = match settings::load_rules(location)? {
         Some(set) => set,
-        None => return Err(format!(
+        None => {
+            return Err(format!(
             "{}: no rules file: nothing to apply (`ldsaref apply --remove` takes the table away)",
             describe(location)
-        )),
+        ))
+        }
     };
     let compiled = compile(&set).map_err(|e| e.to_string())?;
     let prefix = match cg {

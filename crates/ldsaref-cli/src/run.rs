@@ -75,7 +75,7 @@ pub fn run(opts: &SteerOpts, allow_unsteered: bool, command: &[OsString]) -> u8 
             );
         } else {
             eprintln!(
-                "ldsaref: {}: {why}, so its traffic would not be steered; refusing to run it (--allow-unsteered runs it anyway)",
+                "ldsaref: {}: {why}, so its traffic would not be steered; refusing to run it (`ldsaref run --cgroup` steers it in the kernel; --allow-unsteered runs it anyway)",
                 resolved.display()
             );
             return 126;
