@@ -62,12 +62,14 @@ fn address(key: u128, v6: bool) -> IpAddr {
 /// The `(proto, first port, last port, verdict)` pieces of one address cell.
 type Pieces = Vec<(Proto, u16, u16, Verdict)>;
 
-/// The disjoint elements deciding like `set` for a process in `profile`
-/// (its rules, then the global ones), for one family.
-pub(crate) fn flatten(set: &RuleSet, profile: Option<ProfileId>, v6: bool) -> Vec<Element> {
+/// The disjoint elements deciding like the rules of one section of `set`
+/// (`scope`: a profile, or `None` for the global rules), for one family:
+/// where the section decides, its decision; elsewhere nothing (a profile
+/// then falls through to the global rules, as the library does).
+pub(crate) fn flatten(set: &RuleSet, scope: Option<ProfileId>, v6: bool) -> Vec<Element> {
     let rules: Vec<(&Rule, (u128, u128))> = set
         .rules()
-        .filter(|r| r.profile.is_none() || r.profile == profile)
+        .filter(|r| r.profile == scope)
         .filter_map(|r| Some((r, span(r, v6)?)))
         .collect();
     let max = family_max(v6);
@@ -100,7 +102,7 @@ pub(crate) fn flatten(set: &RuleSet, profile: Option<ProfileId>, v6: bool) -> Ve
             .filter(|(_, (a, b))| *a <= lo && lo <= *b)
             .map(|(r, _)| *r)
             .collect();
-        let pieces = cell_pieces(set, profile, address(lo, v6), &covering);
+        let pieces = cell_pieces(set, scope, address(lo, v6), &covering);
         match &mut prev {
             Some((p, last, first_elem)) if *p == pieces && last.checked_add(1) == Some(lo) => {
                 for e in &mut out[*first_elem..] {
@@ -130,10 +132,11 @@ pub(crate) fn flatten(set: &RuleSet, profile: Option<ProfileId>, v6: bool) -> Ve
 }
 
 /// The pieces of one address cell, decided at `addr` (any address of the
-/// cell decides the same: every rule covers all of it or none of it).
+/// cell decides the same: every rule of the section covers all of it or
+/// none of it).
 fn cell_pieces(
     set: &RuleSet,
-    profile: Option<ProfileId>,
+    scope: Option<ProfileId>,
     addr: IpAddr,
     covering: &[&Rule],
 ) -> Pieces {
@@ -151,8 +154,11 @@ fn cell_pieces(
             let hi = cuts.get(i + 1).map_or(0xffff, |next| next - 1);
             // Both fit: cuts are at most 0xffff.
             let (lo, hi) = (lo as u16, hi as u16);
+            // The library's own lookup: a profile's rules, then the
+            // global ones; only the section's own decisions are kept.
             let Some(verdict) = set
-                .lookup(profile, addr, proto, lo)
+                .lookup(scope, addr, proto, lo)
+                .filter(|r| r.profile == scope)
                 .and_then(|r| Verdict::of(r.action))
             else {
                 continue;

@@ -3,10 +3,13 @@
 //! (static and Go binaries, io_uring, glibc's resolver, setuid programs).
 //!
 //! A pure function ([`compile`]) from the rules to a description of the
-//! table ([`Compiled`]): for every profile, two interval verdict maps (IPv4
-//! and IPv6) keyed by `daddr . l4proto . dport`, whose elements are
-//! *disjoint* (the kernel refuses overlapping elements of a concatenated
-//! interval map with `EEXIST`), each pointing to a small chain per action.
+//! table ([`Compiled`]): for the global rules and for every profile, two
+//! interval verdict maps (IPv4 and IPv6) keyed by
+//! `daddr . l4proto . dport`, whose elements are *disjoint* (the kernel
+//! refuses overlapping elements of a concatenated interval map with
+//! `EEXIST`), each pointing to a small chain per action. A profile's chain
+//! tries its own maps, then the global ones, as the library does; the
+//! global rules are not copied into every profile.
 //! [`Compiled::render`] gives the text for `nft -f`; [`Compiled::decide`]
 //! evaluates the maps the way the kernel does, so that tests can compare
 //! them with [`ldsaref_rules::Policy`] without root.
@@ -15,12 +18,14 @@
 //!
 //! The library decides with the profile's rules first, then the global
 //! rules; in each set the longest prefix, then a port, then a protocol
-//! wins, and `pass` stops the search. The compiler cuts the address space
-//! of each family at every rule's network bounds, and the port space of
-//! each such cell at the port bounds of the rules covering it: inside one
-//! resulting piece every rule either covers all of it or none of it, so
-//! the decision is the same everywhere in the piece, and it is taken from
-//! the rules crate itself ([`RuleSet::lookup`]) at the piece's first point.
+//! wins, and `pass` stops the search. For each section (global, each
+//! profile) the compiler cuts the address space of each family at every
+//! rule's network bounds, and the port space of each such cell at the port
+//! bounds of the rules covering it: inside one resulting piece every rule
+//! of the section either covers all of it or none of it, so the decision
+//! is the same everywhere in the piece, and it is taken from the rules
+//! crate itself ([`RuleSet::lookup`]) at the piece's first point (kept
+//! only when the section's own rule decides).
 //! The precedence is thus the library's by construction; the pieces'
 //! uniformity is what the property test checks. Neighbouring pieces with
 //! the same verdict are merged.
@@ -149,15 +154,58 @@ impl Element {
     }
 }
 
-/// The maps of one profile: its rules, then the global rules.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct ProfileMaps {
-    /// The profile's name, as in the rules file.
-    pub name: String,
+/// The two maps of one section of the rules (a profile's, or the global
+/// rules): where the section decides, its verdict; elsewhere no element.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Maps {
     /// IPv4 destinations (IPv4-mapped IPv6 destinations leave as IPv4).
     pub v4: Vec<Element>,
     /// IPv6 destinations, `::ffff:0:0/96` excluded.
     pub v6: Vec<Element>,
+}
+
+impl Maps {
+    /// The verdict of the element covering the destination, read as the
+    /// kernel reads an interval map.
+    pub fn lookup(&self, dest: IpAddr, proto: Proto, port: u16) -> Option<Verdict> {
+        let (elements, key) = match dest {
+            IpAddr::V4(a) => (&self.v4, u128::from(u32::from(a))),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                // A v4-mapped destination of an AF_INET6 socket leaves as
+                // an IPv4 packet.
+                Some(a4) => (&self.v4, u128::from(u32::from(a4))),
+                None => (&self.v6, u128::from(a)),
+            },
+        };
+        elements
+            .iter()
+            .find(|e| e.contains(key, proto, port))
+            .map(|e| e.verdict)
+    }
+
+    fn elements(&self) -> impl Iterator<Item = &Element> {
+        self.v4.iter().chain(&self.v6)
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A profile's maps: its own rules only; the table falls through to the
+/// global maps where they have no element.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ProfileMaps {
+    /// The profile's name, as in the rules file.
+    pub name: String,
+    /// Its rules.
+    pub maps: Maps,
 }
 
 impl ProfileMaps {
@@ -170,6 +218,8 @@ impl ProfileMaps {
 /// The whole table, before rendering.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Compiled {
+    /// The global rules, shared by every profile.
+    pub global: Maps,
     /// One per profile, in order of first appearance.
     pub profiles: Vec<ProfileMaps>,
 }
@@ -179,36 +229,28 @@ impl Compiled {
     pub fn verdicts(&self) -> BTreeSet<Verdict> {
         self.profiles
             .iter()
-            .flat_map(|p| p.v4.iter().chain(&p.v6))
+            .flat_map(|p| p.maps.elements())
+            .chain(self.global.elements())
             .map(|e| e.verdict)
             .collect()
     }
 
     /// What the table does to a packet of a process in `profile`'s cgroup
     /// to `dest` (`proto`, remote `port`), read from the maps as the
-    /// kernel does: `None` when no element matches (the packet leaves
-    /// unchanged), and `None` also for a profile the table does not have
-    /// (the caller knows that the kernel then drops it).
+    /// kernel does: the profile's maps, then the global ones. `None` when
+    /// no element matches (the packet leaves unchanged), and `None` also
+    /// for a profile the table does not have (the caller knows that the
+    /// kernel then drops it).
     pub fn decide(&self, profile: &str, dest: IpAddr, proto: Proto, port: u16) -> Option<Verdict> {
         let p = self.profiles.iter().find(|p| p.name == profile)?;
-        let (elements, key) = match dest {
-            IpAddr::V4(a) => (&p.v4, u128::from(u32::from(a))),
-            IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                // A v4-mapped destination of an AF_INET6 socket leaves as
-                // an IPv4 packet.
-                Some(a4) => (&p.v4, u128::from(u32::from(a4))),
-                None => (&p.v6, u128::from(a)),
-            },
-        };
-        elements
-            .iter()
-            .find(|e| e.contains(key, proto, port))
-            .map(|e| e.verdict)
+        p.maps
+            .lookup(dest, proto, port)
+            .or_else(|| self.global.lookup(dest, proto, port))
     }
 
-    /// The number of map elements, all profiles together.
+    /// The number of map elements, all maps together.
     pub fn len(&self) -> usize {
-        self.profiles.iter().map(|p| p.v4.len() + p.v6.len()).sum()
+        self.global.len() + self.profiles.iter().map(|p| p.maps.len()).sum::<usize>()
     }
 
     /// Whether there are no elements at all.
@@ -237,8 +279,8 @@ impl fmt::Display for CompileError {
 
 impl std::error::Error for CompileError {}
 
-/// Compiles every profile of `set` (its rules, then the global rules) into
-/// the table's maps. Fails on the first `dev` rule, naming its line.
+/// Compiles the global rules and every profile of `set` into the table's
+/// maps (a profile's chain tries its maps, then the global ones). Fails on the first `dev` rule, naming its line.
 pub fn compile(set: &RuleSet) -> Result<Compiled, CompileError> {
     if let Some(rule) = set.rules().find(|r| Verdict::of(r.action).is_none()) {
         return Err(CompileError {
@@ -252,18 +294,21 @@ pub fn compile(set: &RuleSet) -> Result<Compiled, CompileError> {
             ),
         });
     }
+    let maps = |scope| Maps {
+        v4: flatten::flatten(set, scope, false),
+        v6: flatten::flatten(set, scope, true),
+    };
     let profiles = set
         .profile_names()
-        .map(|name| {
-            let id = set.profile(name);
-            ProfileMaps {
-                name: name.to_owned(),
-                v4: flatten::flatten(set, id, false),
-                v6: flatten::flatten(set, id, true),
-            }
+        .map(|name| ProfileMaps {
+            name: name.to_owned(),
+            maps: maps(set.profile(name)),
         })
         .collect();
-    Ok(Compiled { profiles })
+    Ok(Compiled {
+        global: maps(None),
+        profiles,
+    })
 }
 
 /// A profile's cgroup directory name, as systemd names a slice:

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ldsaref_rules::Proto;
 
-use crate::{Compiled, Element, Verdict, SLICE, TABLE};
+use crate::{Compiled, Element, Maps, Verdict, SLICE, TABLE};
 
 impl Verdict {
     /// The name of the verdict's chain (`pass` has none: it is `accept`).
@@ -100,6 +100,28 @@ fn element(e: &Element, v6: bool) -> String {
     )
 }
 
+/// The IPv4 and IPv6 maps `NAME_v4`, `NAME_v6`.
+fn write_maps(s: &mut String, name: &str, maps: &Maps) -> std::fmt::Result {
+    for (family, elements, v6) in [
+        ("ipv4_addr", &maps.v4, false),
+        ("ipv6_addr", &maps.v6, true),
+    ] {
+        let suffix = if v6 { "v6" } else { "v4" };
+        writeln!(s, "\tmap {name}_{suffix} {{")?;
+        writeln!(s, "\t\ttype {family} . inet_proto . inet_service : verdict")?;
+        writeln!(s, "\t\tflags interval")?;
+        if !elements.is_empty() {
+            writeln!(s, "\t\telements = {{")?;
+            for e in elements {
+                writeln!(s, "\t\t\t{},", element(e, v6))?;
+            }
+            writeln!(s, "\t\t}}")?;
+        }
+        writeln!(s, "\t}}")?;
+    }
+    Ok(())
+}
+
 /// A short, stable fingerprint of a text (64-bit FNV-1a, in hex): what
 /// the table's comment records, to tell whether the installed table is
 /// the one these rules give.
@@ -142,27 +164,21 @@ impl Compiled {
         // The same, where `nft list chains` shows it without the elements.
         writeln!(s, "\tchain {FINGERPRINT_CHAIN}{fingerprint} {{")?;
         writeln!(s, "\t}}")?;
+        writeln!(s)?;
+        writeln!(s, "\t# The global rules, after a profile's own.")?;
+        write_maps(s, "global", &self.global)?;
+        writeln!(s, "\tchain global {{")?;
+        writeln!(s, "\t\tip daddr . meta l4proto . th dport vmap @global_v4")?;
+        writeln!(s, "\t\tip6 daddr . meta l4proto . th dport vmap @global_v6")?;
+        writeln!(s, "\t}}")?;
         for (i, p) in self.profiles.iter().enumerate() {
             writeln!(s)?;
             writeln!(s, "\t# [{}]: cgroup {}", p.name, p.cgroup())?;
-            for (family, elements, v6) in [("ipv4_addr", &p.v4, false), ("ipv6_addr", &p.v6, true)]
-            {
-                let suffix = if v6 { "v6" } else { "v4" };
-                writeln!(s, "\tmap p{i}_{suffix} {{")?;
-                writeln!(s, "\t\ttype {family} . inet_proto . inet_service : verdict")?;
-                writeln!(s, "\t\tflags interval")?;
-                if !elements.is_empty() {
-                    writeln!(s, "\t\telements = {{")?;
-                    for e in elements.iter() {
-                        writeln!(s, "\t\t\t{},", element(e, v6))?;
-                    }
-                    writeln!(s, "\t\t}}")?;
-                }
-                writeln!(s, "\t}}")?;
-            }
+            write_maps(s, &format!("p{i}"), &p.maps)?;
             writeln!(s, "\tchain p{i} {{")?;
             writeln!(s, "\t\tip daddr . meta l4proto . th dport vmap @p{i}_v4")?;
             writeln!(s, "\t\tip6 daddr . meta l4proto . th dport vmap @p{i}_v6")?;
+            writeln!(s, "\t\tgoto global")?;
             writeln!(s, "\t}}")?;
         }
         let verdicts = self.verdicts();

@@ -24,6 +24,24 @@ table inet ldsaref {
 	chain rules_0123456789abcdef {
 	}
 
+	# The global rules, after a profile's own.
+	map global_v4 {
+		type ipv4_addr . inet_proto . inet_service : verdict
+		flags interval
+		elements = {
+			198.18.0.0/15 . tcp . 0-65535 : goto deny,
+			198.18.0.0/15 . udp . 0-65535 : goto deny,
+		}
+	}
+	map global_v6 {
+		type ipv6_addr . inet_proto . inet_service : verdict
+		flags interval
+	}
+	chain global {
+		ip daddr . meta l4proto . th dport vmap @global_v4
+		ip6 daddr . meta l4proto . th dport vmap @global_v6
+	}
+
 	# [client1]: cgroup ldsaref.slice/ldsaref-client1.slice
 	map p0_v4 {
 		type ipv4_addr . inet_proto . inet_service : verdict
@@ -37,8 +55,6 @@ table inet ldsaref {
 			198.18.0.5/32 . udp . 54-65535 : goto saref_101,
 			198.18.0.6-198.18.0.255 . tcp . 0-65535 : goto saref_101,
 			198.18.0.6-198.18.0.255 . udp . 0-65535 : goto saref_101,
-			198.18.1.0-198.19.255.255 . tcp . 0-65535 : goto deny,
-			198.18.1.0-198.19.255.255 . udp . 0-65535 : goto deny,
 		}
 	}
 	map p0_v6 {
@@ -48,6 +64,7 @@ table inet ldsaref {
 	chain p0 {
 		ip daddr . meta l4proto . th dport vmap @p0_v4
 		ip6 daddr . meta l4proto . th dport vmap @p0_v6
+		goto global
 	}
 "#;
     assert!(got.starts_with(want), "{got}");
@@ -62,6 +79,20 @@ delete table inet ldsaref
 table inet ldsaref {
 	comment "ldsaref rules 0123456789abcdef"
 	chain rules_0123456789abcdef {
+	}
+
+	# The global rules, after a profile's own.
+	map global_v4 {
+		type ipv4_addr . inet_proto . inet_service : verdict
+		flags interval
+	}
+	map global_v6 {
+		type ipv6_addr . inet_proto . inet_service : verdict
+		flags interval
+	}
+	chain global {
+		ip daddr . meta l4proto . th dport vmap @global_v4
+		ip6 daddr . meta l4proto . th dport vmap @global_v6
 	}
 
 	# [c1]: cgroup ldsaref.slice/ldsaref-c1.slice
@@ -86,6 +117,7 @@ table inet ldsaref {
 	chain p0 {
 		ip daddr . meta l4proto . th dport vmap @p0_v4
 		ip6 daddr . meta l4proto . th dport vmap @p0_v6
+		goto global
 	}
 
 	chain reflect {
@@ -128,7 +160,8 @@ fn no_profiles_still_fail_closed() {
         "{got}"
     );
     assert!(got.contains("socket cgroupv2 level 1 \"unified/ldsaref.slice\" jump steer"));
-    assert!(!got.contains("map "), "{got}");
+    assert!(got.contains("\t\t\t198.18.0.0/24 . udp . 0-65535 : goto saref_101,\n"), "{got}");
+    assert!(!got.contains("map p0"), "{got}");
 }
 
 #[test]

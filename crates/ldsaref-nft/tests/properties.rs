@@ -222,9 +222,11 @@ proptest! {
         // Ties are load errors: nothing to compile.
         let Ok(set) = RuleSet::parse(&text, "rules") else { return Ok(()) };
         let compiled = compile(&set).unwrap();
+        assert_disjoint("global", &compiled.global.v4);
+        assert_disjoint("global", &compiled.global.v6);
         for p in &compiled.profiles {
-            assert_disjoint(&p.name, &p.v4);
-            assert_disjoint(&p.name, &p.v6);
+            assert_disjoint(&p.name, &p.maps.v4);
+            assert_disjoint(&p.name, &p.maps.v6);
         }
         let dests = probes(&specs, seed);
         let ports = port_probes(&specs, port_seed);
