@@ -160,7 +160,10 @@ fn no_profiles_still_fail_closed() {
         "{got}"
     );
     assert!(got.contains("socket cgroupv2 level 1 \"unified/ldsaref.slice\" jump steer"));
-    assert!(got.contains("\t\t\t198.18.0.0/24 . udp . 0-65535 : goto saref_101,\n"), "{got}");
+    assert!(
+        got.contains("\t\t\t198.18.0.0/24 . udp . 0-65535 : goto saref_101,\n"),
+        "{got}"
+    );
     assert!(!got.contains("map p0"), "{got}");
 }
 
