@@ -188,16 +188,17 @@ fn a_static_binary_is_steered_by_its_cgroup() {
     let client = static_client()
         .expect("gcc -static cannot build tests/programs/cgclient.c (libc6-dev has libc.a)");
     let pid = std::process::id();
-    let (p1, p2, pd) = (
+    let (p1, p2, pd, pr) = (
         format!("c1-t{pid}"),
         format!("c2-t{pid}"),
         format!("deny-t{pid}"),
+        format!("refl-t{pid}"),
     );
     let slice = mount.join("ldsaref.slice");
     let mut bed = Bed {
         prefix: format!("ldcg{pid}-"),
         dir: TempDir::new("cgroup"),
-        cgroups: [&p1, &p2, &pd]
+        cgroups: [&p1, &p2, &pd, &pr]
             .iter()
             .map(|p| slice.join(ldsaref_cgroup_name(p)))
             .collect(),
@@ -211,7 +212,8 @@ fn a_static_binary_is_steered_by_its_cgroup() {
     let rules_text = format!(
         "[{p1}]\n198.18.0.0/24 saref 101\n2001:db8:18::/64 mark 1\n\
          [{p2}]\n198.18.0.0/24 saref 202\n2001:db8:18::/64 mark 2\n\
-         [{pd}]\n198.18.0.0/24 deny\n2001:db8:18::/64 deny\n"
+         [{pd}]\n198.18.0.0/24 deny\n2001:db8:18::/64 deny\n\
+         [{pr}]\n198.18.0.0/24 reflect\n"
     );
     let rules = bed.dir.write("rules", &rules_text).display().to_string();
 
@@ -226,7 +228,7 @@ fn a_static_binary_is_steered_by_its_cgroup() {
 
     let out = bed.ldsaref(&["apply", "--rules", &rules]);
     assert!(out.success(), "{out}");
-    assert!(out.stdout.contains("installed (3 profiles"), "{out}");
+    assert!(out.stdout.contains("installed (4 profiles"), "{out}");
     for cg in &bed.cgroups {
         assert!(cg.is_dir(), "{} was not created", cg.display());
     }
@@ -316,6 +318,81 @@ fn a_static_binary_is_steered_by_its_cgroup() {
         "something reached a client"
     );
 
+    // reflect: an ordinary UDP server answers each tunnel's peer (both
+    // 198.18.0.5) through the tunnel its datagram came in on (the bed marks
+    // arrivals per tunnel; the table keeps that mark on the flow).
+    let server = source_dir().join("tests/programs/reflect_echo.py");
+    let cli = cli_path().display().to_string();
+    let echo_server = |steered: bool, count: &str| {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", bed.srv()));
+        if steered {
+            c.args([
+                &cli,
+                "run",
+                "--cgroup",
+                "--rules",
+                &rules,
+                "--profile",
+                &pr,
+                "--",
+            ]);
+        }
+        c.arg(common::python3())
+            .arg(&server)
+            .args(["203.0.113.1", "5000", count, "recvfrom"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        common::clear_ldsaref_env(&mut c);
+        let mut child = c.spawn().unwrap();
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+        assert_eq!(ready.trim(), "ready", "the echo server did not start");
+        child
+    };
+    let ask = |c: &str| {
+        let script = format!(
+            "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
+             s.settimeout(2); s.sendto(b'from {c}', ('203.0.113.1', 5000)); \
+             print(s.recv(100).decode())"
+        );
+        let ns = format!("{}{c}", bed.prefix);
+        run_with_timeout(
+            Command::new("ip")
+                .args(["netns", "exec", &ns])
+                .arg(common::python3())
+                .args(["-c", &script]),
+            TIMEOUT,
+        )
+    };
+    // Unsteered, the reply takes the default route, elsewhere.
+    let mut echo = echo_server(false, "1");
+    let out = ask("c1");
+    assert!(!out.success() && out.stdout.is_empty(), "{out}");
+    let _ = echo.kill();
+    let _ = echo.wait();
+
+    let mut echo = echo_server(true, "2");
+    // Meanwhile --remove refuses: the server would lose its steering.
+    let out = bed.ldsaref(&["apply", "--remove"]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr
+            .contains("not removing table inet ldsaref: 1 process"),
+        "{out}"
+    );
+    for c in ["c1", "c2"] {
+        let out = ask(c);
+        assert_eq!(out.stdout.trim(), format!("from {c}"), "{out}");
+    }
+    let status = echo.wait().unwrap();
+    assert!(status.success(), "the echo server failed: {status}");
+
     // Changed rules: run --cgroup refuses until they are applied.
     let rules = bed
         .dir
@@ -334,7 +411,6 @@ fn a_static_binary_is_steered_by_its_cgroup() {
     assert_eq!(answer(&out), "client1: ping", "{out}");
 
     // `ip netns exec` mounts a fresh /sys: refused with the way out.
-    let cli = cli_path().display().to_string();
     let out = run_with_timeout(
         Command::new("ip").args([
             "netns",

@@ -120,6 +120,27 @@ pub fn apply(args: &ApplyArgs) -> u8 {
 
 fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
     if args.remove {
+        // Without the table nothing steers nor drops: a program still in
+        // an ldsaref cgroup of this network namespace would send in the
+        // clear.
+        if let Ok(cg) = Cgroup2::find() {
+            let here = cg.processes_in_this_netns(SLICE);
+            if !here.is_empty() {
+                let shown: Vec<String> = here.iter().take(10).map(ToString::to_string).collect();
+                return Err(format!(
+                    "not removing table inet ldsaref: {} process{} in {}/{SLICE} use{} it in this \
+                     network namespace (PID {}); without the table {} would send unsteered: stop \
+                     {} first",
+                    here.len(),
+                    if here.len() == 1 { "" } else { "es" },
+                    cg.mount.display(),
+                    if here.len() == 1 { "s" } else { "" },
+                    shown.join(", "),
+                    if here.len() == 1 { "it" } else { "they" },
+                    if here.len() == 1 { "it" } else { "them" },
+                ));
+            }
+        }
         let removed = nft::delete_table()?;
         println!(
             "{}",
@@ -132,7 +153,7 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
         if let Ok(cg) = Cgroup2::find() {
             for busy in cg.remove_empty(SLICE) {
                 println!(
-                    "ldsaref: {} kept: processes still run in it (their inet output is dropped)",
+                    "ldsaref: {} kept: processes of another network namespace run in it",
                     busy.display()
                 );
             }
@@ -142,7 +163,9 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
     let location = location(args.rules.as_deref())?;
     if args.print {
         // Printing needs neither root nor the cgroups.
-        let cg = Cgroup2::find().ok();
+        let cg = Cgroup2::find()
+            .map_err(|e| eprintln!("ldsaref: warning: {e}; the cgroup paths printed are relative to /sys/fs/cgroup"))
+            .ok();
         let d = desired(&location, cg.as_ref(), false)?;
         print!("{}", d.batch);
         return Ok(());

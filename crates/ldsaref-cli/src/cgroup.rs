@@ -65,11 +65,40 @@ impl Cgroup2 {
         busy
     }
 
+    /// The processes in the cgroup `rel` or below that share this
+    /// process's network namespace.
+    pub fn processes_in_this_netns(&self, rel: &str) -> Vec<u32> {
+        let netns = |pid: &str| {
+            fs::metadata(format!("/proc/{pid}/ns/net"))
+                .ok()
+                .map(|m| m.ino())
+        };
+        let ours = netns("self");
+        let mut pids = Vec::new();
+        collect_procs(&self.dir(rel), &mut pids);
+        pids.retain(|p| ours.is_some() && netns(&p.to_string()) == ours);
+        pids
+    }
+
     /// Moves this process into the cgroup `rel`.
     pub fn join(&self, rel: &str) -> Result<(), String> {
         let procs = self.dir(rel).join("cgroup.procs");
         fs::write(&procs, format!("{}\n", std::process::id()))
             .map_err(|e| format!("{}: cannot move into the cgroup: {e}", procs.display()))
+    }
+}
+
+fn collect_procs(dir: &Path, pids: &mut Vec<u32>) {
+    if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
+        pids.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_procs(&e.path(), pids);
+        }
     }
 }
 
