@@ -452,3 +452,60 @@ fn a_static_binary_is_steered_by_its_cgroup() {
 fn ldsaref_cgroup_name(profile: &str) -> String {
     format!("ldsaref-{}.slice", profile.replace('-', "\\x2d"))
 }
+
+/// `ldsaref apply ARGS` here, without root.
+fn apply_here(args: &[&str]) -> RunOutput {
+    let mut c = Command::new(cli_path());
+    c.arg("apply").args(args);
+    common::clear_ldsaref_env(&mut c);
+    run_with_timeout(&mut c, TIMEOUT)
+}
+
+#[test]
+fn print_shows_the_table_without_root() {
+    let dir = TempDir::new("cgroup-print");
+    let rules = dir.write(
+        "rules",
+        "198.18.0.0/15 deny\n[client-1]\n198.18.0.0/24 saref 101\n",
+    );
+    let out = apply_here(&["--print", "--rules", &rules.display().to_string()]);
+    assert!(out.success(), "{out}");
+    for want in [
+        "table inet ldsaref\ndelete table inet ldsaref\ntable inet ldsaref {\n",
+        "\t\t\t198.18.0.0/15 . tcp . 0-65535 : goto deny,\n",
+        "\t\t\t198.18.0.0/24 . udp . 0-65535 : goto saref_101,\n",
+        "ldsaref.slice/ldsaref-client\\x2d1.slice\" goto p0\n",
+        "\t\tmeta mark set 0x80650000\n",
+        "\t\tmeta l4proto tcp reject with tcp reset\n",
+    ] {
+        assert!(out.stdout.contains(want), "no {want:?} in {out}");
+    }
+}
+
+#[test]
+fn apply_names_the_line_of_what_it_cannot_do() {
+    let dir = TempDir::new("cgroup-errors");
+    let rules = dir.write(
+        "rules",
+        "[c1]\n198.18.0.0/24 saref 101\n10.0.0.0/8 dev eth0\n",
+    );
+    let path = rules.display().to_string();
+    let out = apply_here(&["--print", "--rules", &path]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("{path}:3: `dev eth0`: the cgroup backend cannot")),
+        "{out}"
+    );
+    assert!(out.stdout.is_empty(), "{out}");
+    // Rules errors are the library's, with the column.
+    let rules = dir.write("rules", "[c1]\n198.18.0.0/33 saref 101\n");
+    let out = apply_here(&["--rules", &path]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("{path}:2:1: prefix length 33")),
+        "{out}"
+    );
+    let _ = rules;
+}
