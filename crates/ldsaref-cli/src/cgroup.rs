@@ -83,8 +83,17 @@ impl Cgroup2 {
     /// Moves this process into the cgroup `rel`.
     pub fn join(&self, rel: &str) -> Result<(), String> {
         let procs = self.dir(rel).join("cgroup.procs");
-        fs::write(&procs, format!("{}\n", std::process::id()))
-            .map_err(|e| format!("{}: cannot move into the cgroup: {e}", procs.display()))
+        fs::write(&procs, format!("{}\n", std::process::id())).map_err(|e| {
+            let hint = if e.kind() == io::ErrorKind::PermissionDenied {
+                " (it takes root, or a cgroup delegated to this user)"
+            } else {
+                ""
+            };
+            format!(
+                "{}: cannot move into the cgroup{hint}: {e}",
+                procs.display()
+            )
+        })
     }
 }
 
