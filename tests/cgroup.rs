@@ -75,7 +75,8 @@ impl Drop for Bed {
             .args(["down", &self.prefix])
             .stdout(Stdio::null())
             .status();
-        for cg in &self.cgroups {
+        // Children (pushed after their parents) first.
+        for cg in self.cgroups.iter().rev() {
             let _ = std::fs::remove_dir(cg);
         }
         if let Some(parent) = self.cgroups.first().and_then(|c| c.parent()) {
@@ -188,17 +189,18 @@ fn a_static_binary_is_steered_by_its_cgroup() {
     let client = static_client()
         .expect("gcc -static cannot build tests/programs/cgclient.c (libc6-dev has libc.a)");
     let pid = std::process::id();
-    let (p1, p2, pd, pr) = (
+    let (p1, p2, pd, pr, pc) = (
         format!("c1-t{pid}"),
         format!("c2-t{pid}"),
         format!("deny-t{pid}"),
         format!("refl-t{pid}"),
+        format!("catch-t{pid}"),
     );
     let slice = mount.join("ldsaref.slice");
     let mut bed = Bed {
         prefix: format!("ldcg{pid}-"),
         dir: TempDir::new("cgroup"),
-        cgroups: [&p1, &p2, &pd, &pr]
+        cgroups: [&p1, &p2, &pd, &pr, &pc]
             .iter()
             .map(|p| slice.join(ldsaref_cgroup_name(p)))
             .collect(),
@@ -213,7 +215,8 @@ fn a_static_binary_is_steered_by_its_cgroup() {
         "[{p1}]\n198.18.0.0/24 saref 101\n2001:db8:18::/64 mark 1\n\
          [{p2}]\n198.18.0.0/24 saref 202\n2001:db8:18::/64 mark 2\n\
          [{pd}]\n198.18.0.0/24 deny\n2001:db8:18::/64 deny\n\
-         [{pr}]\n198.18.0.0/24 reflect\n"
+         [{pr}]\n198.18.0.0/24 reflect\n\
+         [{pc}]\n198.51.100.0/24 deny\n"
     );
     let rules = bed.dir.write("rules", &rules_text).display().to_string();
 
@@ -228,7 +231,7 @@ fn a_static_binary_is_steered_by_its_cgroup() {
 
     let out = bed.ldsaref(&["apply", "--rules", &rules]);
     assert!(out.success(), "{out}");
-    assert!(out.stdout.contains("installed (4 profiles"), "{out}");
+    assert!(out.stdout.contains("installed (5 profiles"), "{out}");
     for cg in &bed.cgroups {
         assert!(cg.is_dir(), "{} was not created", cg.display());
     }
@@ -276,6 +279,44 @@ fn a_static_binary_is_steered_by_its_cgroup() {
         let out = bed.steered(&rules, profile, "tcp 2001:db8:18::5 80");
         assert_eq!(answer(&out), name, "{out}");
     }
+
+    // A catch-all SAref (run --cgroup --saref, like IPSEC_SAREF): what the
+    // profile's rules leave undecided, IPv4 only.
+    let catch = slice.join(ldsaref_cgroup_name(&pc)).join(format!(
+        "{}-saref202.slice",
+        ldsaref_cgroup_name(&pc).trim_end_matches(".slice")
+    ));
+    bed.cgroups.push(catch.clone());
+    let client = bed.client.display().to_string();
+    let with_catch_all = |what: &str| {
+        let mut args = vec![
+            "run",
+            "--cgroup",
+            "--rules",
+            &rules,
+            "--profile",
+            &pc,
+            "--saref",
+            "202",
+            "--",
+            &client,
+        ];
+        args.extend(what.split(' '));
+        bed.ldsaref(&args)
+    };
+    let out = with_catch_all("udp 198.18.0.5 7");
+    assert_eq!(answer(&out), "client2: ping", "{out}");
+    assert!(catch.is_dir(), "{} was not made", catch.display());
+    let out = with_catch_all("tcp 198.18.0.5 80");
+    assert_eq!(answer(&out), "client2", "{out}");
+    let out = with_catch_all("tcp 2001:db8:18::5 80");
+    assert!(
+        answer(&out).starts_with("error "),
+        "IPv6 took the catch-all: {out}"
+    );
+    failed_at_once(&with_catch_all("udp 198.51.100.1 7"), "EPERM");
+    let out = bed.steered(&rules, &pc, "udp 198.18.0.5 7");
+    assert!(answer(&out).starts_with("error "), "{out}");
 
     let before = (bed.hits("c1"), bed.hits("c2"));
     // Unwrapped: neither tunnel.
@@ -407,6 +448,12 @@ fn a_static_binary_is_steered_by_its_cgroup() {
     assert!(out.stderr.contains("older than the rules"), "{out}");
     let out = bed.ldsaref(&["apply", "--rules", &rules]);
     assert!(out.stdout.contains("replaced"), "{out}");
+    // The new table keeps the catch-all cgroups that exist.
+    let out = bed.in_srv(&["nft", "list", "map", "inet", "ldsaref", "catchall"]);
+    assert!(
+        out.stdout.contains("-saref202.slice\" : 0x80ca0000"),
+        "{out}"
+    );
     let out = bed.steered(&rules, &p1, "udp 198.18.0.5 7");
     assert_eq!(answer(&out), "client1: ping", "{out}");
 

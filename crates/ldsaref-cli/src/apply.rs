@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use ldsaref_nft::{compile, fingerprint, Compiled, SLICE};
+use ldsaref_nft::{compile, fingerprint, CatchAll, Compiled, SLICE};
 use ldsaref_rules::files::Location;
 use ldsaref_rules::settings::vars;
 
@@ -87,8 +87,23 @@ pub fn desired(location: &Location, cg: Option<&Cgroup2>, create: bool) -> Resul
             id.map_or("-".to_owned(), |i| i.to_string())
         ));
     }
-    let fp = fingerprint(&format!("{}{ids}", compiled.render(&prefix, "")));
-    let batch = compiled.render(&prefix, &fp);
+    // The catch-all cgroups (run --cgroup --saref) that exist keep their
+    // map elements; they are the processes', not the rules', so they are
+    // not in the fingerprint.
+    let catch_alls: Vec<CatchAll> = match cg {
+        Some(cg) => compiled
+            .profiles
+            .iter()
+            .flat_map(|p| {
+                cg.children(&p.cgroup())
+                    .into_iter()
+                    .filter_map(|name| CatchAll::from_dir_name(&p.name, &name))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let fp = fingerprint(&format!("{}{ids}", compiled.render(&prefix, "", &[])));
+    let batch = compiled.render(&prefix, &fp, &catch_alls);
     Ok(Desired {
         compiled,
         batch,

@@ -80,6 +80,20 @@ impl Cgroup2 {
         pids
     }
 
+    /// The names of the cgroups right below `rel`.
+    pub fn children(&self, rel: &str) -> Vec<String> {
+        let Ok(entries) = fs::read_dir(self.dir(rel)) else {
+            return Vec::new();
+        };
+        let mut v: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Moves this process into the cgroup `rel`.
     pub fn join(&self, rel: &str) -> Result<(), String> {
         let procs = self.dir(rel).join("cgroup.procs");

@@ -137,22 +137,26 @@ fn prepare_cgroup(opts: &SteerOpts) -> Result<(), (u8, String)> {
             format!("{name} is an option of the preload; it has no meaning with --cgroup"),
         ));
     }
-    if opts.saref.is_some() || settings::get(&none, vars::IPSEC_SAREF).is_some() {
-        return Err((
-            1,
-            "--cgroup: the kernel backend has no per-process catch-all SAref (--saref, \
-                 IPSEC_SAREF) yet; write it as the profile's last rule (`any saref N`) and run \
-                 `ldsaref apply`"
-                .to_owned(),
-        ));
-    }
+    // The catch-all SAref, read as the library reads IPSEC_SAREF.
+    let saref = match opts
+        .saref
+        .clone()
+        .or_else(|| settings::get(&none, vars::IPSEC_SAREF))
+    {
+        None => None,
+        Some(v) => Some(
+            v.parse::<ldsaref_rules::Saref>()
+                .map_err(|e| (1, format!("--saref/IPSEC_SAREF: {e}")))?,
+        ),
+    };
     let profile = opts
         .profile
         .clone()
         .or_else(|| settings::get(&none, vars::LDSAREF_PROFILE))
         .ok_or((
             2,
-            "--cgroup needs --profile (or LDSAREF_PROFILE): a process is steered by its profile's cgroup"
+            "--cgroup needs --profile (or LDSAREF_PROFILE): a process is steered by its \
+             profile's cgroup (for --saref alone, an empty section `[NAME]` in the rules will do)"
                 .to_owned(),
         ))?;
     let location = crate::apply::location(opts.rules.as_deref()).map_err(|e| (1, e))?;
@@ -197,6 +201,29 @@ fn prepare_cgroup(opts: &SteerOpts) -> Result<(), (u8, String)> {
         }
         Some(_) => {}
     }
+    let rel = match saref {
+        None => rel,
+        Some(n) => {
+            // Its own cgroup below the profile's, and its element in the
+            // table's catch-all map (a path nft resolves now; `apply`
+            // keeps the elements of the catch-all cgroups that exist).
+            let c = ldsaref_nft::CatchAll {
+                profile: profile.clone(),
+                saref: n.get(),
+            };
+            let rel = c.cgroup();
+            cg.ensure(&rel).map_err(|e| (1, e))?;
+            let prefix = cg.nft_prefix().map_err(|e| (1, e))?;
+            crate::nft::run_batch(&format!(
+                "add element {} {} {{ \"{prefix}{rel}\" : {:#010x} }}\n",
+                ldsaref_nft::TABLE,
+                ldsaref_nft::CATCH_ALL_MAP,
+                ldsaref_nft::mast_mark(n.get())
+            ))
+            .map_err(|e| (1, e))?;
+            rel
+        }
+    };
     cg.join(&rel).map_err(|e| (1, e))
 }
 

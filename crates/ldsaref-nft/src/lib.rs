@@ -61,7 +61,7 @@ use std::net::IpAddr;
 
 use ldsaref_rules::{Action, Proto, RuleSet};
 
-pub use render::{fingerprint, COMMENT_PREFIX, FINGERPRINT_CHAIN};
+pub use render::{fingerprint, CATCH_ALL_MAP, COMMENT_PREFIX, FINGERPRINT_CHAIN};
 
 /// The nftables family and name of the table.
 pub const TABLE: &str = "inet ldsaref";
@@ -248,6 +248,27 @@ impl Compiled {
             .or_else(|| self.global.lookup(dest, proto, port))
     }
 
+    /// [`decide`](Self::decide) for a process that also has a catch-all
+    /// SAref (`run --cgroup --saref N`, in the catch-all's cgroup): where
+    /// the maps decide nothing, IPv4 packets (v4-mapped destinations
+    /// included) get its mast nfmark.
+    pub fn decide_with(
+        &self,
+        profile: &str,
+        catch_all: Option<u16>,
+        dest: IpAddr,
+        proto: Proto,
+        port: u16,
+    ) -> Option<Verdict> {
+        self.profiles.iter().find(|p| p.name == profile)?;
+        let ipv4 = match dest {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(a) => a.to_ipv4_mapped().is_some(),
+        };
+        self.decide(profile, dest, proto, port)
+            .or_else(|| catch_all.filter(|_| ipv4).map(Verdict::Saref))
+    }
+
     /// The number of map elements, all maps together.
     pub fn len(&self) -> usize {
         self.global.len() + self.profiles.iter().map(|p| p.maps.len()).sum::<usize>()
@@ -338,6 +359,54 @@ pub fn cgroup_path(profile: &str) -> String {
     format!("{SLICE}/{}", cgroup_name(profile))
 }
 
+/// A process's catch-all SAref in the kernel (`ldsaref run --cgroup
+/// --profile P --saref N`): its own cgroup below P's,
+/// `ldsaref.slice/ldsaref-P.slice/ldsaref-P-sarefN.slice` (a nested slice,
+/// as systemd names them), which the table's `catchall` map gives the mast
+/// nfmark of N for what the rules leave undecided (IPv4 only, as the
+/// library's `IPSEC_SAREF`).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct CatchAll {
+    /// The profile.
+    pub profile: String,
+    /// The SAref.
+    pub saref: u16,
+}
+
+impl CatchAll {
+    /// The cgroup, relative to the cgroup2 root.
+    pub fn cgroup(&self) -> String {
+        format!(
+            "{}/{}",
+            cgroup_path(&self.profile),
+            catch_all_name(&self.profile, self.saref)
+        )
+    }
+
+    /// The catch-all a directory below `profile`'s cgroup stands for.
+    pub fn from_dir_name(profile: &str, name: &str) -> Option<CatchAll> {
+        let base = cgroup_name(profile);
+        let stem = base.strip_suffix(".slice")?;
+        let n = name
+            .strip_prefix(stem)?
+            .strip_prefix("-saref")?
+            .strip_suffix(".slice")?;
+        if n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let saref = n.parse::<u16>().ok().filter(|v| (1..=0x7fff).contains(v))?;
+        Some(CatchAll {
+            profile: profile.to_owned(),
+            saref,
+        })
+    }
+}
+
+fn catch_all_name(profile: &str, saref: u16) -> String {
+    let base = cgroup_name(profile);
+    format!("{}-saref{saref}.slice", base.trim_end_matches(".slice"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,6 +417,31 @@ mod tests {
         assert_eq!(cgroup_name("client-1"), "ldsaref-client\\x2d1.slice");
         assert_eq!(cgroup_name(".x.y"), "ldsaref-\\x2ex.y.slice");
         assert_eq!(cgroup_path("c1"), "ldsaref.slice/ldsaref-c1.slice");
+    }
+
+    #[test]
+    fn catch_all_cgroups() {
+        let c = CatchAll {
+            profile: "client-1".to_owned(),
+            saref: 101,
+        };
+        assert_eq!(
+            c.cgroup(),
+            "ldsaref.slice/ldsaref-client\\x2d1.slice/ldsaref-client\\x2d1-saref101.slice"
+        );
+        assert_eq!(
+            CatchAll::from_dir_name("client-1", "ldsaref-client\\x2d1-saref101.slice"),
+            Some(c)
+        );
+        for bad in [
+            "ldsaref-client\\x2d1-saref0.slice",
+            "ldsaref-client\\x2d1-saref040.slice",
+            "ldsaref-client\\x2d1-saref40000.slice",
+            "ldsaref-c2-saref1.slice",
+            "x",
+        ] {
+            assert_eq!(CatchAll::from_dir_name("client-1", bad), None, "{bad}");
+        }
     }
 
     #[test]

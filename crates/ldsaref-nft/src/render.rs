@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use ldsaref_rules::Proto;
 
-use crate::{Compiled, Element, Maps, Verdict, SLICE, TABLE};
+use crate::{CatchAll, Compiled, Element, Maps, Verdict, SLICE, TABLE};
 
 impl Verdict {
     /// The name of the verdict's chain (`pass` has none: it is `accept`).
@@ -138,6 +138,9 @@ pub fn fingerprint(text: &str) -> String {
 /// `nft list chains` shows cheaply.
 pub const FINGERPRINT_CHAIN: &str = "rules_";
 
+/// The map of the catch-all cgroups to their marks.
+pub const CATCH_ALL_MAP: &str = "catchall";
+
 /// The prefix of the table's comment; the fingerprint follows it.
 pub const COMMENT_PREFIX: &str = "ldsaref rules ";
 
@@ -148,14 +151,27 @@ impl Compiled {
     /// to `/sys/fs/cgroup` (where `nft` resolves cgroup paths) followed by
     /// `/`, or empty when cgroup2 is mounted there; `fingerprint` goes in
     /// the table's comment.
-    pub fn render(&self, cgroup_prefix: &str, fingerprint: &str) -> String {
+    /// `catch_alls` are the catch-all cgroups that exist (see
+    /// [`CatchAll`]); `nft` refuses a path that does not.
+    pub fn render(
+        &self,
+        cgroup_prefix: &str,
+        fingerprint: &str,
+        catch_alls: &[CatchAll],
+    ) -> String {
         let mut s = String::new();
         // Writing to a String cannot fail.
-        let _ = self.write(&mut s, cgroup_prefix, fingerprint);
+        let _ = self.write(&mut s, cgroup_prefix, fingerprint, catch_alls);
         s
     }
 
-    fn write(&self, s: &mut String, root: &str, fingerprint: &str) -> std::fmt::Result {
+    fn write(
+        &self,
+        s: &mut String,
+        root: &str,
+        fingerprint: &str,
+        catch_alls: &[CatchAll],
+    ) -> std::fmt::Result {
         writeln!(s, "# ldsaref: the cgroup backend's table (ldsaref apply)")?;
         writeln!(s, "table {TABLE}")?;
         writeln!(s, "delete table {TABLE}")?;
@@ -170,6 +186,29 @@ impl Compiled {
         writeln!(s, "\tchain global {{")?;
         writeln!(s, "\t\tip daddr . meta l4proto . th dport vmap @global_v4")?;
         writeln!(s, "\t\tip6 daddr . meta l4proto . th dport vmap @global_v6")?;
+        writeln!(
+            s,
+            "\t\tmeta nfproto ipv4 meta mark set socket cgroupv2 level 3 map @{CATCH_ALL_MAP}"
+        )?;
+        writeln!(s, "\t}}")?;
+        writeln!(
+            s,
+            "\t# The catch-all SArefs of run --cgroup --saref, IPv4 only."
+        )?;
+        writeln!(s, "\tmap {CATCH_ALL_MAP} {{")?;
+        writeln!(s, "\t\ttype cgroupsv2 : mark")?;
+        if !catch_alls.is_empty() {
+            writeln!(s, "\t\telements = {{")?;
+            for c in catch_alls {
+                writeln!(
+                    s,
+                    "\t\t\t\"{root}{}\" : {:#010x},",
+                    c.cgroup(),
+                    crate::mast_mark(c.saref)
+                )?;
+            }
+            writeln!(s, "\t\t}}")?;
+        }
         writeln!(s, "\t}}")?;
         for (i, p) in self.profiles.iter().enumerate() {
             writeln!(s)?;

@@ -1,11 +1,13 @@
 //! Small rule sets and the exact table text they give.
 
-use ldsaref_nft::{compile, Verdict};
+use ldsaref_nft::{compile, CatchAll, Verdict};
 use ldsaref_rules::{Proto, RuleSet};
 
 fn table(text: &str, prefix: &str) -> String {
     let set = RuleSet::parse(text, "rules").unwrap();
-    compile(&set).unwrap().render(prefix, "0123456789abcdef")
+    compile(&set)
+        .unwrap()
+        .render(prefix, "0123456789abcdef", &[])
 }
 
 #[test]
@@ -40,6 +42,11 @@ table inet ldsaref {
 	chain global {
 		ip daddr . meta l4proto . th dport vmap @global_v4
 		ip6 daddr . meta l4proto . th dport vmap @global_v6
+		meta nfproto ipv4 meta mark set socket cgroupv2 level 3 map @catchall
+	}
+	# The catch-all SArefs of run --cgroup --saref, IPv4 only.
+	map catchall {
+		type cgroupsv2 : mark
 	}
 
 	# [client1]: cgroup ldsaref.slice/ldsaref-client1.slice
@@ -93,6 +100,11 @@ table inet ldsaref {
 	chain global {
 		ip daddr . meta l4proto . th dport vmap @global_v4
 		ip6 daddr . meta l4proto . th dport vmap @global_v6
+		meta nfproto ipv4 meta mark set socket cgroupv2 level 3 map @catchall
+	}
+	# The catch-all SArefs of run --cgroup --saref, IPv4 only.
+	map catchall {
+		type cgroupsv2 : mark
 	}
 
 	# [c1]: cgroup ldsaref.slice/ldsaref-c1.slice
@@ -210,4 +222,39 @@ fn decide_reads_the_maps() {
     );
     assert_eq!(c.decide("c1", a("192.0.2.1"), Proto::Tcp, 1), None);
     assert_eq!(c.decide("c2", a("198.18.0.5"), Proto::Tcp, 1), None);
+}
+
+#[test]
+fn catch_alls_are_map_elements() {
+    let set = RuleSet::parse("[c1]\n198.18.0.0/24 saref 101\n", "r").unwrap();
+    let c = compile(&set).unwrap();
+    let got = c.render(
+        "unified/",
+        "f",
+        &[CatchAll {
+            profile: "c1".to_owned(),
+            saref: 202,
+        }],
+    );
+    let want = "\tmap catchall {\n\t\ttype cgroupsv2 : mark\n\t\telements = {\n\t\t\t\
+                \"unified/ldsaref.slice/ldsaref-c1.slice/ldsaref-c1-saref202.slice\" : 0x80ca0000,\n\
+                \t\t}\n\t}\n";
+    assert!(got.contains(want), "{got}");
+    let a = |s: &str| s.parse().unwrap();
+    assert_eq!(
+        c.decide_with("c1", Some(202), a("198.18.0.5"), Proto::Udp, 7),
+        Some(Verdict::Saref(101))
+    );
+    assert_eq!(
+        c.decide_with("c1", Some(202), a("192.0.2.1"), Proto::Udp, 7),
+        Some(Verdict::Saref(202))
+    );
+    assert_eq!(
+        c.decide_with("c1", Some(202), a("::ffff:192.0.2.1"), Proto::Tcp, 7),
+        Some(Verdict::Saref(202))
+    );
+    assert_eq!(
+        c.decide_with("c1", Some(202), a("2001:db8::1"), Proto::Tcp, 7),
+        None
+    );
 }

@@ -221,6 +221,7 @@ proptest! {
         specs in prop::collection::vec(spec(), 0..14),
         seed in any::<u128>(),
         port_seed in any::<u16>(),
+        catch_seed in 1..=32767u32,
     ) {
         let text = text(&specs);
         // Ties are load errors: nothing to compile.
@@ -235,18 +236,26 @@ proptest! {
         let dests = probes(&specs, seed);
         let ports = port_probes(&specs, port_seed);
         for name in PROFILES {
-            let policy = Policy::new(Some(set.clone()), Some(name), None).unwrap();
-            for &dest in &dests {
-                for proto in [Proto::Tcp, Proto::Udp] {
-                    for &port in &ports {
-                        let want = policy
-                            .decide(dest, proto, port)
-                            .map(|d| Verdict::of(d.action).unwrap());
-                        let got = compiled.decide(name, dest, proto, port);
-                        prop_assert_eq!(
-                            got, want,
-                            "[{}] {} {} {}\n{}", name, dest, proto, port, text
-                        );
+            for catch_all in [None, Saref::new(catch_seed)] {
+                let policy = Policy::new(Some(set.clone()), Some(name), catch_all).unwrap();
+                for &dest in &dests {
+                    for proto in [Proto::Tcp, Proto::Udp] {
+                        for &port in &ports {
+                            let want = policy
+                                .decide(dest, proto, port)
+                                .map(|d| Verdict::of(d.action).unwrap());
+                            let got = compiled.decide_with(
+                                name,
+                                catch_all.map(Saref::get),
+                                dest,
+                                proto,
+                                port,
+                            );
+                            prop_assert_eq!(
+                                got, want,
+                                "[{}] catch-all {:?} {} {} {}\n{}", name, catch_all, dest, proto, port, text
+                            );
+                        }
                     }
                 }
             }
