@@ -10,10 +10,12 @@
 //! The route is chosen inside connect()/sendto(), before netfilter: in the
 //! bed's shape "no route to the client networks" the call fails with
 //! `ENETUNREACH` before the table can mark anything (asserted, it is the
-//! documented limit); the test then gives the server the other shape, "a
-//! default route that leads elsewhere" (a veth whose peer forwards
-//! nothing), where the table's mark re-routes every packet into its
-//! tunnel.
+//! documented limit). The documented remedy, a route of ldsaref's own to
+//! the loopback device with the inner address as source, is tested next
+//! (steered packets reach their tunnel, the others never leave); then the
+//! other gateway shape, "a default route that leads elsewhere" (a veth
+//! whose peer forwards nothing), where the table's mark re-routes every
+//! packet into its tunnel.
 //!
 //! One test, in steps: the cgroups are machine-wide, and the steps share
 //! them. Profile names carry the test's PID so that concurrent runs do not
@@ -242,6 +244,52 @@ fn a_static_binary_is_steered_by_its_cgroup() {
     // sendto()/connect() fails before netfilter runs.
     let out = bed.steered(&rules, &p1, "udp 198.18.0.5 7");
     failed_at_once(&out, "ENETUNREACH");
+    let out = bed.steered(&rules, &p1, "tcp 198.18.0.5 80");
+    failed_at_once(&out, "ENETUNREACH");
+
+    // The remedy for that shape: a route of ldsaref's own for the client
+    // networks, to the loopback device, with the inner address as source.
+    // Marked packets are re-routed into their tunnel; the others are
+    // looped back and never leave.
+    let before = (bed.hits("c1"), bed.hits("c2"));
+    bed.ip(&[
+        "route",
+        "add",
+        "198.18.0.0/24",
+        "dev",
+        "lo",
+        "src",
+        "203.0.113.1",
+    ]);
+    bed.ip(&[
+        "-6",
+        "route",
+        "add",
+        "2001:db8:18::/64",
+        "dev",
+        "lo",
+        "src",
+        "2001:db8:113::1",
+    ]);
+    let out = bed.unwrapped("udp 198.18.0.5 7");
+    assert!(answer(&out).starts_with("error "), "{out}");
+    let out = bed.unwrapped("tcp 198.18.0.5 80");
+    assert!(answer(&out).starts_with("error "), "{out}");
+    assert_eq!(
+        (bed.hits("c1"), bed.hits("c2")),
+        before,
+        "unsteered packets left"
+    );
+    for (profile, name) in [(&p1, "client1"), (&p2, "client2")] {
+        let out = bed.steered(&rules, profile, "udp 198.18.0.5 7");
+        assert_eq!(answer(&out), format!("{name}: ping"), "{out}");
+        let out = bed.steered(&rules, profile, "tcp 198.18.0.5 80");
+        assert_eq!(answer(&out), name, "{out}");
+        let out = bed.steered(&rules, profile, "tcp 2001:db8:18::5 80");
+        assert_eq!(answer(&out), name, "{out}");
+    }
+    bed.ip(&["route", "del", "198.18.0.0/24", "dev", "lo"]);
+    bed.ip(&["-6", "route", "del", "2001:db8:18::/64", "dev", "lo"]);
 
     // Shape 2, a default route that leads elsewhere (nothing forwards
     // from it): the table's mark re-routes into the tunnel, keeping the
