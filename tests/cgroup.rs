@@ -62,6 +62,47 @@ fn static_client() -> Option<PathBuf> {
     ok.then_some(out)
 }
 
+/// What earlier runs killed before their `Drop` left: their beds (named
+/// `ldcg<PID>-`) and their cgroups (profiles `…-t<PID>`), for dead PIDs.
+fn sweep_stale(slice: &Path) {
+    let dead = |pid: &str| {
+        pid.parse::<u32>()
+            .is_ok_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists())
+    };
+    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+        for name in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = name.split_whitespace().next().unwrap_or_default();
+            if let Some(pid) = name
+                .strip_prefix("ldcg")
+                .and_then(|r| r.strip_suffix("-srv"))
+            {
+                if dead(pid) {
+                    let prefix = format!("ldcg{pid}-");
+                    let _ = Command::new(testbed_sh()).args(["down", &prefix]).status();
+                }
+            }
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(slice) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_suffix(".slice")
+            .and_then(|n| n.rsplit_once("\\x2dt").or_else(|| n.rsplit_once("-t")))
+            .map(|(_, pid)| pid.to_owned());
+        if pid.is_some_and(|p| dead(&p)) {
+            if let Ok(children) = std::fs::read_dir(e.path()) {
+                for c in children.flatten().filter(|c| c.path().is_dir()) {
+                    let _ = std::fs::remove_dir(c.path());
+                }
+            }
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
+}
+
 struct Bed {
     prefix: String,
     dir: TempDir,
@@ -199,6 +240,7 @@ fn a_static_binary_is_steered_by_its_cgroup() {
         format!("catch-t{pid}"),
     );
     let slice = mount.join("ldsaref.slice");
+    sweep_stale(&slice);
     let mut bed = Bed {
         prefix: format!("ldcg{pid}-"),
         dir: TempDir::new("cgroup"),
