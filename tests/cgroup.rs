@@ -646,3 +646,41 @@ fn apply_names_the_line_of_what_it_cannot_do() {
     );
     let _ = rules;
 }
+
+#[test]
+fn run_cgroup_refuses_what_it_cannot_do() {
+    let dir = TempDir::new("cgroup-run");
+    let rules = dir.write("rules", "[c1]\n198.18.0.0/24 saref 101\n");
+    let rules = rules.display().to_string();
+    let run = |args: &[&str]| {
+        let mut c = Command::new(cli_path());
+        c.args(["run", "--cgroup", "--rules", &rules]).args(args);
+        common::clear_ldsaref_env(&mut c);
+        run_with_timeout(&mut c, TIMEOUT)
+    };
+    let out = run(&["--", "true"]);
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(out.stderr.contains("--cgroup needs --profile"), "{out}");
+    let out = run(&["--profile", "c1", "--mode", "nfmark", "--", "true"]);
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(
+        out.stderr.contains("--mode is an option of the preload"),
+        "{out}"
+    );
+    let out = run(&["--profile", "c1", "--saref", "0", "--", "true"]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr
+            .contains("--saref/IPSEC_SAREF: SAref 0 out of range"),
+        "{out}"
+    );
+    let out = run(&["--profile", "c9", "--", "true"]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr
+            .contains("unknown profile \"c9\" (the rules have: c1)"),
+        "{out}"
+    );
+    let out = run(&["--allow-unsteered", "--profile", "c1", "--", "true"]);
+    assert_eq!(out.code(), Some(2), "{out}");
+}

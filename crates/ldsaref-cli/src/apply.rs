@@ -57,18 +57,24 @@ pub struct Desired {
     pub fingerprint: String,
 }
 
-/// Compiles the rules at `location`; creates the cgroups when `create`.
-pub fn desired(location: &Location, cg: Option<&Cgroup2>, create: bool) -> Result<Desired, String> {
+/// Loads and compiles the rules at `location`.
+pub fn compiled(location: &Location) -> Result<Compiled, String> {
     let set = match settings::load_rules(location)? {
         Some(set) => set,
         None => {
             return Err(format!(
-            "{}: no rules file: nothing to apply (`ldsaref apply --remove` takes the table away)",
-            describe(location)
-        ))
+                "{}: no rules file: nothing to apply (`ldsaref apply --remove` takes the table \
+                 away)",
+                describe(location)
+            ))
         }
     };
-    let compiled = compile(&set).map_err(|e| e.to_string())?;
+    compile(&set).map_err(|e| e.to_string())
+}
+
+/// The table of `compiled` for the cgroups of `cg`; creates them when
+/// `create`.
+pub fn desired(compiled: Compiled, cg: Option<&Cgroup2>, create: bool) -> Result<Desired, String> {
     let prefix = match cg {
         Some(cg) => cg.nft_prefix()?,
         None => String::new(),
@@ -181,12 +187,13 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
         let cg = Cgroup2::find()
             .map_err(|e| eprintln!("ldsaref: warning: {e}; the cgroup paths printed are relative to /sys/fs/cgroup"))
             .ok();
-        let d = desired(&location, cg.as_ref(), false)?;
+        let d = desired(compiled(&location)?, cg.as_ref(), false)?;
         print!("{}", d.batch);
         return Ok(());
     }
+    let c = compiled(&location)?;
     let cg = Cgroup2::find()?;
-    let d = desired(&location, Some(&cg), true)?;
+    let d = desired(c, Some(&cg), true)?;
     let installed = nft::installed_fingerprint()?;
     let summary = format!(
         "{} profile{}, {} map element{}",

@@ -160,8 +160,11 @@ fn prepare_cgroup(opts: &SteerOpts) -> Result<(), (u8, String)> {
                 .to_owned(),
         ))?;
     let location = crate::apply::location(opts.rules.as_deref()).map_err(|e| (1, e))?;
-    let cg = crate::cgroup::Cgroup2::find().map_err(|e| (1, e))?;
-    let desired = crate::apply::desired(&location, Some(&cg), false).map_err(|e| (1, e))?;
+    // The rules and the profile first: their errors say more.
+    let found = crate::cgroup::Cgroup2::find();
+    let desired = crate::apply::compiled(&location)
+        .and_then(|c| crate::apply::desired(c, found.as_ref().ok(), false))
+        .map_err(|e| (1, e))?;
     let Some(maps) = desired.compiled.profiles.iter().find(|p| p.name == profile) else {
         let known: Vec<&str> = desired
             .compiled
@@ -182,6 +185,7 @@ fn prepare_cgroup(opts: &SteerOpts) -> Result<(), (u8, String)> {
         ));
     };
     let rel = maps.cgroup();
+    let cg = found.map_err(|e| (1, e))?;
     match crate::nft::installed_fingerprint().map_err(|e| (1, e))? {
         None => {
             return Err((
