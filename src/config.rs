@@ -21,7 +21,7 @@ use arc_swap::{ArcSwap, Guard};
 use ldsaref_kernel::opts::SarefOpts;
 use ldsaref_rules::files::{self, Location, Stamp};
 use ldsaref_rules::settings::{vars, KlipsAbi, Mode, OnError, Settings};
-use ldsaref_rules::{Action, Policy, RuleSet};
+use ldsaref_rules::{Policy, RuleSet};
 
 use crate::{errno, logging};
 
@@ -382,9 +382,7 @@ fn build(
         reasons.push(e);
         None
     });
-    let reflect = rules
-        .as_ref()
-        .is_some_and(|set| set.rules().any(|r| matches!(r.action, Action::Reflect)));
+    let reflect = rules.as_ref().is_some_and(RuleSet::has_reflect);
     let policy = if reasons.is_empty() {
         Policy::new(rules, settings.profile.as_deref(), settings.saref)
             .map_err(|e| reasons.push(e.to_string()))
