@@ -23,6 +23,7 @@ mod errno;
 mod fdtable;
 mod hooks;
 mod logging;
+mod mapped;
 mod next;
 mod ops;
 mod peers;

@@ -724,6 +724,15 @@ impl AlignedBytes {
     }
 }
 
+impl AlignedBytes {
+    /// The next `len` bytes of `reader`, 64-byte aligned.
+    pub fn read(reader: &mut impl std::io::Read, len: usize) -> std::io::Result<AlignedBytes> {
+        let mut words = vec![Line([0; 64]); len.div_ceil(64)];
+        reader.read_exact(&mut words.as_mut_bytes()[..len])?;
+        Ok(AlignedBytes { words, len })
+    }
+}
+
 impl AsRef<[u8]> for AlignedBytes {
     fn as_ref(&self) -> &[u8] {
         &self.words.as_bytes()[..self.len]

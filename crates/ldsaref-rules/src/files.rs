@@ -227,10 +227,10 @@ pub fn read_index(path: &Path, euid: u32) -> Result<Option<Bytes>, String> {
         .metadata()
         .map_err(|e| format!("{}: {e}", path.display()))?;
     check_index_metadata(&meta, path, euid)?;
-    let mut bytes = Vec::new();
-    std::io::Read::read_to_end(&mut file, &mut bytes)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(Some(Arc::new(AlignedBytes::new(&bytes))))
+    let len = usize::try_from(meta.len()).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes =
+        AlignedBytes::read(&mut file, len).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some(Arc::new(bytes)))
 }
 
 /// Loads the rules of `location`: from its compiled index when `open`
