@@ -372,13 +372,14 @@ fn init() -> State {
 
 /// The rules of `location`: their compiled index, mapped, when it is valid
 /// for the files as they are now; else the files, parsed, and one log line
-/// that says why the index was not used (at `info` when there is none:
-/// compiling is optional).
+/// that says why the index was not used (at `debug` when there is none:
+/// compiling is optional, and the `info` line that says how many rules
+/// were loaded says whether they came from an index).
 fn load_rules(location: &Location) -> Result<Option<RuleSet>, String> {
     let (rules, note) = files::load_with_index(location, crate::mapped::map);
     match note {
         Some(n) if n.serious => log::warn!("{}", n.message),
-        Some(n) => log::info!("{}", n.message),
+        Some(n) => log::debug!("{}", n.message),
         None => {}
     }
     rules
