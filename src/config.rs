@@ -376,7 +376,7 @@ fn init() -> State {
 /// compiling is optional, and the `info` line that says how many rules
 /// were loaded says whether they came from an index).
 fn load_rules(location: &Location) -> Result<Option<RuleSet>, String> {
-    let (rules, note) = files::load_with_index(location, crate::mapped::map);
+    let (rules, note) = files::load_with_index(location, ldsaref_kernel::mapped::map);
     match note {
         Some(n) if n.serious => log::warn!("{}", n.message),
         Some(n) => log::debug!("{}", n.message),

@@ -23,7 +23,6 @@ mod errno;
 mod fdtable;
 mod hooks;
 mod logging;
-mod mapped;
 mod next;
 mod ops;
 mod peers;

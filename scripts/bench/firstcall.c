@@ -74,8 +74,8 @@ int main(int argc, char **argv) {
             posix_spawn_file_actions_t fa;
             posix_spawn_file_actions_init(&fa);
             posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", 1, 0);
-            if (posix_spawn(&pid, argv[3], &fa, NULL, argv + 3, environ) != 0) {
-                perror("posix_spawn");
+            if (posix_spawnp(&pid, argv[3], &fa, NULL, argv + 3, environ) != 0) {
+                perror("posix_spawnp");
                 return 1;
             }
             int st;

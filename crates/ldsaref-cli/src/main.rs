@@ -7,6 +7,7 @@
 //! 127 the program was not found.
 
 mod explain;
+mod index;
 mod library;
 mod probe;
 mod run;

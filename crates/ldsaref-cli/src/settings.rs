@@ -68,9 +68,7 @@ pub fn load_rules(location: &Location) -> Result<Option<RuleSet>, String> {
 /// The rules as the library finds them: from their compiled index when it
 /// is valid, else parsed (and a warning says why the index was not used).
 pub fn load_rules_or_index(location: &Location) -> Result<Option<RuleSet>, String> {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    let (rules, note) = files::load_with_index(location, |p| files::read_index(p, euid));
+    let (rules, note) = files::load_with_index(location, ldsaref_kernel::mapped::map);
     if let Some(note) = note.filter(|n| n.serious) {
         eprintln!("ldsaref: warning: {}", note.message);
     }
@@ -81,7 +79,7 @@ pub fn load_rules_or_index(location: &Location) -> Result<Option<RuleSet>, Strin
 /// check: writes the index of `location` beside it.
 pub fn compile(location: &Location) -> u8 {
     let start = std::time::Instant::now();
-    match files::compile_for(location) {
+    match crate::index::compile_for(location) {
         Ok(path) => {
             let size = std::fs::metadata(&path).map_or(0, |m| m.len());
             println!(
