@@ -39,9 +39,10 @@ use std::sync::Arc;
 
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
-use crate::index::{proto_code, Entry, IndexView, PrefixRules};
+use crate::index::{in_sets, proto_code, Arrays, Entry, IndexView, PrefixRules, Slices};
+use crate::key::Family;
 use crate::trie::{Block, Root, NONE};
-use crate::{Action, Dest, IfName, Origin, PortRange, ProfileId, ProtoMatch, Rule, Saref};
+use crate::{Action, Dest, IfName, Origin, PortRange, ProfileId, Proto, ProtoMatch, Rule, Saref};
 
 /// The format version: any change of layout or meaning bumps it.
 pub const VERSION: u32 = 1;
@@ -69,8 +70,11 @@ enum Section {
     Profiles,
     Sources,
     Strings,
+    /// What deciding reads of a rule, dense: [kind, value, mask] (see
+    /// [`RuleRecord`]; for `dev`, the name is in the rule's record).
+    Actions,
 }
-const SECTIONS: usize = 12;
+const SECTIONS: usize = 13;
 
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
@@ -328,6 +332,11 @@ impl Compiled {
                 head.sources as usize,
             ),
             (
+                Section::Actions,
+                compiled.count::<[u32; 3]>(Section::Actions),
+                head.rules as usize,
+            ),
+            (
                 Section::Strings,
                 compiled.count::<u8>(Section::Strings),
                 usize::MAX,
@@ -378,18 +387,13 @@ impl Compiled {
         self.raw(section).and_then(cast::<T>).unwrap_or_default()
     }
 
-    /// The lookup's arrays.
+    /// The lookup's arrays, read in place.
     #[inline]
-    pub(crate) fn view(&self) -> IndexView<'_> {
-        IndexView {
-            roots: self.array(Section::Roots),
-            blocks: self.array(Section::Blocks),
-            results: self.array(Section::Results),
-            prefixes: self.array(Section::Prefixes),
-            more: self.array(Section::More),
-            entries: self.array(Section::Entries),
-            direct_prefix: self.array(Section::DirectPrefix),
-        }
+    pub(crate) fn view(&self) -> IndexView<Mapped<'_>> {
+        IndexView(Mapped {
+            data: self.data(),
+            sections: &self.sections,
+        })
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -459,14 +463,27 @@ impl Compiled {
             })
     }
 
-    /// The action of rule `i`, read from its record alone (`deny` if it
-    /// does not decode).
     #[inline]
-    pub(crate) fn action(&self, i: u32) -> Action {
-        self.array::<RuleRecord>(Section::Rules)
-            .get(i as usize)
-            .and_then(decode_action)
-            .unwrap_or(Action::Deny)
+    fn mapped(&self) -> Mapped<'_> {
+        Mapped {
+            data: self.data(),
+            sections: &self.sections,
+        }
+    }
+
+    /// The rule that decides, and its action, with one look at the bytes.
+    #[inline]
+    pub(crate) fn decide(
+        &self,
+        profile: Option<ProfileId>,
+        family: Family,
+        key: u128,
+        proto: Proto,
+        port: u16,
+    ) -> Option<(u32, Action)> {
+        let mapped = self.mapped();
+        let found = in_sets(IndexView(mapped), profile, family, key, proto, port)?;
+        Some((found, mapped.action(found)))
     }
 
     fn decode(&self, r: &RuleRecord) -> Option<Rule> {
@@ -558,6 +575,105 @@ impl Compiled {
     }
 }
 
+/// The arrays of a mapped index, each element read where it is: its
+/// bounds checked against its section (which `open` checked against the
+/// file), then cast in place (a sized cast: an alignment check).
+#[derive(Clone, Copy)]
+pub(crate) struct Mapped<'a> {
+    data: &'a [u8],
+    sections: &'a [(usize, usize); SECTIONS],
+}
+
+impl<'a> Mapped<'a> {
+    #[inline(always)]
+    fn bytes(self, section: Section, i: usize, size: usize) -> Option<&'a [u8]> {
+        let (start, end) = self.sections[section as usize];
+        // Indices come from u32 values; past that, nothing. Then no sum
+        // below can overflow: `start` is at most the file's size (at most
+        // isize::MAX), `i * size` below 2^32 * 64.
+        if i > u32::MAX as usize {
+            return None;
+        }
+        let at = start + i * size;
+        let stop = at + size;
+        if stop > end {
+            return None;
+        }
+        self.data.get(at..stop)
+    }
+
+    /// Element `i` of a section, copied out (no alignment to check).
+    #[inline(always)]
+    fn item<T: FromBytes>(self, section: Section, i: usize) -> Option<T> {
+        T::read_from_bytes(self.bytes(section, i, std::mem::size_of::<T>())?).ok()
+    }
+
+    #[inline(always)]
+    fn word(self, section: Section, i: usize) -> Option<u32> {
+        let b = self.bytes(section, i, 4)?;
+        Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// The action of rule `i` (`deny` if it does not decode).
+    #[inline]
+    fn action(self, i: u32) -> Action {
+        let i = i as usize;
+        let Some(a) = self.item::<[u32; 3]>(Section::Actions, i) else {
+            return Action::Deny;
+        };
+        let [kind, value, mask] = a;
+        let action = match kind {
+            0 => Saref::new(value).map(Action::Saref),
+            1 => Some(Action::Mark { value, mask }),
+            2 => self
+                .item::<RuleRecord>(Section::Rules, i)
+                .and_then(|r| decode_action(&r)),
+            3 => Some(Action::Reflect),
+            4 => Some(Action::Pass),
+            5 => Some(Action::Deny),
+            _ => None,
+        };
+        action.unwrap_or(Action::Deny)
+    }
+
+    fn all<T: FromBytes + Immutable + KnownLayout>(self, section: Section) -> &'a [T] {
+        let (start, end) = self.sections[section as usize];
+        self.data
+            .get(start..end)
+            .and_then(cast::<T>)
+            .unwrap_or_default()
+    }
+}
+
+impl<'a> Arrays<'a> for Mapped<'a> {
+    #[inline(always)]
+    fn root(self, set: usize, family: usize) -> Option<Root> {
+        self.item::<Root>(Section::Roots, set.checked_mul(2)?.checked_add(family & 1)?)
+    }
+    #[inline(always)]
+    fn block(self, i: usize) -> Option<Block> {
+        self.item(Section::Blocks, i)
+    }
+    #[inline(always)]
+    fn result(self, i: usize) -> Option<u32> {
+        self.word(Section::Results, i)
+    }
+    #[inline(always)]
+    fn prefix(self, i: usize) -> Option<PrefixRules> {
+        self.item(Section::Prefixes, i)
+    }
+    #[inline(always)]
+    fn direct_prefix(self, rule: usize) -> Option<u32> {
+        self.word(Section::DirectPrefix, rule)
+    }
+    fn more(self) -> &'a [[u32; 3]] {
+        self.all(Section::More)
+    }
+    fn entries(self) -> &'a [Entry] {
+        self.all(Section::Entries)
+    }
+}
+
 fn decode_action(r: &RuleRecord) -> Option<Action> {
     Some(match r.action {
         0 => Action::Saref(Saref::new(r.value)?),
@@ -626,7 +742,7 @@ fn encode_rule(rule: &Rule) -> RuleRecord {
 
 /// What the writer needs of a parsed set.
 pub(crate) struct Parts<'a> {
-    pub view: IndexView<'a>,
+    pub view: Slices<'a>,
     pub rules: &'a [Rule],
     pub files: Vec<&'a str>,
     pub profiles: Vec<&'a str>,
@@ -659,6 +775,10 @@ pub(crate) fn write(parts: &Parts<'_>, sources: &[Fingerprint]) -> Vec<u8> {
         })
         .collect();
     let records: Vec<RuleRecord> = parts.rules.iter().map(encode_rule).collect();
+    let actions: Vec<[u32; 3]> = records
+        .iter()
+        .map(|r| [u32::from(r.action), r.value, r.mask])
+        .collect();
     let v = parts.view;
     let sections: [&[u8]; SECTIONS] = [
         v.roots.as_bytes(),
@@ -673,6 +793,7 @@ pub(crate) fn write(parts: &Parts<'_>, sources: &[Fingerprint]) -> Vec<u8> {
         profiles.as_bytes(),
         source_records.as_bytes(),
         &strings,
+        actions.as_bytes(),
     ];
     let mut head = Header {
         magic: MAGIC,

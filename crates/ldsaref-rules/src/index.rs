@@ -11,7 +11,7 @@
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::key::{mask, Family};
-use crate::placement::{runs, Placed};
+use crate::placement::{runs, set_of, Placed, GLOBAL};
 use crate::trie::{self, Block, Root, Tries, NONE};
 use crate::{Dest, Proto, ProtoMatch, Rule};
 
@@ -244,9 +244,14 @@ impl Index {
 
     /// The arrays a lookup reads, borrowed.
     #[inline]
-    pub(crate) fn view(&self) -> IndexView<'_> {
+    pub(crate) fn view(&self) -> IndexView<&Index> {
+        IndexView(self)
+    }
+
+    /// The arrays, borrowed.
+    pub(crate) fn slices(&self) -> Slices<'_> {
         let (blocks, results) = self.tries.arrays();
-        IndexView {
+        Slices {
             roots: &self.roots,
             blocks,
             results,
@@ -268,12 +273,27 @@ impl Index {
     }
 }
 
-/// The arrays of an [`Index`], borrowed: from the index built in this
-/// process, or from a compiled index mapped from a file (see
-/// [`crate::compiled`]). One lookup for both, so one precedence.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct IndexView<'a> {
-    /// Per set, the root of its IPv4 trie and of its IPv6 trie.
+/// Read access to the arrays of an index, by element: owned ([`Slices`],
+/// the index built in this process) or mapped from a file
+/// ([`crate::compiled`], which reads each element in place, checked).
+/// One lookup ([`IndexView::lookup`], [`trie::candidate`]) over both, so
+/// one precedence. Every accessor is bounds-checked and `None` past the
+/// end, whatever the arrays hold.
+pub(crate) trait Arrays<'a>: Copy {
+    /// The root of set `set`'s trie of `family` (0: IPv4, 1: IPv6).
+    fn root(self, set: usize, family: usize) -> Option<Root>;
+    fn block(self, i: usize) -> Option<Block>;
+    fn result(self, i: usize) -> Option<u32>;
+    fn prefix(self, i: usize) -> Option<PrefixRules>;
+    fn direct_prefix(self, rule: usize) -> Option<u32>;
+    /// The (rarely used) lists of further rules: whole.
+    fn more(self) -> &'a [[u32; 3]];
+    fn entries(self) -> &'a [Entry];
+}
+
+/// The arrays of an [`Index`], borrowed.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Slices<'a> {
     pub(crate) roots: &'a [[Root; 2]],
     pub(crate) blocks: &'a [Block],
     pub(crate) results: &'a [u32],
@@ -283,7 +303,75 @@ pub(crate) struct IndexView<'a> {
     pub(crate) direct_prefix: &'a [u32],
 }
 
-impl IndexView<'_> {
+impl<'a> Arrays<'a> for Slices<'a> {
+    #[inline(always)]
+    fn root(self, set: usize, family: usize) -> Option<Root> {
+        self.roots.get(set)?.get(family).copied()
+    }
+    #[inline(always)]
+    fn block(self, i: usize) -> Option<Block> {
+        self.blocks.get(i).copied()
+    }
+    #[inline(always)]
+    fn result(self, i: usize) -> Option<u32> {
+        self.results.get(i).copied()
+    }
+    #[inline(always)]
+    fn prefix(self, i: usize) -> Option<PrefixRules> {
+        self.prefixes.get(i).copied()
+    }
+    #[inline(always)]
+    fn direct_prefix(self, rule: usize) -> Option<u32> {
+        self.direct_prefix.get(rule).copied()
+    }
+    #[inline(always)]
+    fn more(self) -> &'a [[u32; 3]] {
+        self.more
+    }
+    #[inline(always)]
+    fn entries(self) -> &'a [Entry] {
+        self.entries
+    }
+}
+
+/// The index built in this process, read directly (no [`Slices`] to
+/// assemble on every lookup).
+impl<'a> Arrays<'a> for &'a Index {
+    #[inline(always)]
+    fn root(self, set: usize, family: usize) -> Option<Root> {
+        self.roots.get(set)?.get(family).copied()
+    }
+    #[inline(always)]
+    fn block(self, i: usize) -> Option<Block> {
+        self.tries.arrays().0.get(i).copied()
+    }
+    #[inline(always)]
+    fn result(self, i: usize) -> Option<u32> {
+        self.tries.arrays().1.get(i).copied()
+    }
+    #[inline(always)]
+    fn prefix(self, i: usize) -> Option<PrefixRules> {
+        self.prefixes.get(i).copied()
+    }
+    #[inline(always)]
+    fn direct_prefix(self, rule: usize) -> Option<u32> {
+        self.direct_prefix.get(rule).copied()
+    }
+    #[inline(always)]
+    fn more(self) -> &'a [[u32; 3]] {
+        &self.more
+    }
+    #[inline(always)]
+    fn entries(self) -> &'a [Entry] {
+        &self.entries
+    }
+}
+
+/// The lookup, over any [`Arrays`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IndexView<A>(pub(crate) A);
+
+impl<'a, A: Arrays<'a>> IndexView<A> {
     /// The index of the rule of set `set` that applies to traffic to `key`
     /// (see [`crate::key::match_key`]), if any. Allocation-free,
     /// panic-free, and bounded whatever the arrays hold.
@@ -296,20 +384,16 @@ impl IndexView<'_> {
         proto: Proto,
         port: u16,
     ) -> Option<u32> {
-        let roots = self.roots.get(set)?;
-        let (value, exact) =
-            trie::candidate(self.blocks, self.results, roots[family_slot(family)], key);
+        let arrays = self.0;
+        let root = arrays.root(set, family_slot(family))?;
+        let (value, exact) = trie::candidate(arrays, root, key);
         let mut prefix = value;
         if value != NONE && value & DIRECT != 0 {
             let rule = value & !DIRECT;
             if exact {
                 return Some(rule);
             }
-            prefix = self
-                .direct_prefix
-                .get(rule as usize)
-                .copied()
-                .unwrap_or(NONE);
+            prefix = arrays.direct_prefix(rule as usize).unwrap_or(NONE);
         }
         // From the longest prefix to the shortest, the first rule that
         // matches the protocol and port. The trie's candidate may be too
@@ -317,7 +401,7 @@ impl IndexView<'_> {
         // skipped on the way up. Parents have smaller indices, so this ends
         // (a mapped index is not trusted to: a parent that is not smaller
         // ends the walk).
-        while let Some(rules) = self.prefixes.get(prefix as usize) {
+        while let Some(rules) = arrays.prefix(prefix as usize) {
             let parent = if rules.parent < prefix {
                 rules.parent
             } else {
@@ -332,12 +416,13 @@ impl IndexView<'_> {
             }
             if rules.has_more != 0 {
                 // Rare: a search is fine here.
-                let (start, end) = match self.more.binary_search_by_key(&prefix, |m| m[0]) {
-                    Ok(i) => self.more.get(i).map_or((0, 0), |m| (m[1], m[2])),
+                let more = arrays.more();
+                let (start, end) = match more.binary_search_by_key(&prefix, |m| m[0]) {
+                    Ok(i) => more.get(i).map_or((0, 0), |m| (m[1], m[2])),
                     Err(_) => (0, 0),
                 };
-                let entries = self
-                    .entries
+                let entries = arrays
+                    .entries()
                     .get(start as usize..end as usize)
                     .unwrap_or_default();
                 if let Some(entry) = entries.iter().find(|e| e.matches(proto, port)) {
@@ -348,6 +433,22 @@ impl IndexView<'_> {
         }
         None
     }
+}
+
+/// The profile's rules, then the global rules.
+#[inline(always)]
+pub(crate) fn in_sets<'a, A: Arrays<'a>>(
+    view: IndexView<A>,
+    profile: Option<crate::ProfileId>,
+    family: Family,
+    key: u128,
+    proto: Proto,
+    port: u16,
+) -> Option<u32> {
+    let lookup_in = |set| view.lookup(set, family, key, proto, port);
+    profile
+        .and_then(|p| lookup_in(set_of(Some(p))))
+        .or_else(|| lookup_in(GLOBAL))
 }
 
 /// Arena indices are u32; the builder caps rules far below that.

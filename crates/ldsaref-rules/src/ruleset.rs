@@ -4,9 +4,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::compiled::{self, Bytes, Compiled, Fingerprint, Refusal};
-use crate::index::Index;
+use crate::index::{in_sets, Index};
 use crate::key::match_key;
-use crate::placement::{set_of, GLOBAL};
 use crate::profiles::Profiles;
 use crate::{Action, Origin, ParseError, ProfileId, Proto, Rule, RuleSetBuilder};
 
@@ -85,7 +84,7 @@ impl RuleSet {
         };
         Some(compiled::write(
             &compiled::Parts {
-                view: p.index.view(),
+                view: p.index.slices(),
                 rules: &p.rules,
                 files: p.files.iter().map(String::as_str).collect(),
                 profiles: p.profiles.names().collect(),
@@ -226,11 +225,16 @@ impl RuleSet {
         proto: Proto,
         port: u16,
     ) -> Option<(u32, Action)> {
-        let found = self.lookup_index(profile, dest, proto, port)?;
         match &self.inner {
-            Inner::Parsed(p) => Some((found, *p.actions.get(found as usize)?)),
-            // Past the end (a corrupt index): fail closed, `deny`.
-            Inner::Compiled(c) => Some((found, c.action(found))),
+            Inner::Parsed(p) => {
+                let found = self.lookup_index(profile, dest, proto, port)?;
+                Some((found, *p.actions.get(found as usize)?))
+            }
+            // An action that does not decode (a corrupt index): `deny`.
+            Inner::Compiled(c) => {
+                let (family, key) = match_key(dest);
+                c.decide(profile, family, key, proto, port)
+            }
         }
     }
 
@@ -243,14 +247,10 @@ impl RuleSet {
         port: u16,
     ) -> Option<u32> {
         let (family, key) = match_key(dest);
-        let view = match &self.inner {
-            Inner::Parsed(p) => p.index.view(),
-            Inner::Compiled(c) => c.view(),
-        };
-        let lookup_in = |set| view.lookup(set, family, key, proto, port);
-        profile
-            .and_then(|p| lookup_in(set_of(Some(p))))
-            .or_else(|| lookup_in(GLOBAL))
+        match &self.inner {
+            Inner::Parsed(p) => in_sets(p.index.view(), profile, family, key, proto, port),
+            Inner::Compiled(c) => in_sets(c.view(), profile, family, key, proto, port),
+        }
     }
 
     /// Approximate heap memory held by the set, in bytes (a compiled

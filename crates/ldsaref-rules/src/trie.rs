@@ -222,6 +222,7 @@ impl Root {
 /// The flag of an inline node in [`Node::depth`].
 const INLINE: u8 = 0x80;
 
+use crate::index::Arrays;
 use crate::key::mask;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -430,10 +431,16 @@ impl Tries {
     /// check it. Allocation-free, panic-free, at most 22 nodes.
     #[cfg(test)]
     pub(crate) fn candidate(&self, root: Root, key: u128) -> (u32, bool) {
-        candidate(&self.blocks, &self.results, root, key)
+        let arrays = crate::index::Slices {
+            blocks: &self.blocks,
+            results: &self.results,
+            ..crate::index::Slices::default()
+        };
+        candidate(arrays, root, key)
     }
 
-    /// The arrays a lookup reads, to store in a compiled index.
+    /// The arrays a lookup reads.
+    #[inline(always)]
     pub(crate) fn arrays(&self) -> (&[Block], &[u32]) {
         (&self.blocks, &self.results)
     }
@@ -477,7 +484,7 @@ impl Tries {
 /// whatever the arrays hold: at most [`MAX_LEVELS`] nodes, every index
 /// checked.
 #[inline]
-pub(crate) fn candidate(blocks: &[Block], results: &[u32], root: Root, key: u128) -> (u32, bool) {
+pub(crate) fn candidate<'a>(arrays: impl Arrays<'a>, root: Root, key: u128) -> (u32, bool) {
     let mut exact = mask(key, root.depth) == root.path;
     // The first bit the next node looks at, were no level skipped.
     let mut expected = u32::from(root.depth);
@@ -487,7 +494,7 @@ pub(crate) fn candidate(blocks: &[Block], results: &[u32], root: Root, key: u128
         expected += FANOUT_BITS;
     }
     for _ in 0..MAX_LEVELS {
-        let Some(node) = blocks.get(index as usize).map(Node::decode) else {
+        let Some(node) = arrays.block(index as usize).as_ref().map(Node::decode) else {
             break;
         };
         let depth = u32::from(node.depth & !INLINE) & 127;
@@ -516,7 +523,7 @@ pub(crate) fn candidate(blocks: &[Block], results: &[u32], root: Root, key: u128
             let leaves = node.children & node.marks;
             let unit = (node.first_child as usize + nodes.count_ones() as usize) * 4
                 + (leaves & (bit - 1)).count_ones() as usize;
-            let Some(block) = blocks.get(unit / 4) else {
+            let Some(block) = arrays.block(unit / 4) else {
                 break;
             };
             let leaf = Leaf(block.0[unit % 4]);
@@ -535,7 +542,7 @@ pub(crate) fn candidate(blocks: &[Block], results: &[u32], root: Root, key: u128
             let run = (runs & (u64::MAX >> (63 - s))).count_ones();
             let Some(run) = run.checked_sub(1) else { break };
             let at = node.first as usize + run as usize;
-            return (results.get(at).copied().unwrap_or(NONE), exact);
+            return (arrays.result(at).unwrap_or(NONE), exact);
         }
     }
     (NONE, false)
