@@ -277,6 +277,13 @@ record check chain_marked "$(ip netns exec "$ns" nft list chain ip ldsaref_bench
 ip netns del "$ns"
 
 # ---------------------------------------------------------------------
+step "compiled rules index: start-up, USS/PSS, 100 processes, compiling 1M"
+# Its own table (BENCHMARKS.md, "The compiled rules index"), kept beside
+# the raw figures; a failure here does not lose the rest of the run.
+ROUNDS=$rounds scripts/bench/index.sh >"$root/target/bench-index.md" || echo "bench: index.sh failed" >&2
+cat "$root/target/bench-index.md" >&2 || true
+
+# ---------------------------------------------------------------------
 step "report"
 cp "$raw" "$root/target/bench-raw.tsv"
 $py scripts/bench/report.py "$raw" --markdown BENCHMARKS.md --plot docs/bench-scaling.png

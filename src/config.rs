@@ -21,7 +21,7 @@ use arc_swap::{ArcSwap, Guard};
 use ldsaref_kernel::opts::SarefOpts;
 use ldsaref_rules::files::{self, Location, Stamp};
 use ldsaref_rules::settings::{vars, KlipsAbi, Mode, OnError, Settings};
-use ldsaref_rules::{Action, Policy, RuleSet};
+use ldsaref_rules::{Policy, RuleSet};
 
 use crate::{errno, logging};
 
@@ -345,7 +345,7 @@ fn init() -> State {
     let inject_panic = !secure && env(LDSAREF_TEST_PANIC).as_deref() == Some("1");
     let location = Location::from_setting(settings.rules.as_deref());
     let stamp = files::stamp(&location);
-    let rules = files::load(&location);
+    let rules = load_rules(&location);
     let mut cfg = build(&settings, &env_problems, probe, rules);
     cfg.inject_panic = inject_panic;
     log_outcome(&cfg, &settings, &location);
@@ -370,6 +370,21 @@ fn init() -> State {
     }
 }
 
+/// The rules of `location`: their compiled index, mapped, when it is valid
+/// for the files as they are now; else the files, parsed, and one log line
+/// that says why the index was not used (at `debug` when there is none:
+/// compiling is optional, and the `info` line that says how many rules
+/// were loaded says whether they came from an index).
+fn load_rules(location: &Location) -> Result<Option<RuleSet>, String> {
+    let (rules, note) = files::load_with_index(location, ldsaref_kernel::mapped::map);
+    match note {
+        Some(n) if n.serious => log::warn!("{}", n.message),
+        Some(n) => log::debug!("{}", n.message),
+        None => {}
+    }
+    rules
+}
+
 /// Builds a configuration from fixed settings and freshly loaded rules.
 fn build(
     settings: &Settings,
@@ -382,9 +397,7 @@ fn build(
         reasons.push(e);
         None
     });
-    let reflect = rules
-        .as_ref()
-        .is_some_and(|set| set.rules().any(|r| matches!(r.action, Action::Reflect)));
+    let reflect = rules.as_ref().is_some_and(RuleSet::has_reflect);
     let policy = if reasons.is_empty() {
         Policy::new(rules, settings.profile.as_deref(), settings.saref)
             .map_err(|e| reasons.push(e.to_string()))
@@ -415,11 +428,16 @@ fn log_outcome(cfg: &Config, settings: &Settings, location: &Location) {
         }
     } else if let Some(p) = &cfg.policy {
         log::info!(
-            "{} rules from {}{}{}, mode {}",
+            "{} rules from {}{}{}{}, mode {}",
             p.rules().map_or(0, RuleSet::len),
             match location {
                 Location::Explicit(p) => p.display().to_string(),
                 Location::System => format!("{} and {}", files::SYSTEM_FILE, files::SYSTEM_DIR),
+            },
+            if p.rules().is_some_and(RuleSet::is_compiled) {
+                format!(" (compiled index {})", location.index_path().display())
+            } else {
+                String::new()
             },
             settings
                 .profile
@@ -476,7 +494,7 @@ fn reload_if_changed(st: &State) {
     if stamp == **st.stamp.load() || stamp == **st.failed.load() {
         return;
     }
-    match files::load(&st.location) {
+    match load_rules(&st.location) {
         Ok(rules) => {
             let mut cfg = build(&st.settings, &st.env_problems, st.probe, Ok(rules));
             cfg.inject_panic = st.inject_panic;

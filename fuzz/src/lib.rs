@@ -25,16 +25,16 @@ pub fn naive_lookup(
     dest: IpAddr,
     proto: Proto,
     port: u16,
-) -> Option<&Rule> {
+) -> Option<Rule> {
     let in_set = |p: Option<ProfileId>| {
-        let mut best: Option<&Rule> = None;
+        let mut best: Option<Rule> = None;
         for r in set.rules().filter(|r| r.profile == p) {
             if !r.matches(dest, proto, port) {
                 continue;
             }
             match best {
-                Some(b) if rank(b) > rank(r) => {}
-                Some(b) if rank(b) == rank(r) => panic!(
+                Some(b) if rank(&b) > rank(&r) => {}
+                Some(b) if rank(&b) == rank(&r) => panic!(
                     "two rules that tie both loaded and both match {dest} {proto} {port}: \
                      line {} `{b}` and line {} `{r}`",
                     b.origin.line, r.origin.line
@@ -118,9 +118,9 @@ pub fn check_set(set: &RuleSet, budget: usize) {
         .collect();
     let mut lookups = 0;
     for rule in set.rules() {
-        round_trip(rule);
+        round_trip(&rule);
         for dest in probes(&rule.dest) {
-            for port in ports_of(rule) {
+            for port in ports_of(&rule) {
                 for proto in [Proto::Tcp, Proto::Udp] {
                     for (&profile, policy) in profiles.iter().zip(&policies) {
                         lookups += 1;
@@ -135,10 +135,10 @@ pub fn check_set(set: &RuleSet, budget: usize) {
                             "lookup({:?}, {dest}, {proto}, {port}) disagrees with the naive matcher: \
                              fast {:?}, naive {:?}",
                             profile.map(|p| set.profile_name(p)),
-                            fast.map(ToString::to_string),
-                            slow.map(ToString::to_string),
+                            fast.map(|r| r.to_string()),
+                            slow.map(|r| r.to_string()),
                         );
-                        check_policy(policy, catch_all, dest, proto, port, fast);
+                        check_policy(policy, catch_all, dest, proto, port, fast.as_ref());
                     }
                 }
             }

@@ -9,6 +9,7 @@
 mod apply;
 mod cgroup;
 mod explain;
+mod index;
 mod library;
 mod nft;
 mod probe;
@@ -101,6 +102,19 @@ enum Command {
     Check {
         /// The rules file
         file: Option<PathBuf>,
+        /// Then compile the rules' index, as `ldsaref compile` does
+        #[arg(long)]
+        compile: bool,
+    },
+    /// Compile the rules into the index every steered program maps
+    /// (FILE.index beside the rules, /etc/ldsaref/rules.index for the
+    /// system rules); run it after editing rules files by hand
+    #[command(after_help = EXIT_CODES)]
+    Compile {
+        /// The rules file or directory (default: LDSAREF_RULES, else the
+        /// system rules)
+        #[arg(long, value_name = "F")]
+        rules: Option<PathBuf>,
     },
     /// Show the rule that decides for a destination and the kernel operation
     #[command(after_help = EXIT_CODES)]
@@ -154,7 +168,8 @@ fn main() -> ExitCode {
             cgroup: false,
             command,
         } => run::run(&steer, allow_unsteered, &command),
-        Command::Check { file } => settings::check(file.as_deref()),
+        Command::Check { file, compile } => settings::check(file.as_deref(), compile),
+        Command::Compile { rules } => settings::compile(&settings::location_of(rules.as_deref())),
         Command::Explain(args) => explain::explain(&args),
         Command::Probe { klips_abi } => probe::probe(klips_abi.as_deref()),
         Command::Env { steer, unset } => run::env(&steer, unset),

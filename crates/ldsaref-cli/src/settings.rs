@@ -65,11 +65,55 @@ pub fn load_rules(location: &Location) -> Result<Option<RuleSet>, String> {
     files::load(location)
 }
 
+/// The rules as the library finds them: from their compiled index when it
+/// is valid, else parsed (and a warning says why the index was not used).
+pub fn load_rules_or_index(location: &Location) -> Result<Option<RuleSet>, String> {
+    let (rules, note) = files::load_with_index(location, ldsaref_kernel::mapped::map);
+    if let Some(note) = note.filter(|n| n.serious) {
+        eprintln!("ldsaref: warning: {}", note.message);
+    }
+    rules
+}
+
+/// `ldsaref compile [--rules F]`, and `check --compile` once the rules
+/// check: writes the index of `location` beside it.
+pub fn compile(location: &Location) -> u8 {
+    let start = std::time::Instant::now();
+    match crate::index::compile_for(location) {
+        Ok(path) => {
+            let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+            println!(
+                "{}: compiled, {size} bytes, in {} ms",
+                path.display(),
+                start.elapsed().as_millis()
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
+}
+
+/// The rules location of `file`, else of `LDSAREF_RULES`, else the
+/// system's.
+pub fn location_of(file: Option<&Path>) -> Location {
+    match file {
+        Some(p) => Location::Explicit(p.to_path_buf()),
+        None => Location::from_setting(
+            get(&Overrides::new(), vars::LDSAREF_RULES)
+                .map(PathBuf::from)
+                .as_deref(),
+        ),
+    }
+}
+
 /// Everything the library would complain about, all at once.
 pub fn validate(ov: &Overrides) -> Result<(Settings, Policy), Vec<String>> {
     let (settings, errors) = Settings::from_lookup(|k| get(ov, k));
     let mut problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    let rules = match load_rules(&Location::from_setting(settings.rules.as_deref())) {
+    let rules = match load_rules_or_index(&Location::from_setting(settings.rules.as_deref())) {
         Ok(r) => r,
         Err(e) => {
             problems.push(e);
@@ -87,15 +131,8 @@ pub fn validate(ov: &Overrides) -> Result<(Settings, Policy), Vec<String>> {
 
 /// `ldsaref check [PATH]`: a file or a directory; by default what the
 /// library would load.
-pub fn check(file: Option<&Path>) -> u8 {
-    let location = match file {
-        Some(p) => Location::Explicit(p.to_path_buf()),
-        None => Location::from_setting(
-            get(&Overrides::new(), vars::LDSAREF_RULES)
-                .map(PathBuf::from)
-                .as_deref(),
-        ),
-    };
+pub fn check(file: Option<&Path>, and_compile: bool) -> u8 {
+    let location = location_of(file);
     let path = match &location {
         Location::Explicit(p) => p.display().to_string(),
         Location::System => format!("{} and {}", files::SYSTEM_FILE, files::SYSTEM_DIR),
@@ -117,7 +154,11 @@ pub fn check(file: Option<&Path>) -> u8 {
                     format!(", profiles: {}", profiles.join(", "))
                 }
             );
-            0
+            if and_compile {
+                compile(&location)
+            } else {
+                0
+            }
         }
         Err(e) => {
             eprintln!("{e}");

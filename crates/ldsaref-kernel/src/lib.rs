@@ -13,8 +13,10 @@
 //! - [`op`]: the kernel operation a rule's action turns into, per mode and
 //!   per kind of socket, with a human description for `explain` and logs.
 //! - [`probe`]: what this kernel and these privileges support.
+//! - [`mapped`]: the compiled rules index, mapped read-only.
 
 pub mod cmsg;
+pub mod mapped;
 pub mod op;
 pub mod opts;
 pub mod probe;

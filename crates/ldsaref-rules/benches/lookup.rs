@@ -26,6 +26,9 @@ use std::time::Duration;
 
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use std::sync::Arc;
+
+use ldsaref_rules::compiled::{AlignedBytes, Bytes};
 use ldsaref_rules::{Policy, Proto, RuleSet};
 
 /// CPU time of the calling thread, in nanoseconds.
@@ -352,6 +355,21 @@ fn lookup(c: &mut Criterion<ThreadCpu>) {
                 let q = qs[i & mask];
                 i = i.wrapping_add(1);
                 black_box(policy.decide(black_box(q.dest), q.proto, q.port))
+            })
+        });
+        // The same set compiled into an index and read back, as the
+        // library maps it: the same lookup code over borrowed arrays.
+        let bytes = set.compile(&[]).expect("a parsed set compiles");
+        let owner: Bytes = Arc::new(AlignedBytes::new(&bytes));
+        drop(bytes);
+        let indexed = RuleSet::from_index(owner, &[]).expect("its own index opens");
+        let indexed = Policy::new(Some(indexed), None, None).expect("no profile");
+        group.bench_with_input(BenchmarkId::new("Policy::decide-index", n), &n, |b, _| {
+            let mut i = 0usize;
+            b.iter(|| {
+                let q = qs[i & mask];
+                i = i.wrapping_add(1);
+                black_box(indexed.decide(black_box(q.dest), q.proto, q.port))
             })
         });
     }

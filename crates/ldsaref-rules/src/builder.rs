@@ -159,24 +159,6 @@ impl RuleSetBuilder {
         loop {
             // Past 4 billion lines, numbers stick at the last one rather than wrap.
             line = line.saturating_add(1);
-            // Most lines are read in one pass; the others, and any error,
-            // are left to the general parser below.
-            let fast = if self.rules.len() < MAX_RULES {
-                parse::fast_line(rest)
-            } else {
-                None
-            };
-            if let Some((item, next)) = fast {
-                if let parse::FastLine::Rule(spec) = item {
-                    let col = parse::column(rest, spec.at);
-                    self.push(spec, file_index, line, profile, col);
-                }
-                match next.and_then(|next| rest.get(next..)) {
-                    Some(next) => rest = next,
-                    None => break,
-                }
-                continue;
-            }
             let (content, next) = parse::split_line(rest);
             let locate = |fault: Fault| ParseError {
                 file: file.to_owned(),
@@ -276,7 +258,9 @@ mod tests {
     }
 
     /// The rules (with their columns) of `text` read line by line with the
-    /// general parser only, as the builder did before it had a fast path.
+    /// general parser only (the builder reads the whole text in one loop;
+    /// it had a second, one-pass reader for rule lines until the compiled
+    /// index took parsing off the per-process path).
     fn read_by_lines(text: &str) -> Result<Vec<(Rule, u32)>, ParseError> {
         let mut b = RuleSetBuilder::new();
         b.files.push("f".to_owned());

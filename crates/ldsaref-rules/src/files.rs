@@ -5,10 +5,15 @@
 //! which loads and reloads, and the command, which checks and explains,
 //! so both read exactly the same rules.
 
+use std::ffi::OsString;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::io::Write as _;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use crate::compiled::{AlignedBytes, Bytes, Fingerprint};
 use crate::{RuleSet, RuleSetBuilder};
 
 /// The system rules file.
@@ -16,6 +21,8 @@ pub const SYSTEM_FILE: &str = "/etc/ldsaref/rules";
 /// The system rules directory: every `*.rules` file in it (e.g. written by
 /// `ldsaref updown`, one per connection).
 pub const SYSTEM_DIR: &str = "/etc/ldsaref/rules.d";
+/// The compiled index of the system rules (see [`Location::index_path`]).
+pub const SYSTEM_INDEX: &str = "/etc/ldsaref/rules.index";
 /// Files of a rules directory end with this.
 pub const EXTENSION: &str = "rules";
 
@@ -65,6 +72,25 @@ impl Location {
 
     /// The directories whose listing matters (a file appearing there is a
     /// change).
+    /// Where the compiled index of these rules is, like postfix's
+    /// `postmap` (`virtual` → `virtual.db`): beside the rules file or
+    /// directory `P` (a trailing slash dropped), `P.index`; for the system
+    /// rules, [`SYSTEM_INDEX`].
+    pub fn index_path(&self) -> PathBuf {
+        match self {
+            Location::System => PathBuf::from(SYSTEM_INDEX),
+            Location::Explicit(p) => {
+                let mut bytes = p.as_os_str().as_bytes();
+                while bytes.len() > 1 && bytes.ends_with(b"/") {
+                    bytes = &bytes[..bytes.len() - 1];
+                }
+                let mut name = OsString::from(std::ffi::OsStr::from_bytes(bytes));
+                name.push(".index");
+                PathBuf::from(name)
+            }
+        }
+    }
+
     fn dirs(&self) -> Vec<PathBuf> {
         match self {
             Location::Explicit(p) if p.is_dir() => vec![p.clone()],
@@ -130,6 +156,223 @@ fn add_file(b: &mut RuleSetBuilder, path: &Path) -> Result<(), String> {
     b.add_bytes(&bytes, &name).map_err(|e| e.to_string())
 }
 
+/// Why the compiled index was not used, when it was not: `serious` is
+/// false when there is simply none (compiling is optional).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexNote {
+    /// Worth a warning: an index is there but not usable.
+    pub serious: bool,
+    /// One line, naming the index and why.
+    pub message: String,
+}
+
+/// The identity of `path` as the rules are read from it now.
+pub fn fingerprint(path: &Path) -> Result<Fingerprint, String> {
+    let m = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Fingerprint {
+        path: path.as_os_str().as_bytes().to_vec(),
+        dev: m.dev(),
+        ino: m.ino(),
+        size: m.size(),
+        mtime_ns: m
+            .mtime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(m.mtime_nsec()),
+        ctime_ns: m
+            .ctime()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(m.ctime_nsec()),
+    })
+}
+
+/// The files of `location`, in load order, as they are now.
+pub fn fingerprints(location: &Location) -> Result<Vec<Fingerprint>, String> {
+    location.files()?.iter().map(|p| fingerprint(p)).collect()
+}
+
+/// The checks an index gets before it is read, on the metadata of the
+/// open file: a regular file, not writable by group or others, owned by
+/// root or by `euid` (the user running).
+pub fn check_index_metadata(meta: &fs::Metadata, path: &Path, euid: u32) -> Result<(), String> {
+    let mode = meta.mode() & 0o7777;
+    if !meta.file_type().is_file() {
+        return Err(format!("unsafe: {} is not a regular file", path.display()));
+    }
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "unsafe: {} is writable by others than its owner (mode {mode:04o})",
+            path.display()
+        ));
+    }
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Err(format!(
+            "unsafe: {} is owned by uid {}, neither root nor the user running",
+            path.display(),
+            meta.uid()
+        ));
+    }
+    Ok(())
+}
+
+/// Reads the index at `path` into memory (for the command; the library
+/// maps it instead), after [`check_index_metadata`]. `Ok(None)` if there
+/// is none.
+pub fn read_index(path: &Path, euid: u32) -> Result<Option<Bytes>, String> {
+    let mut file = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    check_index_metadata(&meta, path, euid)?;
+    let len = usize::try_from(meta.len()).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes =
+        AlignedBytes::read(&mut file, len).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some(Arc::new(bytes)))
+}
+
+/// Loads the rules of `location`: from its compiled index when `open`
+/// gives one (`Ok(None)`: there is none) that matches the files as they
+/// are now, else by parsing them, with a note of why the index was not
+/// used. Rules as [`load`] gives them.
+pub fn load_with_index(
+    location: &Location,
+    open: impl FnOnce(&Path) -> Result<Option<Bytes>, String>,
+) -> (Result<Option<RuleSet>, String>, Option<IndexNote>) {
+    let index = location.index_path();
+    let shown = index.display();
+    let note = |serious: bool, why: String| IndexNote {
+        serious,
+        message: format!(
+            "rules index {shown} not used ({why}): parsing the rules instead{}",
+            if serious { "; run ldsaref compile" } else { "" }
+        ),
+    };
+    let sources = match fingerprints(location) {
+        Ok(s) if s.is_empty() => return (Ok(None), None),
+        Ok(s) => s,
+        // The parser says it better.
+        Err(_) => return (load(location), None),
+    };
+    let note = match open(&index) {
+        Ok(None) => note(false, "there is none".to_owned()),
+        Err(e) => note(true, e),
+        Ok(Some(bytes)) => match RuleSet::from_index(bytes, &sources) {
+            Ok(set) => return (Ok(Some(set)), None),
+            Err(refusal) => note(true, refusal.to_string()),
+        },
+    };
+    (load(location), Some(note))
+}
+
+/// How recent a change to a rules file may be for its fingerprint to be
+/// trusted: the kernel stamps files with a clock that ticks every few
+/// milliseconds, so two writes within one tick can leave the same size,
+/// mtime and ctime. A file changed less than this long ago is waited for.
+const RACY_NS: i64 = 50_000_000;
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// The fingerprints of `location`, once its newest change is old enough
+/// that any later change shows in them (see [`RACY_NS`]).
+fn settled_fingerprints(location: &Location) -> Result<Vec<Fingerprint>, String> {
+    for _ in 0..40 {
+        let fps = fingerprints(location)?;
+        let newest = fps
+            .iter()
+            .map(|f| f.ctime_ns.max(f.mtime_ns))
+            .max()
+            .unwrap_or(0);
+        let age = now_ns().saturating_sub(newest);
+        if !(0..RACY_NS).contains(&age) {
+            return Ok(fps);
+        }
+        std::thread::sleep(std::time::Duration::from_nanos(
+            (RACY_NS - age) as u64 + 1_000_000,
+        ));
+    }
+    fingerprints(location)
+}
+
+/// The compiled index of the rules of `location` (checked as [`load`]
+/// checks them), with the number of rules. The files are fingerprinted
+/// before they are read and again after: a change while compiling means
+/// compiling again.
+pub fn compile(location: &Location) -> Result<(Vec<u8>, usize), String> {
+    for _ in 0..5 {
+        let before = settled_fingerprints(location)?;
+        if before.is_empty() {
+            return Err(match location {
+                Location::System => format!(
+                    "no rules to compile ({SYSTEM_FILE} and {SYSTEM_DIR}/*.rules do not exist)"
+                ),
+                Location::Explicit(p) => format!("{}: no rules files to compile", p.display()),
+            });
+        }
+        let Some(set) = load(location)? else {
+            continue;
+        };
+        if fingerprints(location)? != before {
+            continue;
+        }
+        let bytes = set.compile(&before).ok_or("not a parsed rule set")?;
+        return Ok((bytes, set.len()));
+    }
+    Err("the rules kept changing while being compiled".to_owned())
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file beside it,
+/// flushed to disk, mode 0644, renamed over it.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let shown = path.display();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{shown}: not a file name"))?;
+    let mut tmp_name = OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.set_permissions(fs::Permissions::from_mode(0o644))?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)?;
+        fs::File::open(dir)?.sync_all()
+    })();
+    result.map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        format!("{shown}: cannot write the index: {e}")
+    })
+}
+
+/// Compiles the rules of `location` and writes their index where the
+/// library looks for it ([`Location::index_path`]), atomically. For
+/// `ldsaref compile`, and for every tool that changes rules files, right
+/// after the change (`ldsaref updown`): until then, running programs
+/// parse the rules themselves. Returns the index's path.
+pub fn compile_for(location: &Location) -> Result<PathBuf, String> {
+    let (bytes, _) = compile(location)?;
+    let path = location.index_path();
+    write_atomically(&path, &bytes)?;
+    Ok(path)
+}
+
 /// What the rules looked like on disk: identity, size and times of every
 /// file and directory involved. Two equal stamps mean nothing changed
 /// (an atomic replace by rename changes the inode; an in-place edit the
@@ -154,6 +397,9 @@ pub fn stamp(location: &Location) -> Stamp {
     if let Location::System = location {
         paths.push(PathBuf::from(SYSTEM_FILE));
     }
+    // A new index (compiled after the rules changed) is a reason to load
+    // again too.
+    paths.push(location.index_path());
     Stamp(
         paths
             .into_iter()

@@ -8,18 +8,23 @@
 //! says its candidate is exact, that is the answer, and the lookup reads
 //! nothing but trie nodes. Other candidates go through the prefix records.
 
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 use crate::key::{mask, Family};
-use crate::placement::{runs, Placed};
-use crate::trie::{self, Root, Tries, NONE};
+use crate::placement::{runs, set_of, Placed, GLOBAL};
+use crate::trie::{self, Block, Root, Tries, NONE};
 use crate::{Dest, Proto, ProtoMatch, Rule};
 
 /// The rules of one prefix of one trie, in 32 bytes (two records per cache
 /// line, aligned so that none straddles two): most prefixes have a single
 /// rule, so the best-ranked one is stored inline, and the others, rarely
 /// there, elsewhere.
-#[derive(Clone, Copy, Debug)]
-#[repr(align(32))]
-struct PrefixRules {
+///
+/// Laid out as stored in a compiled index: no padding, and any bit pattern
+/// is a record a lookup can read without harm.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C, align(32))]
+pub(crate) struct PrefixRules {
     /// The prefix, to check a candidate of the trie against the key.
     key: u128,
     /// The longest shorter prefix of the same trie that contains this one,
@@ -30,10 +35,12 @@ struct PrefixRules {
     rule: u32,
     lo: u16,
     hi: u16,
-    proto: ProtoMatch,
+    /// A [`proto_code`].
+    proto: u8,
     len: u8,
-    /// Whether more rules follow, listed in [`Index::more`].
-    has_more: bool,
+    /// Whether more rules follow, listed in [`Index::more`]: 0 or 1.
+    has_more: u8,
+    _pad: u8,
 }
 
 impl PrefixRules {
@@ -49,20 +56,41 @@ impl PrefixRules {
             lo: self.lo,
             hi: self.hi,
             proto: self.proto,
+            _pad: [0; 3],
         }
     }
 }
 
 /// What the lookup needs of a rule, kept apart from [`Rule`], which is
 /// larger and not needed to decide.
-#[derive(Clone, Copy, Debug)]
-struct Entry {
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub(crate) struct Entry {
     rule: u32,
     /// Ports covered, `0..=65535` for a rule without ports.
     lo: u16,
     hi: u16,
-    /// The effective protocol: `reflect` is UDP only.
-    proto: ProtoMatch,
+    /// The effective protocol, a [`proto_code`]: `reflect` is UDP only.
+    proto: u8,
+    _pad: [u8; 3],
+}
+
+/// A protocol match as stored: 0 any, 1 TCP, 2 UDP. Any other value (a
+/// corrupt index) matches nothing.
+pub(crate) fn proto_code(p: ProtoMatch) -> u8 {
+    match p {
+        ProtoMatch::Any => 0,
+        ProtoMatch::Tcp => 1,
+        ProtoMatch::Udp => 2,
+    }
+}
+
+#[inline]
+fn proto_matches(code: u8, proto: Proto) -> bool {
+    match proto {
+        Proto::Tcp => code == 0 || code == 1,
+        Proto::Udp => code == 0 || code == 2,
+    }
 }
 
 impl Entry {
@@ -76,17 +104,18 @@ impl Entry {
             rule: placed.rule,
             lo: placed.lo,
             hi: placed.hi,
-            proto,
+            proto: proto_code(proto),
+            _pad: [0; 3],
         }
     }
 
     #[inline]
     fn matches(&self, proto: Proto, port: u16) -> bool {
-        self.proto.matches(proto) && self.lo <= port && port <= self.hi
+        proto_matches(self.proto, proto) && self.lo <= port && port <= self.hi
     }
 
     fn matches_everything(&self) -> bool {
-        self.proto == ProtoMatch::Any && (self.lo, self.hi) == (0, u16::MAX)
+        self.proto == 0 && (self.lo, self.hi) == (0, u16::MAX)
     }
 }
 
@@ -101,7 +130,7 @@ pub(crate) struct Index {
     prefixes: Vec<PrefixRules>,
     /// The prefixes with more than one rule (`has_more`), in order, and
     /// where their other rules are in `entries`: (prefix, start, end).
-    more: Vec<(u32, u32, u32)>,
+    more: Vec<[u32; 3]>,
     entries: Vec<Entry>,
     /// The prefix record of each rule stored [`DIRECT`] in a trie, to check
     /// a candidate that is not exact; [`NONE`] for the others.
@@ -168,7 +197,7 @@ impl Index {
                     index.entries.push(Entry::new(&protos, p));
                 }
                 if at_prefix.len() > 1 {
-                    index.more.push((id, start, to_u32(index.entries.len())));
+                    index.more.push([id, start, to_u32(index.entries.len())]);
                 }
                 let best = Entry::new(&protos, &head);
                 index.prefixes.push(PrefixRules {
@@ -179,7 +208,8 @@ impl Index {
                     hi: best.hi,
                     proto: best.proto,
                     len: head.len,
-                    has_more: at_prefix.len() > 1,
+                    has_more: u8::from(at_prefix.len() > 1),
+                    _pad: 0,
                 });
                 // Direct only when the rule has this one placement (not
                 // `any`, placed in both families), so that it maps back to
@@ -212,61 +242,24 @@ impl Index {
         index
     }
 
-    /// The index of the rule of set `set` that applies to traffic to `key`
-    /// (see [`crate::key::match_key`]), if any. Allocation-free,
-    /// panic-free.
+    /// The arrays a lookup reads, borrowed.
     #[inline]
-    pub(crate) fn lookup(
-        &self,
-        set: usize,
-        family: Family,
-        key: u128,
-        proto: Proto,
-        port: u16,
-    ) -> Option<u32> {
-        let roots = self.roots.get(set)?;
-        let (value, exact) = self.tries.candidate(roots[family_slot(family)], key);
-        let mut prefix = value;
-        if value != NONE && value & DIRECT != 0 {
-            let rule = value & !DIRECT;
-            if exact {
-                return Some(rule);
-            }
-            prefix = self
-                .direct_prefix
-                .get(rule as usize)
-                .copied()
-                .unwrap_or(NONE);
+    pub(crate) fn view(&self) -> IndexView<&Index> {
+        IndexView(self)
+    }
+
+    /// The arrays, borrowed.
+    pub(crate) fn slices(&self) -> Slices<'_> {
+        let (blocks, results) = self.tries.arrays();
+        Slices {
+            roots: &self.roots,
+            blocks,
+            results,
+            prefixes: &self.prefixes,
+            more: &self.more,
+            entries: &self.entries,
+            direct_prefix: &self.direct_prefix,
         }
-        // From the longest prefix to the shortest, the first rule that
-        // matches the protocol and port. The trie's candidate may be too
-        // long (see `trie`): prefixes that do not contain the key are
-        // skipped on the way up. Parents have smaller indices, so this ends.
-        while let Some(rules) = self.prefixes.get(prefix as usize) {
-            if !rules.contains(key) {
-                prefix = rules.parent;
-                continue;
-            }
-            if rules.best().matches(proto, port) {
-                return Some(rules.rule);
-            }
-            if rules.has_more {
-                // Rare: a search is fine here.
-                let (start, end) = match self.more.binary_search_by_key(&prefix, |m| m.0) {
-                    Ok(i) => self.more.get(i).map_or((0, 0), |m| (m.1, m.2)),
-                    Err(_) => (0, 0),
-                };
-                let entries = self
-                    .entries
-                    .get(start as usize..end as usize)
-                    .unwrap_or_default();
-                if let Some(entry) = entries.iter().find(|e| e.matches(proto, port)) {
-                    return Some(entry.rule);
-                }
-            }
-            prefix = rules.parent;
-        }
-        None
     }
 
     /// Bytes used, for tests and diagnostics.
@@ -274,10 +267,188 @@ impl Index {
         self.roots.capacity() * std::mem::size_of::<[Root; 2]>()
             + self.tries.heap_bytes()
             + self.prefixes.capacity() * std::mem::size_of::<PrefixRules>()
-            + self.more.capacity() * std::mem::size_of::<(u32, u32, u32)>()
+            + self.more.capacity() * std::mem::size_of::<[u32; 3]>()
             + self.entries.capacity() * std::mem::size_of::<Entry>()
             + self.direct_prefix.capacity() * std::mem::size_of::<u32>()
     }
+}
+
+/// Read access to the arrays of an index, by element: owned ([`Slices`],
+/// the index built in this process) or mapped from a file
+/// ([`crate::compiled`], which reads each element in place, checked).
+/// One lookup ([`IndexView::lookup`], [`trie::candidate`]) over both, so
+/// one precedence. Every accessor is bounds-checked and `None` past the
+/// end, whatever the arrays hold.
+pub(crate) trait Arrays<'a>: Copy {
+    /// The root of set `set`'s trie of `family` (0: IPv4, 1: IPv6).
+    fn root(self, set: usize, family: usize) -> Option<Root>;
+    fn block(self, i: usize) -> Option<Block>;
+    fn result(self, i: usize) -> Option<u32>;
+    fn prefix(self, i: usize) -> Option<PrefixRules>;
+    fn direct_prefix(self, rule: usize) -> Option<u32>;
+    /// The (rarely used) lists of further rules: whole.
+    fn more(self) -> &'a [[u32; 3]];
+    fn entries(self) -> &'a [Entry];
+}
+
+/// The arrays of an [`Index`], borrowed.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Slices<'a> {
+    pub(crate) roots: &'a [[Root; 2]],
+    pub(crate) blocks: &'a [Block],
+    pub(crate) results: &'a [u32],
+    pub(crate) prefixes: &'a [PrefixRules],
+    pub(crate) more: &'a [[u32; 3]],
+    pub(crate) entries: &'a [Entry],
+    pub(crate) direct_prefix: &'a [u32],
+}
+
+impl<'a> Arrays<'a> for Slices<'a> {
+    #[inline(always)]
+    fn root(self, set: usize, family: usize) -> Option<Root> {
+        self.roots.get(set)?.get(family).copied()
+    }
+    #[inline(always)]
+    fn block(self, i: usize) -> Option<Block> {
+        self.blocks.get(i).copied()
+    }
+    #[inline(always)]
+    fn result(self, i: usize) -> Option<u32> {
+        self.results.get(i).copied()
+    }
+    #[inline(always)]
+    fn prefix(self, i: usize) -> Option<PrefixRules> {
+        self.prefixes.get(i).copied()
+    }
+    #[inline(always)]
+    fn direct_prefix(self, rule: usize) -> Option<u32> {
+        self.direct_prefix.get(rule).copied()
+    }
+    #[inline(always)]
+    fn more(self) -> &'a [[u32; 3]] {
+        self.more
+    }
+    #[inline(always)]
+    fn entries(self) -> &'a [Entry] {
+        self.entries
+    }
+}
+
+/// The index built in this process, read directly (no [`Slices`] to
+/// assemble on every lookup).
+impl<'a> Arrays<'a> for &'a Index {
+    #[inline(always)]
+    fn root(self, set: usize, family: usize) -> Option<Root> {
+        self.roots.get(set)?.get(family).copied()
+    }
+    #[inline(always)]
+    fn block(self, i: usize) -> Option<Block> {
+        self.tries.arrays().0.get(i).copied()
+    }
+    #[inline(always)]
+    fn result(self, i: usize) -> Option<u32> {
+        self.tries.arrays().1.get(i).copied()
+    }
+    #[inline(always)]
+    fn prefix(self, i: usize) -> Option<PrefixRules> {
+        self.prefixes.get(i).copied()
+    }
+    #[inline(always)]
+    fn direct_prefix(self, rule: usize) -> Option<u32> {
+        self.direct_prefix.get(rule).copied()
+    }
+    #[inline(always)]
+    fn more(self) -> &'a [[u32; 3]] {
+        &self.more
+    }
+    #[inline(always)]
+    fn entries(self) -> &'a [Entry] {
+        &self.entries
+    }
+}
+
+/// The lookup, over any [`Arrays`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IndexView<A>(pub(crate) A);
+
+impl<'a, A: Arrays<'a>> IndexView<A> {
+    /// The index of the rule of set `set` that applies to traffic to `key`
+    /// (see [`crate::key::match_key`]), if any. Allocation-free,
+    /// panic-free, and bounded whatever the arrays hold.
+    #[inline]
+    pub(crate) fn lookup(
+        self,
+        set: usize,
+        family: Family,
+        key: u128,
+        proto: Proto,
+        port: u16,
+    ) -> Option<u32> {
+        let arrays = self.0;
+        let root = arrays.root(set, family_slot(family))?;
+        let (value, exact) = trie::candidate(arrays, root, key);
+        let mut prefix = value;
+        if value != NONE && value & DIRECT != 0 {
+            let rule = value & !DIRECT;
+            if exact {
+                return Some(rule);
+            }
+            prefix = arrays.direct_prefix(rule as usize).unwrap_or(NONE);
+        }
+        // From the longest prefix to the shortest, the first rule that
+        // matches the protocol and port. The trie's candidate may be too
+        // long (see `trie`): prefixes that do not contain the key are
+        // skipped on the way up. Parents have smaller indices, so this ends
+        // (a mapped index is not trusted to: a parent that is not smaller
+        // ends the walk).
+        while let Some(rules) = arrays.prefix(prefix as usize) {
+            let parent = if rules.parent < prefix {
+                rules.parent
+            } else {
+                NONE
+            };
+            if !rules.contains(key) {
+                prefix = parent;
+                continue;
+            }
+            if rules.best().matches(proto, port) {
+                return Some(rules.rule);
+            }
+            if rules.has_more != 0 {
+                // Rare: a search is fine here.
+                let more = arrays.more();
+                let (start, end) = match more.binary_search_by_key(&prefix, |m| m[0]) {
+                    Ok(i) => more.get(i).map_or((0, 0), |m| (m[1], m[2])),
+                    Err(_) => (0, 0),
+                };
+                let entries = arrays
+                    .entries()
+                    .get(start as usize..end as usize)
+                    .unwrap_or_default();
+                if let Some(entry) = entries.iter().find(|e| e.matches(proto, port)) {
+                    return Some(entry.rule);
+                }
+            }
+            prefix = parent;
+        }
+        None
+    }
+}
+
+/// The profile's rules, then the global rules.
+#[inline(always)]
+pub(crate) fn in_sets<'a, A: Arrays<'a>>(
+    view: IndexView<A>,
+    profile: Option<crate::ProfileId>,
+    family: Family,
+    key: u128,
+    proto: Proto,
+    port: u16,
+) -> Option<u32> {
+    let lookup_in = |set| view.lookup(set, family, key, proto, port);
+    profile
+        .and_then(|p| lookup_in(set_of(Some(p))))
+        .or_else(|| lookup_in(GLOBAL))
 }
 
 /// Arena indices are u32; the builder caps rules far below that.

@@ -50,6 +50,7 @@
 
 mod action;
 mod builder;
+pub mod compiled;
 mod error;
 pub mod files;
 mod ifname;

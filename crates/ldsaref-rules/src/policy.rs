@@ -82,17 +82,28 @@ pub enum DecisionSource<'a> {
 #[derive(Clone, Copy)]
 pub struct RuleRef<'a> {
     set: &'a RuleSet,
-    rule: &'a Rule,
+    index: u32,
 }
 
 impl<'a> RuleRef<'a> {
-    pub(crate) fn new(set: &'a RuleSet, rule: &'a Rule) -> RuleRef<'a> {
-        RuleRef { set, rule }
+    pub(crate) fn new(set: &'a RuleSet, index: u32) -> RuleRef<'a> {
+        RuleRef { set, index }
     }
 
-    /// The rule.
-    pub fn rule(&self) -> &'a Rule {
-        self.rule
+    /// The rule (from a corrupt index, one that does not decode is
+    /// `any deny`, with no origin).
+    pub fn rule(&self) -> Rule {
+        self.set.rule(self.index).unwrap_or(Rule {
+            dest: crate::Dest::Any,
+            proto: crate::ProtoMatch::Any,
+            ports: None,
+            action: Action::Deny,
+            origin: crate::Origin {
+                file: u32::MAX,
+                line: 0,
+            },
+            profile: None,
+        })
     }
 
     /// The name of the file it comes from.
@@ -109,7 +120,7 @@ impl<'a> RuleRef<'a> {
 
 impl PartialEq for RuleRef<'_> {
     fn eq(&self, other: &Self) -> bool {
-        std::ptr::eq(self.set, other.set) && std::ptr::eq(self.rule, other.rule)
+        std::ptr::eq(self.set, other.set) && self.index == other.index
     }
 }
 
@@ -118,7 +129,7 @@ impl Eq for RuleRef<'_> {}
 impl fmt::Debug for RuleRef<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RuleRef")
-            .field("rule", self.rule())
+            .field("rule", &self.rule())
             .field("file", &self.file())
             .field("profile", &self.profile())
             .finish()

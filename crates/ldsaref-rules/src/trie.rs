@@ -63,9 +63,9 @@ pub(crate) struct Prefix {
 /// The arena's unit: one node, or four leaves. Aligned to 32 bytes, two
 /// per cache line, so that no node straddles two lines (with the
 /// allocator's 16-byte alignment, every other one did).
-#[derive(Clone, Copy, Default, Debug)]
-#[repr(align(32))]
-struct Block([u64; 4]);
+#[derive(Clone, Copy, Default, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C, align(32))]
+pub(crate) struct Block([u64; 4]);
 
 /// A node, as [`Node::encode`] packs it into a [`Block`].
 #[derive(Clone, Copy, Default, Debug)]
@@ -186,21 +186,26 @@ const FANOUT_BITS: u32 = 12;
 const FANOUT_MIN: usize = 4096;
 
 /// Where a lookup of one trie starts.
-#[derive(Clone, Copy, Debug)]
+///
+/// Laid out as stored in a compiled index (see [`crate::compiled`]): no
+/// padding, every bit pattern a valid (if useless) root.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
 pub(crate) struct Root {
-    /// The root node, or the first node of the fan-out; [`NONE`] for an
-    /// empty trie.
-    node: u32,
     /// The key bits above the root (the levels skipped there), left
     /// aligned: every prefix of the trie starts with them.
     path: u128,
+    /// The root node, or the first node of the fan-out; [`NONE`] for an
+    /// empty trie.
+    node: u32,
     /// How many they are.
     depth: u8,
     /// Whether the root is a fan-out: rather than a node and its children,
     /// the nodes of the next [`FANOUT_BITS`] bits in slot order, found
     /// without counting bits, and without the two levels of nodes above
-    /// them.
-    fanout: bool,
+    /// them. 0 or 1.
+    fanout: u8,
+    _pad: [u8; 10],
 }
 
 impl Root {
@@ -209,14 +214,17 @@ impl Root {
         node: NONE,
         path: 0,
         depth: 0,
-        fanout: false,
+        fanout: 0,
+        _pad: [0; 10],
     };
 }
 
 /// The flag of an inline node in [`Node::depth`].
 const INLINE: u8 = 0x80;
 
+use crate::index::Arrays;
 use crate::key::mask;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// An arena of tries.
 #[derive(Clone, Default, Debug)]
@@ -253,7 +261,8 @@ impl Tries {
                 node: self.fanout(depth, prefixes),
                 path: mask(first.key, depth as u8),
                 depth: depth as u8,
-                fanout: true,
+                fanout: 1,
+                _pad: [0; 10],
             };
         }
         let root = self.blocks.len();
@@ -264,7 +273,8 @@ impl Tries {
             node: index_u32(root),
             path: mask(first.key, depth as u8),
             depth: depth as u8,
-            fanout: false,
+            fanout: 0,
+            _pad: [0; 10],
         }
     }
 
@@ -419,69 +429,20 @@ impl Tries {
     /// whether it is exact: no level was skipped on the way, so the
     /// candidate is the longest prefix containing `key`, with no need to
     /// check it. Allocation-free, panic-free, at most 22 nodes.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn candidate(&self, root: Root, key: u128) -> (u32, bool) {
-        let mut exact = mask(key, root.depth) == root.path;
-        // The first bit the next node looks at, were no level skipped.
-        let mut expected = u32::from(root.depth);
-        let mut index = root.node;
-        if root.fanout {
-            index = index.wrapping_add(bits(key, expected, FANOUT_BITS));
-            expected += FANOUT_BITS;
-        }
-        for _ in 0..MAX_LEVELS {
-            let Some(node) = self.blocks.get(index as usize).map(Node::decode) else {
-                break;
-            };
-            let depth = u32::from(node.depth & !INLINE) & 127;
-            if depth != expected {
-                let skip = depth.wrapping_sub(expected);
-                exact &= skip <= SKIP_BITS && bits(key, expected, skip) == node.skipped;
-            }
-            let s = slot(key, depth);
-            let bit = 1u64 << s;
-            if node.children & bit != 0 {
-                // Children of the lower slots come first, nodes before
-                // leaves. Counting bits is slow without a popcnt
-                // instruction (not in the x86-64 baseline), and full nodes,
-                // common near the root of large tables, need no counting.
-                let nodes = node.children & !node.marks;
-                if node.marks & bit == 0 {
-                    let rank = if nodes == u64::MAX {
-                        s as u32
-                    } else {
-                        (nodes & (bit - 1)).count_ones()
-                    };
-                    index = node.first_child.wrapping_add(rank);
-                    expected = depth + STRIDE;
-                    continue;
-                }
-                let leaves = node.children & node.marks;
-                let unit = (node.first_child as usize + nodes.count_ones() as usize) * 4
-                    + (leaves & (bit - 1)).count_ones() as usize;
-                let Some(block) = self.blocks.get(unit / 4) else {
-                    break;
-                };
-                let leaf = Leaf(block.0[unit % 4]);
-                return (leaf.lookup(key, depth + STRIDE), exact);
-            } else if node.depth & INLINE != 0 {
-                let value = if node.marks & bit != 0 {
-                    node.second
-                } else {
-                    node.first
-                };
-                return (value, exact);
-            } else {
-                // The run holding slot `s` is the last free slot marked at
-                // or before it.
-                let runs = node.marks & !node.children;
-                let run = (runs & (u64::MAX >> (63 - s))).count_ones();
-                let Some(run) = run.checked_sub(1) else { break };
-                let at = node.first as usize + run as usize;
-                return (self.results.get(at).copied().unwrap_or(NONE), exact);
-            }
-        }
-        (NONE, false)
+        let arrays = crate::index::Slices {
+            blocks: &self.blocks,
+            results: &self.results,
+            ..crate::index::Slices::default()
+        };
+        candidate(arrays, root, key)
+    }
+
+    /// The arrays a lookup reads.
+    #[inline(always)]
+    pub(crate) fn arrays(&self) -> (&[Block], &[u32]) {
+        (&self.blocks, &self.results)
     }
 
     /// Makes room for tries of `prefixes` prefixes in all, so that large
@@ -515,6 +476,76 @@ impl Tries {
         self.blocks.len() * std::mem::size_of::<Block>()
             + self.results.capacity() * std::mem::size_of::<u32>()
     }
+}
+
+/// The lookup of one trie of an arena, over its arrays (owned, or mapped
+/// from a compiled index): the candidate result for `key` and whether it
+/// is exact (see the module's documentation). Bounded and panic-free
+/// whatever the arrays hold: at most [`MAX_LEVELS`] nodes, every index
+/// checked.
+#[inline]
+pub(crate) fn candidate<'a>(arrays: impl Arrays<'a>, root: Root, key: u128) -> (u32, bool) {
+    let mut exact = mask(key, root.depth) == root.path;
+    // The first bit the next node looks at, were no level skipped.
+    let mut expected = u32::from(root.depth);
+    let mut index = root.node;
+    if root.fanout != 0 {
+        index = index.wrapping_add(bits(key, expected, FANOUT_BITS));
+        expected += FANOUT_BITS;
+    }
+    for _ in 0..MAX_LEVELS {
+        let Some(node) = arrays.block(index as usize).as_ref().map(Node::decode) else {
+            break;
+        };
+        let depth = u32::from(node.depth & !INLINE) & 127;
+        if depth != expected {
+            let skip = depth.wrapping_sub(expected);
+            exact &= skip <= SKIP_BITS && bits(key, expected, skip) == node.skipped;
+        }
+        let s = slot(key, depth);
+        let bit = 1u64 << s;
+        if node.children & bit != 0 {
+            // Children of the lower slots come first, nodes before
+            // leaves. Counting bits is slow without a popcnt
+            // instruction (not in the x86-64 baseline), and full nodes,
+            // common near the root of large tables, need no counting.
+            let nodes = node.children & !node.marks;
+            if node.marks & bit == 0 {
+                let rank = if nodes == u64::MAX {
+                    s as u32
+                } else {
+                    (nodes & (bit - 1)).count_ones()
+                };
+                index = node.first_child.wrapping_add(rank);
+                expected = depth + STRIDE;
+                continue;
+            }
+            let leaves = node.children & node.marks;
+            let unit = (node.first_child as usize + nodes.count_ones() as usize) * 4
+                + (leaves & (bit - 1)).count_ones() as usize;
+            let Some(block) = arrays.block(unit / 4) else {
+                break;
+            };
+            let leaf = Leaf(block.0[unit % 4]);
+            return (leaf.lookup(key, depth + STRIDE), exact);
+        } else if node.depth & INLINE != 0 {
+            let value = if node.marks & bit != 0 {
+                node.second
+            } else {
+                node.first
+            };
+            return (value, exact);
+        } else {
+            // The run holding slot `s` is the last free slot marked at
+            // or before it.
+            let runs = node.marks & !node.children;
+            let run = (runs & (u64::MAX >> (63 - s))).count_ones();
+            let Some(run) = run.checked_sub(1) else { break };
+            let at = node.first as usize + run as usize;
+            return (arrays.result(at).unwrap_or(NONE), exact);
+        }
+    }
+    (NONE, false)
 }
 
 /// The slots without a child that start a run of equal results: the first
@@ -927,7 +958,7 @@ mod tests {
                 raw.push((base ^ noise, len));
             }
             let (_, root, _) = trie(&raw);
-            assert!(root.fanout, "a fan-out for {} prefixes", raw.len());
+            assert!(root.fanout != 0, "a fan-out for {} prefixes", raw.len());
             let mut probes: Vec<u128> = raw.iter().step_by(7).map(|&(k, _)| k).collect();
             probes.extend(
                 raw.iter()

@@ -409,7 +409,7 @@ fn display_round_trips() {
         0.0.0.0/0 pass
     ";
     let s = set(text);
-    let canonical: Vec<String> = s.rules().map(ToString::to_string).collect();
+    let canonical: Vec<String> = s.rules().map(|r| r.to_string()).collect();
     assert_eq!(
         canonical,
         [

@@ -364,6 +364,56 @@ proptest! {
         }
     }
 
+    /// A compiled index, read back (as the library maps it), decides
+    /// exactly as the parsed set: same action, same rule (file, line,
+    /// profile, the rule itself), for every profile and none.
+    #[test]
+    fn compiled_index_agrees_with_parsed(
+        candidates in prop::collection::vec(spec(), 0..40),
+        catch_all in prop::option::of((1..=u32::from(Saref::MAX)).prop_map(|n| Saref::new(n).unwrap())),
+        queries in prop::collection::vec(
+            (prop::option::of(0..PROFILES.len()), query_addr(),
+             prop_oneof![Just(Proto::Tcp), Just(Proto::Udp)], 0..35u16),
+            1..60),
+    ) {
+        let mut specs: Vec<Spec> = Vec::new();
+        for c in candidates {
+            if !specs.iter().any(|s| s.ties(&c)) {
+                specs.push(c);
+            }
+        }
+        let (text, _) = render(&specs, true);
+        let parsed = RuleSet::parse(&text, "rules").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let bytes = parsed.compile(&[]).expect("a parsed set compiles");
+        let owner: ldsaref_rules::compiled::Bytes =
+            std::sync::Arc::new(ldsaref_rules::compiled::AlignedBytes::new(&bytes));
+        let compiled = RuleSet::from_index(owner, &[]).expect("its own index opens");
+        prop_assert!(compiled.is_compiled());
+        prop_assert_eq!(compiled.len(), parsed.len());
+        prop_assert_eq!(compiled.has_reflect(), parsed.has_reflect());
+        prop_assert_eq!(compiled.rules().collect::<Vec<_>>(), parsed.rules().collect::<Vec<_>>());
+        prop_assert_eq!(
+            compiled.profile_names().collect::<Vec<_>>(),
+            parsed.profile_names().collect::<Vec<_>>()
+        );
+        for (profile, addr, proto, port) in queries {
+            let name = profile.map(|p| PROFILES[p]);
+            let (Ok(a), Ok(b)) = (
+                Policy::new(Some(parsed.clone()), name, catch_all),
+                Policy::new(Some(compiled.clone()), name, catch_all),
+            ) else {
+                prop_assert_eq!(parsed.profile(name.unwrap_or("")), compiled.profile(name.unwrap_or("")));
+                continue;
+            };
+            let view = |d: Option<ldsaref_rules::Decision<'_>>| d.map(|d| (d.to_string(), match d.source {
+                DecisionSource::Rule(r) => Some((r.rule(), r.file().to_owned(), r.profile().map(str::to_owned))),
+                DecisionSource::CatchAll => None,
+            }));
+            prop_assert_eq!(view(a.decide(addr, proto, port)), view(b.decide(addr, proto, port)),
+                "{:?} {} {} {}\n{}", name, addr, proto, port, text);
+        }
+    }
+
     /// Ties: the file loads exactly when no two rules tie pairwise, and
     /// the error is at the first tying line and names the line it ties with.
     #[test]

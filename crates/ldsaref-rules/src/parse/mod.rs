@@ -4,7 +4,6 @@
 //! in, rules that tie) is the builder's business.
 
 mod action;
-mod fast;
 mod fields;
 mod header;
 mod lexer;
@@ -13,7 +12,6 @@ mod rule_line;
 use crate::{Action, Dest, PortRange, ProtoMatch};
 use lexer::{Token, Tokens};
 
-pub(crate) use fast::{line as fast_line, Line as FastLine};
 pub(crate) use header::check_profile_name;
 #[cfg(test)]
 pub(crate) use lexer::lines;

@@ -1,0 +1,22 @@
+//! Compiling the rules' index, for `ldsaref compile`, `check --compile`
+//! and every command that changes rules files.
+
+use std::path::PathBuf;
+
+use ldsaref_rules::files::{self, Location};
+
+/// Compiles the rules of `location` into their index
+/// ([`Location::index_path`]: `P.index` beside the rules file or directory
+/// `P`, `/etc/ldsaref/rules.index` for the system rules), written
+/// atomically, and returns its path. Call it right after changing a rules
+/// file (`ldsaref updown` does): until then running programs find the
+/// index stale and parse the rules themselves.
+///
+/// [`files::compile_for`], then the page cache's copy of the new index is
+/// dropped ([`ldsaref_kernel::mapped::drop_cache`]) so that programs map
+/// only the pages they read.
+pub fn compile_for(location: &Location) -> Result<PathBuf, String> {
+    let path = files::compile_for(location)?;
+    ldsaref_kernel::mapped::drop_cache(&path);
+    Ok(path)
+}
