@@ -67,10 +67,13 @@ type Pieces = Vec<(Proto, u16, u16, Verdict)>;
 /// where the section decides, its decision; elsewhere nothing (a profile
 /// then falls through to the global rules, as the library does).
 pub(crate) fn flatten(set: &RuleSet, scope: Option<ProfileId>, v6: bool) -> Vec<Element> {
-    let rules: Vec<(&Rule, (u128, u128))> = set
+    let rules: Vec<(Rule, (u128, u128))> = set
         .rules()
         .filter(|r| r.profile == scope)
-        .filter_map(|r| Some((r, span(r, v6)?)))
+        .filter_map(|r| {
+            let s = span(&r, v6)?;
+            Some((r, s))
+        })
         .collect();
     let max = family_max(v6);
     // Every point where the set of covering rules may change.
@@ -100,7 +103,7 @@ pub(crate) fn flatten(set: &RuleSet, scope: Option<ProfileId>, v6: bool) -> Vec<
         let covering: Vec<&Rule> = rules
             .iter()
             .filter(|(_, (a, b))| *a <= lo && lo <= *b)
-            .map(|(r, _)| *r)
+            .map(|(r, _)| r)
             .collect();
         let pieces = cell_pieces(set, scope, address(lo, v6), &covering);
         match &mut prev {
