@@ -21,10 +21,14 @@
 //!   emulated by a shell that writes its PID into the slice's
 //!   `cgroup.procs` and execs the client (no `ldsaref run` at all).
 //!
-//! Gateway shape: the bed's "no route to the client networks" plus the
-//! operator's route `198.18.0.0/24 dev lo src 203.0.113.1`
-//! (docs/cgroup-backend.md): steered packets are re-routed into their
-//! tunnel, unsteered ones are looped back and never leave.
+//! Both gateway shapes of docs/cgroup-backend.md, in turn: first the
+//! bed's "no route to the client networks" plus the operator's route
+//! `198.18.0.0/24 dev lo src 203.0.113.1` (steered packets are re-routed
+//! into their tunnel, unsteered ones are looped back and never leave):
+//! steered, unwrapped, deny; then "a default route that leads elsewhere"
+//! (a veth whose peer forwards nothing, source 203.0.113.1): steered,
+//! unwrapped. The unwrapped runs only wait for their timeouts and run
+//! in parallel.
 //!
 //! The bed's helpers are those of `tests/cgroup.rs` (same names for the
 //! beds, `ldcg<PID>-`, and the profiles, `…-t<PID>`, so that either test
@@ -405,44 +409,49 @@ fn programs_no_preload_reaches_are_steered_by_their_cgroup() {
     };
 
     // Steered: each program reaches the tunnel its profile names.
-    for (profile, c, n) in [(&pa, "client1", 1), (&pb, "client2", 2)] {
-        let ping = format!("{c}: ping");
-        let out = bed.in_srv(&under(&rules, profile, &wget));
-        assert_eq!(out.stdout.trim(), c, "busybox wget: {out}");
-        let out = bed.in_srv(&under(&rules, profile, &[&go, "http", url]));
-        assert_eq!(first_line(&out), c, "go http: {out}");
-        let out = bed.in_srv(&under(&rules, profile, &[&go, "udp", "198.18.0.5", "7"]));
-        assert_eq!(first_line(&out), ping, "go udp: {out}");
-        let out = bed.in_srv(&under(
-            &rules,
-            profile,
-            &[&uring, "tcp", "198.18.0.5", "80"],
-        ));
-        assert_eq!(first_line(&out), c, "io_uring tcp: {out}");
-        assert!(
-            out.stderr.contains("socket: io_uring"),
-            "IORING_OP_SOCKET: {out}"
-        );
-        let out = bed.in_srv(&under(&rules, profile, &[&uring, "udp", "198.18.0.5", "7"]));
-        assert_eq!(first_line(&out), ping, "io_uring udp: {out}");
-        // glibc's resolver: the answer says which DNS server replied.
-        let addr = format!("198.18.{n}.{n}");
-        let out = bed.in_srv(&with_resolv(&resolv, under(&rules, profile, &getent)));
-        assert!(out.stdout.starts_with(&format!("{addr} ")), "getent: {out}");
-        let out = bed.in_srv(&with_resolv(&resolv, under(&rules, profile, &getaddrinfo)));
-        assert_eq!(first_line(&out), addr, "getaddrinfo: {out}");
-        // A setuid-root program run by nobody.
-        let out = bed.in_srv(&under(&rules, profile, &suid_udp));
-        assert_eq!(first_line(&out), ping, "setuid udp: {out}");
-        assert!(out.stderr.contains("cgclient: uid 65534 euid 0"), "{out}");
-        let out = bed.in_srv(&under(&rules, profile, &suid_tcp));
-        assert_eq!(first_line(&out), c, "setuid tcp: {out}");
-        // Placed in the slice as systemd would (no ldsaref run).
-        let out = bed.in_srv(&placed(profile, &format!("'{go}' http {url}")));
-        assert_eq!(first_line(&out), c, "slice placement, go: {out}");
-        let out = bed.in_srv(&placed(profile, &format!("'{uring}' udp 198.18.0.5 7")));
-        assert_eq!(first_line(&out), ping, "slice placement, io_uring: {out}");
-    }
+    let steered = |shape: &str| {
+        for (profile, c, n) in [(&pa, "client1", 1), (&pb, "client2", 2)] {
+            // Shown with a failure's output.
+            eprintln!("steered, {shape}, profile {profile}");
+            let ping = format!("{c}: ping");
+            let out = bed.in_srv(&under(&rules, profile, &wget));
+            assert_eq!(out.stdout.trim(), c, "busybox wget: {out}");
+            let out = bed.in_srv(&under(&rules, profile, &[&go, "http", url]));
+            assert_eq!(first_line(&out), c, "go http: {out}");
+            let out = bed.in_srv(&under(&rules, profile, &[&go, "udp", "198.18.0.5", "7"]));
+            assert_eq!(first_line(&out), ping, "go udp: {out}");
+            let out = bed.in_srv(&under(
+                &rules,
+                profile,
+                &[&uring, "tcp", "198.18.0.5", "80"],
+            ));
+            assert_eq!(first_line(&out), c, "io_uring tcp: {out}");
+            assert!(
+                out.stderr.contains("socket: io_uring"),
+                "IORING_OP_SOCKET: {out}"
+            );
+            let out = bed.in_srv(&under(&rules, profile, &[&uring, "udp", "198.18.0.5", "7"]));
+            assert_eq!(first_line(&out), ping, "io_uring udp: {out}");
+            // glibc's resolver: the answer says which DNS server replied.
+            let addr = format!("198.18.{n}.{n}");
+            let out = bed.in_srv(&with_resolv(&resolv, under(&rules, profile, &getent)));
+            assert!(out.stdout.starts_with(&format!("{addr} ")), "getent: {out}");
+            let out = bed.in_srv(&with_resolv(&resolv, under(&rules, profile, &getaddrinfo)));
+            assert_eq!(first_line(&out), addr, "getaddrinfo: {out}");
+            // A setuid-root program run by nobody.
+            let out = bed.in_srv(&under(&rules, profile, &suid_udp));
+            assert_eq!(first_line(&out), ping, "setuid udp: {out}");
+            assert!(out.stderr.contains("cgclient: uid 65534 euid 0"), "{out}");
+            let out = bed.in_srv(&under(&rules, profile, &suid_tcp));
+            assert_eq!(first_line(&out), c, "setuid tcp: {out}");
+            // Placed in the slice as systemd would (no ldsaref run).
+            let out = bed.in_srv(&placed(profile, &format!("'{go}' http {url}")));
+            assert_eq!(first_line(&out), c, "slice placement, go: {out}");
+            let out = bed.in_srv(&placed(profile, &format!("'{uring}' udp 198.18.0.5 7")));
+            assert_eq!(first_line(&out), ping, "slice placement, io_uring: {out}");
+        }
+    };
+    steered("the loopback route");
 
     // The preload cannot reach the setuid copy: `ldsaref run` refuses it
     // and names the cgroup backend.
@@ -460,39 +469,64 @@ fn programs_no_preload_reaches_are_steered_by_their_cgroup() {
         "{out}"
     );
 
-    // Unwrapped: each program reaches neither client.
-    let before = bed.hits();
-    let out = bed.in_srv(&wget);
-    assert!(
-        !out.success() && out.stdout.is_empty(),
-        "busybox wget: {out}"
-    );
-    for args in [
-        vec![go.as_str(), "http", url],
-        vec![go.as_str(), "udp", "198.18.0.5", "7"],
-        vec![uring.as_str(), "tcp", "198.18.0.5", "80"],
-        vec![uring.as_str(), "udp", "198.18.0.5", "7"],
-        suid_udp.clone(),
-        suid_tcp.clone(),
-    ] {
-        let out = bed.in_srv(&args);
-        assert!(first_line(&out).starts_with("error "), "{args:?}: {out}");
-    }
-    let out = bed.in_srv(&with_resolv(
-        &resolv,
-        getent.iter().map(|s| s.to_string()).collect(),
-    ));
-    assert_eq!(out.code(), Some(2), "getent: {out}");
-    let out = bed.in_srv(&with_resolv(
-        &resolv,
-        getaddrinfo.iter().map(|s| s.to_string()).collect(),
-    ));
-    assert!(
-        first_line(&out).starts_with("error gaierror "),
-        "getaddrinfo: {out}"
-    );
-    assert_eq!(bed.hits(), before, "an unwrapped program reached a client");
+    // Unwrapped: each program reaches neither client. They only wait for
+    // their timeouts: all at once.
+    let unwrapped = |shape: &str| {
+        let before = bed.hits();
+        let mut runs: Vec<(&str, Vec<String>)> = vec![
+            ("busybox wget", wget.iter().map(|s| s.to_string()).collect()),
+            (
+                "getent",
+                with_resolv(&resolv, getent.iter().map(|s| s.to_string()).collect()),
+            ),
+            (
+                "getaddrinfo",
+                with_resolv(&resolv, getaddrinfo.iter().map(|s| s.to_string()).collect()),
+            ),
+        ];
+        for args in [
+            vec![go.as_str(), "http", url],
+            vec![go.as_str(), "udp", "198.18.0.5", "7"],
+            vec![uring.as_str(), "tcp", "198.18.0.5", "80"],
+            vec![uring.as_str(), "udp", "198.18.0.5", "7"],
+            suid_udp.clone(),
+            suid_tcp.clone(),
+        ] {
+            runs.push(("client", args.iter().map(|s| s.to_string()).collect()));
+        }
+        let outs: Vec<(&str, RunOutput)> = std::thread::scope(|sc| {
+            let handles: Vec<_> = runs
+                .iter()
+                .map(|(what, args)| {
+                    let bed = &bed;
+                    sc.spawn(move || (*what, bed.in_srv(args)))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (what, out) in &outs {
+            match *what {
+                "busybox wget" => assert!(
+                    !out.success() && out.stdout.is_empty(),
+                    "{shape}: busybox wget: {out}"
+                ),
+                "getent" => assert_eq!(out.code(), Some(2), "{shape}: getent: {out}"),
+                "getaddrinfo" => assert!(
+                    first_line(out).starts_with("error gaierror "),
+                    "{shape}: getaddrinfo: {out}"
+                ),
+                _ => assert!(first_line(out).starts_with("error "), "{shape}: {out}"),
+            }
+        }
+        assert_eq!(
+            bed.hits(),
+            before,
+            "{shape}: an unwrapped program reached a client"
+        );
+    };
+    unwrapped("the loopback route");
 
+    let before = bed.hits();
     // deny: each fails at once (TCP ECONNREFUSED, UDP EPERM) and nothing
     // reaches a client.
     let (out, took) = timed(|| bed.in_srv(&under(&rules, &pd, &wget)));
@@ -545,6 +579,36 @@ fn programs_no_preload_reaches_are_steered_by_their_cgroup() {
         .unwrap_or_else(|| panic!("getaddrinfo: {out}"));
     assert!(ms < 500, "getaddrinfo failed only after {ms} ms: {out}");
     assert_eq!(bed.hits(), before, "a denied program reached a client");
+
+    // The other gateway shape: a default route that leads elsewhere (a
+    // veth whose peer forwards nothing), source 203.0.113.1; the table's
+    // mark re-routes steered packets into their tunnel.
+    let ip = |args: &[&str]| {
+        let out = run_with_timeout(
+            Command::new("ip")
+                .args(["-n", &format!("{}srv", bed.prefix)])
+                .args(args),
+            TIMEOUT,
+        );
+        assert!(out.success(), "ip {args:?}: {out}");
+    };
+    ip(&["route", "del", "198.18.0.0/24", "dev", "lo"]);
+    ip(&[
+        "link", "add", "els", "type", "veth", "peer", "name", "els-p",
+    ]);
+    ip(&["link", "set", "els", "up"]);
+    ip(&["link", "set", "els-p", "up"]);
+    ip(&[
+        "route",
+        "add",
+        "default",
+        "dev",
+        "els",
+        "src",
+        "203.0.113.1",
+    ]);
+    steered("a default route elsewhere");
+    unwrapped("a default route elsewhere");
 
     let out = bed.in_srv(&[
         cli_path().display().to_string().as_str(),
