@@ -610,6 +610,27 @@ fn a_static_binary_is_steered_by_its_cgroup() {
     let out = bed.steered(&rules, &p1, "tcp 198.18.0.5 80");
     assert_eq!(answer(&out), "client1", "{out}");
 
+    // In a cgroup namespace of its own, a cgroup2 mount's root is not the
+    // hierarchy's (the table's levels would be wrong): no private view.
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &format!("{}srv", bed.prefix)])
+        .args(["unshare", "--cgroup", "--"])
+        .arg(&cli)
+        .args([
+            "run",
+            "--cgroup",
+            "--rules",
+            &rules,
+            "--profile",
+            &p1,
+            "--",
+            "true",
+        ]);
+    common::clear_ldsaref_env(&mut c);
+    let out = run_with_timeout(&mut c, TIMEOUT);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("in a cgroup namespace"), "{out}");
+
     // --remove: the table goes; the cgroups nobody uses too.
     let out = bed.ldsaref(&["apply", "--remove"]);
     assert!(out.success(), "{out}");
