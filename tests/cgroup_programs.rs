@@ -8,9 +8,12 @@
 //! - `busybox wget` (busybox-static: a static binary);
 //! - a Go HTTP and UDP client built with `CGO_ENABLED=0`
 //!   (`tests/programs/goclient`: static, raw syscalls, no libc);
+//!   `ldsaref run` (the preload) refuses both static ones, naming
+//!   `--cgroup`;
 //! - an io_uring client (`tests/programs/uringclient.c`, liburing):
 //!   the socket from `IORING_OP_SOCKET`, then CONNECT/SEND/RECV or an
-//!   unconnected SENDMSG, all through the ring;
+//!   unconnected SENDMSG, all through the ring (under the preload it
+//!   reaches neither client: `ldsaref run` cannot tell it apart);
 //! - glibc's own resolver (`getent ahostsv4`, python's
 //!   `socket.getaddrinfo`) asking the DNS server behind the tunnel: the
 //!   server's /etc/resolv.conf is replaced by one naming 198.18.0.5 only
@@ -469,6 +472,54 @@ fn programs_no_preload_reaches_are_steered_by_their_cgroup() {
         "{out}"
     );
 
+    // Nor the static ones: refused the same way.
+    for (what, prog) in [("busybox", "busybox"), ("go", go.as_str())] {
+        let out = bed.in_srv(&[
+            cli_path().display().to_string().as_str(),
+            "run",
+            "--rules",
+            &rules,
+            "--profile",
+            &pa,
+            "--",
+            prog,
+            "true",
+        ]);
+        assert_eq!(out.code(), Some(126), "{what}: {out}");
+        assert!(
+            out.stderr.contains("it is statically linked"),
+            "{what}: {out}"
+        );
+        assert!(
+            out.stderr.contains("`ldsaref run --cgroup` steers it"),
+            "{what}: {out}"
+        );
+    }
+    // A dynamically linked client under the preload (SO_MARK) is steered
+    // (the cgclient copy, run by root, for whom its setuid bit changes
+    // nothing); the io_uring one is not (`ldsaref run` cannot tell): it
+    // is among the unwrapped runs below.
+    let preload = |cmd: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            cli_path().display().to_string().as_str(),
+            "run",
+            "--mode",
+            "nfmark",
+            "--rules",
+            &rules,
+            "--profile",
+            &pa,
+            "--",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.extend(cmd.iter().map(|s| s.to_string()));
+        v
+    };
+    let out = bed.in_srv(&preload(&[&suid, "udp", "198.18.0.5", "7"]));
+    assert_eq!(first_line(&out), "client1: ping", "preload: {out}");
+
     // Unwrapped: each program reaches neither client. They only wait for
     // their timeouts: all at once.
     let unwrapped = |shape: &str| {
@@ -494,6 +545,9 @@ fn programs_no_preload_reaches_are_steered_by_their_cgroup() {
         ] {
             runs.push(("client", args.iter().map(|s| s.to_string()).collect()));
         }
+        // io_uring under the preload: the same as unwrapped.
+        runs.push(("client", preload(&[&uring, "tcp", "198.18.0.5", "80"])));
+        runs.push(("client", preload(&[&uring, "udp", "198.18.0.5", "7"])));
         let outs: Vec<(&str, RunOutput)> = std::thread::scope(|sc| {
             let handles: Vec<_> = runs
                 .iter()
