@@ -631,8 +631,9 @@ fn a_static_binary_is_steered_by_its_cgroup() {
     assert_eq!(out.code(), Some(1), "{out}");
     assert!(out.stderr.contains("in a cgroup namespace"), "{out}");
 
-    // --remove: the table goes; the cgroups nobody uses too.
-    let out = bed.ldsaref(&["apply", "--remove"]);
+    // --remove (here under `ip netns exec` too): the table goes; the
+    // cgroups nobody uses too.
+    let out = netns_exec(&["apply", "--remove"]);
     assert!(out.success(), "{out}");
     let out = bed.in_srv(&["nft", "list", "tables"]);
     assert!(!out.stdout.contains("ldsaref\n"), "{out}");
