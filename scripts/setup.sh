@@ -3,7 +3,9 @@
 # Idempotent; needs root (or sudo) only when something is missing.
 set -euo pipefail
 
-packages=(strace curl socat netcat-openbsd python3 iproute2 gcc libc6-dev binutils gdb nftables dpkg-dev groff-base man-db g++ libcap2-bin)
+# golang-go, liburing-dev, busybox-static: the programs the cgroup backend is
+# proven on (tests/cgroup_programs.rs).
+packages=(strace curl socat netcat-openbsd python3 iproute2 gcc libc6-dev binutils gdb nftables dpkg-dev groff-base man-db g++ libcap2-bin golang-go liburing-dev busybox-static)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -547,13 +547,76 @@ fn a_static_binary_is_steered_by_its_cgroup() {
     let out = bed.steered(&rules, &p1, "udp 198.18.0.5 7");
     assert_eq!(answer(&out), "client1: ping", "{out}");
 
-    // `ip netns exec` mounts a fresh /sys: refused with the way out.
-    let out = run_with_timeout(
-        Command::new("ip").args([
-            "netns",
-            "exec",
-            &format!("{}srv", bed.prefix),
-            &cli,
+    // `ip netns exec` mounts a fresh /sys without cgroup2: ldsaref mounts
+    // the hierarchy in a mount namespace of its own, so `apply` there
+    // gives the same table (same cgroup ids; the fingerprint ignores the
+    // mount's prefix) and `run --cgroup` steers; the program then sees
+    // the mounts `ip netns exec` gave it (no cgroup2).
+    let netns_exec = |args: &[&str]| {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &format!("{}srv", bed.prefix), &cli])
+            .args(args);
+        common::clear_ldsaref_env(&mut c);
+        run_with_timeout(&mut c, TIMEOUT)
+    };
+    let out = netns_exec(&["apply", "--rules", &rules]);
+    assert!(out.stdout.contains("up to date"), "{out}");
+    let client = bed.client.display().to_string();
+    let out = netns_exec(&[
+        "run",
+        "--cgroup",
+        "--rules",
+        &rules,
+        "--profile",
+        &p2,
+        "--",
+        &client,
+        "udp",
+        "198.18.0.5",
+        "7",
+    ]);
+    assert_eq!(answer(&out), "client2: ping", "{out}");
+    let out = netns_exec(&[
+        "run",
+        "--cgroup",
+        "--rules",
+        &rules,
+        "--profile",
+        &p1,
+        "--",
+        "sh",
+        "-c",
+        "grep -c ' - cgroup2 ' /proc/self/mountinfo; grep ^0:: /proc/self/cgroup",
+    ]);
+    assert_eq!(
+        out.stdout,
+        format!("0\n0::/ldsaref.slice/{}\n", ldsaref_cgroup_name(&p1)),
+        "{out}"
+    );
+    // A table applied from there (here: after a change) is one the host's
+    // view agrees with.
+    let rules = bed
+        .dir
+        .write(
+            "rules",
+            format!("{rules_text}[{p1}]\n198.51.100.0/24 mark 8\n"),
+        )
+        .display()
+        .to_string();
+    let out = netns_exec(&["apply", "--rules", &rules]);
+    assert!(out.stdout.contains("replaced"), "{out}");
+    let out = bed.ldsaref(&["apply", "--rules", &rules]);
+    assert!(out.stdout.contains("up to date"), "{out}");
+    let out = bed.steered(&rules, &p1, "tcp 198.18.0.5 80");
+    assert_eq!(answer(&out), "client1", "{out}");
+
+    // In a cgroup namespace of its own, a cgroup2 mount's root is not the
+    // hierarchy's (the table's levels would be wrong): no private view.
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &format!("{}srv", bed.prefix)])
+        .args(["unshare", "--cgroup", "--"])
+        .arg(&cli)
+        .args([
             "run",
             "--cgroup",
             "--rules",
@@ -562,14 +625,15 @@ fn a_static_binary_is_steered_by_its_cgroup() {
             &p1,
             "--",
             "true",
-        ]),
-        TIMEOUT,
-    );
+        ]);
+    common::clear_ldsaref_env(&mut c);
+    let out = run_with_timeout(&mut c, TIMEOUT);
     assert_eq!(out.code(), Some(1), "{out}");
-    assert!(out.stderr.contains("nsenter --net="), "{out}");
+    assert!(out.stderr.contains("in a cgroup namespace"), "{out}");
 
-    // --remove: the table goes; the cgroups nobody uses too.
-    let out = bed.ldsaref(&["apply", "--remove"]);
+    // --remove (here under `ip netns exec` too): the table goes; the
+    // cgroups nobody uses too.
+    let out = netns_exec(&["apply", "--remove"]);
     assert!(out.success(), "{out}");
     let out = bed.in_srv(&["nft", "list", "tables"]);
     assert!(!out.stdout.contains("ldsaref\n"), "{out}");

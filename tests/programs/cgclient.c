@@ -5,7 +5,8 @@
  *   cgclient udp ADDR PORT   one unconnected sendto, print the reply (2 s)
  *
  * Prints one line: the answer, or "error NAME after N ms" (errno name;
- * ETIMEDOUT when nothing came back in time). Exit 0 on an answer.
+ * ETIMEDOUT when nothing came back in time). Exit 0 on an answer. A
+ * setuid copy says so on stderr ("cgclient: uid U euid E").
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -57,6 +58,8 @@ int main(int argc, char **argv) {
         return 2;
     }
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (getuid() != geteuid())
+        fprintf(stderr, "cgclient: uid %u euid %u\n", (unsigned)getuid(), (unsigned)geteuid());
     int tcp = strcmp(argv[1], "tcp") == 0;
     struct sockaddr_storage ss;
     socklen_t len;

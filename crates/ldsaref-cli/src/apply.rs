@@ -108,7 +108,11 @@ pub fn desired(compiled: Compiled, cg: Option<&Cgroup2>, create: bool) -> Result
             .collect(),
         None => Vec::new(),
     };
-    let fp = fingerprint(&format!("{}{ids}", compiled.render(&prefix, "", &[])));
+    // Without the mount's prefix: the ids say which cgroups, and the same
+    // table applied through `ip netns exec` (cgroup2 mounted by ldsaref on
+    // /sys/fs/cgroup) or from the host (on a hybrid one, `unified/`) is
+    // the same table.
+    let fp = fingerprint(&format!("{}{ids}", compiled.render("", "", &[])));
     let batch = compiled.render(&prefix, &fp, &catch_alls);
     Ok(Desired {
         compiled,
@@ -212,13 +216,18 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
     }
     nft::run_batch(&d.batch)?;
     println!(
-        "ldsaref: table inet ldsaref {} ({summary}); cgroups under {}/{SLICE}",
+        "ldsaref: table inet ldsaref {} ({summary}); cgroups under {}/{SLICE}{}",
         if installed.is_some() {
             "replaced"
         } else {
             "installed"
         },
-        cg.mount.display()
+        cg.mount.display(),
+        if cg.private {
+            " (cgroup2 mounted there by ldsaref for itself: none was visible)"
+        } else {
+            ""
+        }
     );
     Ok(())
 }

@@ -10,24 +10,58 @@ use std::path::{Path, PathBuf};
 /// Where `nft` resolves `socket cgroupv2` paths from.
 const NFT_CGROUP_BASE: &str = "/sys/fs/cgroup";
 
+/// The proc inode of the initial cgroup namespace (`PROC_CGROUP_INIT_INO`
+/// in the kernel), as `/proc/self/ns/cgroup` names it.
+const INITIAL_CGROUP_NS: &str = "cgroup:[4026531835]";
+
 /// The cgroup2 file system of this mount namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cgroup2 {
     /// Its mount point, e.g. `/sys/fs/cgroup` or `/sys/fs/cgroup/unified`.
     pub mount: PathBuf,
+    /// Mounted by ldsaref itself, in a mount namespace of its own (see
+    /// [`Cgroup2::find`]).
+    pub private: bool,
 }
 
 impl Cgroup2 {
-    /// Finds the cgroup2 mount in `/proc/self/mountinfo`.
+    /// Finds the cgroup2 mount in `/proc/self/mountinfo`. When there is
+    /// none — `ip netns exec` runs its command in a mount namespace of its
+    /// own with a fresh `/sys`, where `/sys/fs/cgroup` is an empty sysfs
+    /// directory — mounts one: this process moves into a mount namespace
+    /// of its own (nothing it mounts propagates anywhere) and mounts the
+    /// cgroup2 hierarchy on `/sys/fs/cgroup` there, where `nft`, its
+    /// child, resolves `socket cgroupv2` paths. The cgroups are the
+    /// machine's (same ids as seen from the host). Only in the initial
+    /// cgroup namespace: in another, the mount's root would not be the
+    /// hierarchy's and the table's levels would be wrong.
     pub fn find() -> Result<Cgroup2, String> {
         let text = fs::read_to_string("/proc/self/mountinfo")
             .map_err(|e| format!("/proc/self/mountinfo: {e}"))?;
-        find_in(&text).ok_or_else(|| {
-            "no cgroup2 file system is mounted here (none in /proc/self/mountinfo); \
-             `ip netns exec` mounts a fresh /sys without it: use \
-             `nsenter --net=/run/netns/NAME` to enter the network namespace instead"
-                .to_owned()
+        if let Some(cg) = find_in(&text) {
+            return Ok(cg);
+        }
+        mount_private().map_err(|e| {
+            format!(
+                "no cgroup2 file system is mounted here (none in /proc/self/mountinfo; \
+                 `ip netns exec` mounts a fresh /sys without it), and ldsaref cannot mount \
+                 one of its own: {e}; `nsenter --net=/run/netns/NAME` enters a network \
+                 namespace keeping /sys"
+            )
         })
+    }
+
+    /// Unmounts the view [`Cgroup2::find`] mounted, if it did (before
+    /// `exec`, so that the program sees the mounts it would have seen).
+    pub fn leave(&self) {
+        if self.private {
+            if let Ok(c) = std::ffi::CString::new(std::os::unix::ffi::OsStrExt::as_bytes(
+                self.mount.as_os_str(),
+            )) {
+                // SAFETY: a NUL-terminated path; umount2 reads nothing else.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        }
     }
 
     /// The prefix of cgroup paths in the table: the mount point relative
@@ -111,6 +145,63 @@ impl Cgroup2 {
     }
 }
 
+/// `unshare(CLONE_NEWNS)`, every mount a slave (nothing mounted here goes
+/// back), then cgroup2 on `/sys/fs/cgroup`.
+fn mount_private() -> Result<Cgroup2, String> {
+    let ns =
+        fs::read_link("/proc/self/ns/cgroup").map_err(|e| format!("/proc/self/ns/cgroup: {e}"))?;
+    if ns.as_os_str() != INITIAL_CGROUP_NS {
+        return Err(format!(
+            "this process is in a cgroup namespace ({}), whose root is not the hierarchy's",
+            ns.display()
+        ));
+    }
+    let base = Path::new(NFT_CGROUP_BASE);
+    let empty = fs::read_dir(base)
+        .map_err(|e| format!("{NFT_CGROUP_BASE}: {e}"))?
+        .next()
+        .is_none();
+    if !empty {
+        return Err(format!("{NFT_CGROUP_BASE} is not empty"));
+    }
+    let errno = |what: &str| format!("{what}: {}", io::Error::last_os_error());
+    // SAFETY: unshare takes flags only. The CLI has no other thread (a
+    // multithreaded process gets EINVAL, not undefined behaviour).
+    if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+        return Err(errno("unshare(CLONE_NEWNS)"));
+    }
+    // SAFETY: NUL-terminated strings, null where mount(2) allows it.
+    let r = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_SLAVE,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(errno("making / a slave mount"));
+    }
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::mount(
+            c"cgroup2".as_ptr(),
+            c"/sys/fs/cgroup".as_ptr(),
+            c"cgroup2".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        )
+    };
+    if r != 0 {
+        return Err(errno("mount -t cgroup2 cgroup2 /sys/fs/cgroup"));
+    }
+    Ok(Cgroup2 {
+        mount: base.to_path_buf(),
+        private: true,
+    })
+}
+
 fn collect_procs(dir: &Path, pids: &mut Vec<u32>) {
     if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
         pids.extend(text.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
@@ -154,6 +245,7 @@ fn find_in(mountinfo: &str) -> Option<Cgroup2> {
         let mount = fields.next()?;
         (root == "/").then(|| Cgroup2 {
             mount: PathBuf::from(unescape(mount)),
+            private: false,
         })
     })
 }

@@ -105,7 +105,9 @@ pub fn run(opts: &SteerOpts, allow_unsteered: bool, command: &[OsString]) -> u8 
 /// every socket of the program and its children, whatever creates them.
 pub fn run_cgroup(opts: &SteerOpts, command: &[OsString]) -> u8 {
     match prepare_cgroup(opts) {
-        Ok(()) => {}
+        // A cgroup2 view ldsaref mounted for itself (under `ip netns
+        // exec`) goes: the program sees the mounts it would have seen.
+        Ok(cg) => cg.leave(),
         Err((code, e)) => {
             eprintln!("ldsaref: {e}");
             return code;
@@ -123,7 +125,7 @@ pub fn run_cgroup(opts: &SteerOpts, command: &[OsString]) -> u8 {
     }
 }
 
-fn prepare_cgroup(opts: &SteerOpts) -> Result<(), (u8, String)> {
+fn prepare_cgroup(opts: &SteerOpts) -> Result<crate::cgroup::Cgroup2, (u8, String)> {
     let none = Overrides::new();
     let preload_only = [
         ("--mode", opts.mode.is_some()),
@@ -228,7 +230,8 @@ fn prepare_cgroup(opts: &SteerOpts) -> Result<(), (u8, String)> {
             rel
         }
     };
-    cg.join(&rel).map_err(|e| (1, e))
+    cg.join(&rel).map_err(|e| (1, e))?;
+    Ok(cg)
 }
 
 /// Prints `export` lines (or `unset` lines) for `eval`.
