@@ -195,7 +195,12 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
         print!("{}", d.batch);
         return Ok(());
     }
-    let c = compiled(&location)?;
+    install(compiled(&location)?)
+}
+
+/// Installs the table of `c` (unless the installed one is it already) and
+/// creates its cgroups; prints one line saying what was done.
+pub fn install(c: Compiled) -> Result<(), String> {
     let cg = Cgroup2::find()?;
     let d = desired(c, Some(&cg), true)?;
     let installed = nft::installed_fingerprint()?;

@@ -23,7 +23,7 @@ use std::fs;
 use std::path::PathBuf;
 
 use clap::Args;
-use ldsaref_rules::files;
+use ldsaref_rules::files::{self, Location};
 use ldsaref_rules::RuleSet;
 
 use call::{Kind, Sa};
@@ -50,6 +50,11 @@ pub struct UpdownArgs {
     /// running); empty (its section without rules: the global rules apply)
     #[arg(long = "on-down", value_enum, default_value_t = OnDown::Remove)]
     pub on_down: OnDown,
+    /// Leave the cgroup backend's table alone (by default, when table inet
+    /// ldsaref is installed in this network namespace, it is applied again
+    /// from the directory's rules after each change)
+    #[arg(long = "no-apply")]
+    pub no_apply: bool,
     /// Do not install the fallback XFRM block policy behind a mark rule
     /// (then a marked packet sent after the daemon removed its policy
     /// follows the mark's route, in the clear if that route allows it)
@@ -217,7 +222,47 @@ pub fn updown_with(
             println!("ldsaref: {}: removed", file.display());
         }
     }
-    Ok(())
+    drop(lock);
+    refresh(args)
+}
+
+/// What else follows the rules directory: the compiled index (a stale one
+/// is never used, so failing to write it only costs speed, and is a
+/// warning) and, where the cgroup backend's table is installed in this
+/// network namespace, the table (it must drop what the directory no longer
+/// steers, so failing that is an error).
+fn refresh(args: &UpdownArgs) -> Result<(), String> {
+    let location = if args.dir == std::path::Path::new(files::SYSTEM_DIR) {
+        Location::System
+    } else {
+        Location::Explicit(args.dir.clone())
+    };
+    if location.files()?.is_empty() {
+        // No rules left: no index either (a stale one would not be used,
+        // but would be one more file to wonder about).
+        let index = location.index_path();
+        if fs::remove_file(&index).is_ok() {
+            println!("ldsaref: {}: removed", index.display());
+        }
+    } else {
+        match crate::index::compile_for(&location) {
+            Ok(path) => println!("ldsaref: {}: compiled", path.display()),
+            Err(e) => eprintln!("ldsaref updown: warning: the index was not compiled ({e}); programs parse the rules until it is"),
+        }
+    }
+    if args.no_apply || !matches!(crate::nft::installed_fingerprint(), Ok(Some(_))) {
+        return Ok(());
+    }
+    let set = match crate::settings::load_rules(&location)? {
+        Some(set) => set,
+        // Every connection gone: an empty table still drops what the
+        // profiles' cgroups send.
+        None => RuleSet::parse("", "(no rules)").map_err(|e| e.to_string())?,
+    };
+    let compiled = ldsaref_nft::compile(&set).map_err(|e| e.to_string())?;
+    crate::apply::install(compiled).map_err(|e| {
+        format!("the rules are written, but table inet ldsaref could not follow them: {e}")
+    })
 }
 
 /// `ldsaref updown`: exit 0 done (or nothing to do), 1 with a message.
@@ -291,6 +336,7 @@ mod tests {
             global: false,
             on_down: OnDown::Remove,
             no_block_policy: false,
+            no_apply: true,
         }
     }
 

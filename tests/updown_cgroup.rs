@@ -1,0 +1,128 @@
+//! `ldsaref updown` keeps the cgroup backend's table current: once table
+//! `inet ldsaref` is installed in the network namespace, every change the
+//! daemon makes to the rules directory is applied to it at once, so that
+//! a connection going down stops its profile's traffic in the kernel too
+//! (the profile's cgroup then has no rules: fail closed).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{cli_path, run_with_timeout, Netns, RunOutput, TempDir};
+
+/// `ldsaref ARGS` in `ns` through nsenter (which keeps /sys and its cgroup2
+/// mount), with exactly `vars` and a PATH in the environment.
+fn ldsaref_in(ns: &Netns, args: &[&str], vars: &[(&str, &str)]) -> RunOutput {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{}", ns.name()))
+        .arg("/usr/bin/env")
+        .arg("-i")
+        .arg("PATH=/usr/sbin:/usr/bin:/sbin:/bin");
+    for (k, v) in vars {
+        c.arg(format!("{k}={v}"));
+    }
+    c.arg(cli_path()).args(args);
+    run_with_timeout(&mut c, Duration::from_secs(60))
+}
+
+fn table(ns: &Netns) -> String {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{}", ns.name()))
+        .args(["nft", "list", "table", "inet", "ldsaref"]);
+    let out = run_with_timeout(&mut c, Duration::from_secs(30));
+    assert!(out.success(), "{out}");
+    out.stdout
+}
+
+fn updown(ns: &Netns, dir: &Path, verb: &str, conn: &str, peer: &str, mark: &str) -> RunOutput {
+    let out = ldsaref_in(
+        ns,
+        &["updown", "--dir", dir.to_str().unwrap()],
+        &[
+            ("PLUTO_VERSION", "1.1"),
+            ("PLUTO_VERB", verb),
+            ("PLUTO_CONNECTION", conn),
+            ("PLUTO_MY_CLIENT", "203.0.113.1/32"),
+            ("PLUTO_PEER_CLIENT", peer),
+            ("PLUTO_MARK_OUT", mark),
+        ],
+    );
+    assert_eq!(out.code(), Some(0), "{verb} {conn}: {out}");
+    out
+}
+
+#[test]
+fn updown_applies_the_table_again_after_each_change() {
+    require_root!();
+    let ns = Netns::new();
+    let t = TempDir::new("updown-cgroup");
+    let dir = t.join("rules.d");
+    let tag = std::process::id();
+    let (c1, c2) = (format!("udc1x{tag}"), format!("udc2x{tag}"));
+
+    // Before any table: updown leaves the cgroup backend alone.
+    let out = updown(&ns, &dir, "up-client", &c1, "198.18.0.0/24", "1/0xffffffff");
+    assert!(!out.stdout.contains("table inet ldsaref"), "{out}");
+    updown(&ns, &dir, "up-client", &c2, "198.19.0.0/24", "2/0xffffffff");
+    let applied = ldsaref_in(&ns, &["apply", "--rules", dir.to_str().unwrap()], &[]);
+    assert_eq!(applied.code(), Some(0), "{applied}");
+    let before = table(&ns);
+    assert!(
+        before.contains("198.18.0.0") && before.contains("198.19.0.0"),
+        "{before}"
+    );
+
+    // client1's tunnel goes down: its network leaves the table with the
+    // rules file, in the same call.
+    let start = Instant::now();
+    let out = updown(
+        &ns,
+        &dir,
+        "down-client",
+        &c1,
+        "198.18.0.0/24",
+        "1/0xffffffff",
+    );
+    let took = start.elapsed();
+    assert!(out.stdout.contains("table inet ldsaref replaced"), "{out}");
+    let after = table(&ns);
+    assert!(
+        !after.contains("198.18.0.0") && after.contains("198.19.0.0"),
+        "{after}"
+    );
+    eprintln!("updown down-client with the table re-applied: {took:?}");
+
+    // The last one: the table stays, empty, and still drops what the
+    // profiles' cgroups send.
+    let out = updown(
+        &ns,
+        &dir,
+        "down-client",
+        &c2,
+        "198.19.0.0/24",
+        "2/0xffffffff",
+    );
+    assert!(out.stdout.contains("table inet ldsaref replaced"), "{out}");
+    let empty = table(&ns);
+    assert!(!empty.contains("198.19.0.0"), "{empty}");
+    assert!(empty.contains("drop"), "{empty}");
+
+    // --no-apply leaves it as it is.
+    let out = ldsaref_in(
+        &ns,
+        &["updown", "--no-apply", "--dir", dir.to_str().unwrap()],
+        &[
+            ("PLUTO_VERB", "up-client"),
+            ("PLUTO_CONNECTION", &c1),
+            ("PLUTO_PEER_CLIENT", "198.18.0.0/24"),
+            ("PLUTO_MARK_OUT", "1/0xffffffff"),
+        ],
+    );
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(!table(&ns).contains("198.18.0.0"));
+
+    let removed = ldsaref_in(&ns, &["apply", "--remove"], &[]);
+    assert_eq!(removed.code(), Some(0), "{removed}");
+}
