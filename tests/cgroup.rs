@@ -25,28 +25,17 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::ops::{Deref, DerefMut};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::bed::{
+    answer, failed_at_once, ldsaref_cgroup_name, ldsaref_slice, sweep_stale, under, CgroupBed,
+};
 use common::{cli_path, run_with_timeout, source_dir, RunOutput, TempDir};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
-
-fn testbed_sh() -> PathBuf {
-    source_dir().join("scripts/testbed.sh")
-}
-
-/// The cgroup2 mount, from mountinfo (None: no cgroup v2 here).
-fn cgroup2_mount() -> Option<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        (right.starts_with("cgroup2 ") && left.split(' ').nth(3) == Some("/"))
-            .then(|| left.split(' ').nth(4).map(PathBuf::from))
-            .flatten()
-    })
-}
 
 fn static_client() -> Option<PathBuf> {
     let src = source_dir().join("tests/programs/cgclient.c");
@@ -62,88 +51,36 @@ fn static_client() -> Option<PathBuf> {
     ok.then_some(out)
 }
 
-/// What earlier runs killed before their `Drop` left: their beds (named
-/// `ldcg<PID>-`) and their cgroups (profiles `…-t<PID>`), for dead PIDs.
-fn sweep_stale(slice: &Path) {
-    let dead = |pid: &str| {
-        pid.parse::<u32>()
-            .is_ok_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists())
-    };
-    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
-        for name in String::from_utf8_lossy(&out.stdout).lines() {
-            let name = name.split_whitespace().next().unwrap_or_default();
-            if let Some(pid) = name
-                .strip_prefix("ldcg")
-                .and_then(|r| r.strip_suffix("-srv"))
-            {
-                if dead(pid) {
-                    let prefix = format!("ldcg{pid}-");
-                    let _ = Command::new(testbed_sh()).args(["down", &prefix]).status();
-                }
-            }
-        }
-    }
-    let Ok(entries) = std::fs::read_dir(slice) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let pid = name
-            .strip_suffix(".slice")
-            .and_then(|n| n.rsplit_once("\\x2dt").or_else(|| n.rsplit_once("-t")))
-            .map(|(_, pid)| pid.to_owned());
-        if pid.is_some_and(|p| dead(&p)) {
-            if let Ok(children) = std::fs::read_dir(e.path()) {
-                for c in children.flatten().filter(|c| c.path().is_dir()) {
-                    let _ = std::fs::remove_dir(c.path());
-                }
-            }
-            let _ = std::fs::remove_dir(e.path());
-        }
+/// The shared bed (`prefix`, `cgroups`, `srv()`, `in_srv()`, `hits()`,
+/// `ip()`), the test's rules directory and the static client, removed on
+/// drop.
+struct Bed {
+    bed: CgroupBed,
+    dir: TempDir,
+    client: PathBuf,
+}
+
+impl Deref for Bed {
+    type Target = CgroupBed;
+    fn deref(&self) -> &CgroupBed {
+        &self.bed
     }
 }
 
-struct Bed {
-    prefix: String,
-    dir: TempDir,
-    /// The test's profile cgroups, removed on drop.
-    cgroups: Vec<PathBuf>,
-    client: PathBuf,
+impl DerefMut for Bed {
+    fn deref_mut(&mut self) -> &mut CgroupBed {
+        &mut self.bed
+    }
 }
 
 impl Drop for Bed {
     fn drop(&mut self) {
-        // The table lives in the server's namespace and goes with it.
-        let _ = Command::new(testbed_sh())
-            .args(["down", &self.prefix])
-            .stdout(Stdio::null())
-            .status();
-        // Children (pushed after their parents) first.
-        for cg in self.cgroups.iter().rev() {
-            let _ = std::fs::remove_dir(cg);
-        }
-        if let Some(parent) = self.cgroups.first().and_then(|c| c.parent()) {
-            // Only if no one else uses it.
-            let _ = std::fs::remove_dir(parent);
-        }
+        // The bed and the cgroups go with `self.bed`.
         let _ = std::fs::remove_file(&self.client);
     }
 }
 
 impl Bed {
-    fn srv(&self) -> String {
-        format!("/run/netns/{}srv", self.prefix)
-    }
-
-    /// `args` in the server's network namespace, entered with nsenter
-    /// (which keeps /sys, and so the cgroup2 mount, unlike `ip netns exec`).
-    fn in_srv(&self, args: &[&str]) -> RunOutput {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", self.srv())).args(args);
-        common::clear_ldsaref_env(&mut c);
-        run_with_timeout(&mut c, TIMEOUT)
-    }
-
     fn ldsaref(&self, args: &[&str]) -> RunOutput {
         let cli = cli_path().display().to_string();
         let mut all = vec![cli.as_str()];
@@ -154,18 +91,9 @@ impl Bed {
     /// The static client under `run --cgroup --profile profile`.
     fn steered(&self, rules: &str, profile: &str, what: &str) -> RunOutput {
         let client = self.client.display().to_string();
-        let mut args = vec![
-            "run",
-            "--cgroup",
-            "--rules",
-            rules,
-            "--profile",
-            profile,
-            "--",
-            &client,
-        ];
-        args.extend(what.split(' '));
-        self.ldsaref(&args)
+        let mut cmd = vec![client.as_str()];
+        cmd.extend(what.split(' '));
+        self.in_srv(&under(rules, profile, &cmd))
     }
 
     fn unwrapped(&self, what: &str) -> RunOutput {
@@ -174,61 +102,14 @@ impl Bed {
         args.extend(what.split(' '));
         self.in_srv(&args)
     }
-
-    fn hits(&self, c: &str) -> u64 {
-        let out = run_with_timeout(
-            Command::new(testbed_sh()).args(["hits", &self.prefix, c]),
-            TIMEOUT,
-        );
-        assert!(out.success(), "testbed.sh hits: {out}");
-        out.stdout.trim().parse().unwrap()
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let out = run_with_timeout(
-            Command::new("ip")
-                .args(["-n", &format!("{}srv", self.prefix)])
-                .args(args),
-            TIMEOUT,
-        );
-        assert!(out.success(), "ip {args:?}: {out}");
-    }
-}
-
-/// The client's one line: the answer or `error NAME after N ms`.
-#[track_caller]
-fn answer(out: &RunOutput) -> String {
-    out.stdout
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
-}
-
-/// `error NAME after N ms` with N under a second.
-#[track_caller]
-fn failed_at_once(out: &RunOutput, errno: &str) {
-    let line = answer(out);
-    let ms: u64 = line
-        .strip_prefix(&format!("error {errno} after "))
-        .and_then(|r| r.strip_suffix(" ms"))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("expected error {errno}: {out}"));
-    assert!(ms < 1000, "{errno} only after {ms} ms: {out}");
 }
 
 #[test]
 fn a_static_binary_is_steered_by_its_cgroup() {
     require_root!();
-    let Some(mount) = cgroup2_mount() else {
-        eprintln!("SKIPPED (no cgroup v2 mounted): a_static_binary_is_steered_by_its_cgroup");
+    let Some(slice) = ldsaref_slice("a_static_binary_is_steered_by_its_cgroup") else {
         return;
     };
-    if !Path::new("/usr/sbin/nft").exists() && !Path::new("/sbin/nft").exists() {
-        eprintln!("SKIPPED (no nft): a_static_binary_is_steered_by_its_cgroup");
-        return;
-    }
     let client = static_client()
         .expect("gcc -static cannot build tests/programs/cgclient.c (libc6-dev has libc.a)");
     let pid = std::process::id();
@@ -239,22 +120,13 @@ fn a_static_binary_is_steered_by_its_cgroup() {
         format!("refl-t{pid}"),
         format!("catch-t{pid}"),
     );
-    let slice = mount.join("ldsaref.slice");
     sweep_stale(&slice);
     let mut bed = Bed {
-        prefix: format!("ldcg{pid}-"),
+        bed: CgroupBed::new(&slice, &[&p1, &p2, &pd, &pr, &pc]),
         dir: TempDir::new("cgroup"),
-        cgroups: [&p1, &p2, &pd, &pr, &pc]
-            .iter()
-            .map(|p| slice.join(ldsaref_cgroup_name(p)))
-            .collect(),
         client,
     };
-    let out = run_with_timeout(
-        Command::new(testbed_sh()).args(["up", &bed.prefix]),
-        Duration::from_secs(60),
-    );
-    assert!(out.success(), "testbed.sh up: {out}");
+    bed.up();
     let rules_text = format!(
         "[{p1}]\n198.18.0.0/24 saref 101\n2001:db8:18::/64 mark 1\n\
          [{p2}]\n198.18.0.0/24 saref 202\n2001:db8:18::/64 mark 2\n\
@@ -647,11 +519,6 @@ fn a_static_binary_is_steered_by_its_cgroup() {
         out.stderr.contains("no table inet ldsaref is installed"),
         "{out}"
     );
-}
-
-/// `ldsaref-NAME.slice`, `-` escaped as systemd does (`\x2d`).
-fn ldsaref_cgroup_name(profile: &str) -> String {
-    format!("ldsaref-{}.slice", profile.replace('-', "\\x2d"))
 }
 
 /// `ldsaref apply ARGS` here, without root.

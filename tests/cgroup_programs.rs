@@ -33,84 +33,26 @@
 //! unwrapped. The unwrapped runs only wait for their timeouts and run
 //! in parallel.
 //!
-//! The bed's helpers are those of `tests/cgroup.rs` (same names for the
-//! beds, `ldcg<PID>-`, and the profiles, `…-t<PID>`, so that either test
-//! sweeps what a killed run of the other left). Needs root, nft, gcc
-//! (with libc.a), liburing-dev, golang-go, busybox-static and cgroup v2
-//! (`scripts/setup.sh` installs the packages).
+//! The bed's helpers are those of `tests/cgroup.rs`, in
+//! `tests/common/bed.rs` (same names for the beds, `ldcg<PID>-`, and the
+//! profiles, `…-t<PID>`, so that either test sweeps what a killed run of
+//! the other left). Needs root, nft, gcc (with libc.a), liburing-dev,
+//! golang-go, busybox-static and cgroup v2 (`scripts/setup.sh` installs
+//! the packages).
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::bed::{
+    answer, failed_at_once, ldsaref_cgroup_name, ldsaref_slice, sweep_stale, under, CgroupBed,
+};
 use common::{cli_path, run_with_timeout, source_dir, RunOutput, TempDir};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 const NAME: &str = "www.example.test";
-
-fn testbed_sh() -> PathBuf {
-    source_dir().join("scripts/testbed.sh")
-}
-
-fn cgroup2_mount() -> Option<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        (right.starts_with("cgroup2 ") && left.split(' ').nth(3) == Some("/"))
-            .then(|| left.split(' ').nth(4).map(PathBuf::from))
-            .flatten()
-    })
-}
-
-/// `ldsaref-NAME.slice`, `-` escaped as systemd does (`\x2d`).
-fn slice_name(profile: &str) -> String {
-    format!("ldsaref-{}.slice", profile.replace('-', "\\x2d"))
-}
-
-/// What earlier runs killed before their `Drop` left (as in
-/// tests/cgroup.rs): beds `ldcg<PID>-` and profile cgroups `…-t<PID>` of
-/// dead PIDs.
-fn sweep_stale(slice: &Path) {
-    let dead = |pid: &str| {
-        pid.parse::<u32>()
-            .is_ok_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists())
-    };
-    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
-        for name in String::from_utf8_lossy(&out.stdout).lines() {
-            let name = name.split_whitespace().next().unwrap_or_default();
-            if let Some(pid) = name
-                .strip_prefix("ldcg")
-                .and_then(|r| r.strip_suffix("-srv"))
-            {
-                if dead(pid) {
-                    let _ = Command::new(testbed_sh())
-                        .args(["down", &format!("ldcg{pid}-")])
-                        .status();
-                }
-            }
-        }
-    }
-    let Ok(entries) = std::fs::read_dir(slice) else {
-        return;
-    };
-    for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        let pid = name
-            .strip_suffix(".slice")
-            .and_then(|n| n.rsplit_once("\\x2dt").or_else(|| n.rsplit_once("-t")))
-            .map(|(_, pid)| pid.to_owned());
-        if pid.is_some_and(|p| dead(&p)) {
-            if let Ok(children) = std::fs::read_dir(e.path()) {
-                for c in children.flatten().filter(|c| c.path().is_dir()) {
-                    let _ = std::fs::remove_dir(c.path());
-                }
-            }
-            let _ = std::fs::remove_dir(e.path());
-        }
-    }
-}
 
 /// The programs, built for this run into a directory removed at the end.
 struct Programs {
@@ -177,34 +119,14 @@ fn build_programs() -> Programs {
     }
 }
 
-struct Bed {
-    prefix: String,
-    cgroups: Vec<PathBuf>,
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        // The table lives in the server's namespace and goes with it.
-        let _ = Command::new(testbed_sh())
-            .args(["down", &self.prefix])
-            .stdout(Stdio::null())
-            .status();
-        for cg in self.cgroups.iter().rev() {
-            let _ = std::fs::remove_dir(cg);
-        }
-        if let Some(parent) = self.cgroups.first().and_then(|c| c.parent()) {
-            let _ = std::fs::remove_dir(parent);
-        }
-    }
-}
+/// The shared bed, whose `in_srv` here also clears the proxy variables
+/// (busybox wget and Go's HTTP client read them).
+struct Bed(CgroupBed);
 
 impl Bed {
     /// `args` in the server's network namespace (nsenter keeps /sys).
     fn in_srv<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> RunOutput {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/run/netns/{}srv", self.prefix))
-            .args(args);
-        common::clear_ldsaref_env(&mut c);
+        let mut c = self.0.nsenter(args);
         for v in [
             "http_proxy",
             "HTTP_PROXY",
@@ -219,35 +141,8 @@ impl Bed {
     }
 
     fn hits(&self) -> (u64, u64) {
-        let one = |c: &str| -> u64 {
-            let out = run_with_timeout(
-                Command::new(testbed_sh()).args(["hits", &self.prefix, c]),
-                TIMEOUT,
-            );
-            assert!(out.success(), "testbed.sh hits: {out}");
-            out.stdout.trim().parse().unwrap()
-        };
-        (one("c1"), one("c2"))
+        (self.0.hits("c1"), self.0.hits("c2"))
     }
-}
-
-/// `ldsaref run --cgroup --rules R --profile P -- CMD…`
-fn under(rules: &str, profile: &str, cmd: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        &cli_path().display().to_string(),
-        "run",
-        "--cgroup",
-        "--rules",
-        rules,
-        "--profile",
-        profile,
-        "--",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.extend(cmd.iter().map(|s| s.to_string()));
-    v
 }
 
 /// CMD… in a private mount namespace whose /etc/resolv.conf is `resolv`.
@@ -269,27 +164,6 @@ fn with_resolv(resolv: &Path, cmd: Vec<String>) -> Vec<String> {
     v
 }
 
-fn first_line(out: &RunOutput) -> String {
-    out.stdout
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_owned()
-}
-
-/// `error NAME after N ms` with N under a second.
-#[track_caller]
-fn failed_at_once(out: &RunOutput, errno: &str) {
-    let line = first_line(out);
-    let ms: u64 = line
-        .strip_prefix(&format!("error {errno} after "))
-        .and_then(|r| r.strip_suffix(" ms"))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("expected error {errno}: {out}"));
-    assert!(ms < 1000, "{errno} only after {ms} ms: {out}");
-}
-
 /// Runs `f` and says how long it took.
 fn timed(f: impl FnOnce() -> RunOutput) -> (RunOutput, Duration) {
     let t = Instant::now();
@@ -301,14 +175,9 @@ fn timed(f: impl FnOnce() -> RunOutput) -> (RunOutput, Duration) {
 fn programs_no_preload_reaches_are_steered_by_their_cgroup() {
     require_root!();
     let test = "programs_no_preload_reaches_are_steered_by_their_cgroup";
-    let Some(mount) = cgroup2_mount() else {
-        eprintln!("SKIPPED (no cgroup v2 mounted): {test}");
+    let Some(slice) = ldsaref_slice(test) else {
         return;
     };
-    if !Path::new("/usr/sbin/nft").exists() && !Path::new("/sbin/nft").exists() {
-        eprintln!("SKIPPED (no nft): {test}");
-        return;
-    }
     let progs = build_programs();
     let pid = std::process::id();
     let (pa, pb, pd) = (
@@ -316,20 +185,9 @@ fn programs_no_preload_reaches_are_steered_by_their_cgroup() {
         format!("pb-t{pid}"),
         format!("pd-t{pid}"),
     );
-    let slice = mount.join("ldsaref.slice");
     sweep_stale(&slice);
-    let bed = Bed {
-        prefix: format!("ldcg{pid}-"),
-        cgroups: [&pa, &pb, &pd]
-            .iter()
-            .map(|p| slice.join(slice_name(p)))
-            .collect(),
-    };
-    let out = run_with_timeout(
-        Command::new(testbed_sh()).args(["up", &bed.prefix]),
-        Duration::from_secs(60),
-    );
-    assert!(out.success(), "testbed.sh up: {out}");
+    let bed = Bed(CgroupBed::new(&slice, &[&pa, &pb, &pd]));
+    bed.0.up();
     let rules = progs
         .dir
         .write(
@@ -357,7 +215,7 @@ fn programs_no_preload_reaches_are_steered_by_their_cgroup() {
     let out = run_with_timeout(
         Command::new("ip").args([
             "-n",
-            &format!("{}srv", bed.prefix),
+            &format!("{}srv", bed.0.prefix),
             "route",
             "add",
             "198.18.0.0/24",
@@ -403,7 +261,9 @@ fn programs_no_preload_reaches_are_steered_by_their_cgroup() {
         .chain([suid.as_str(), "tcp", "198.18.0.5", "80"])
         .collect();
     let placed = |profile: &str, cmd: &str| -> Vec<String> {
-        let procs = slice.join(slice_name(profile)).join("cgroup.procs");
+        let procs = slice
+            .join(ldsaref_cgroup_name(profile))
+            .join("cgroup.procs");
         vec![
             "sh".into(),
             "-c".into(),
@@ -420,38 +280,38 @@ fn programs_no_preload_reaches_are_steered_by_their_cgroup() {
             let out = bed.in_srv(&under(&rules, profile, &wget));
             assert_eq!(out.stdout.trim(), c, "busybox wget: {out}");
             let out = bed.in_srv(&under(&rules, profile, &[&go, "http", url]));
-            assert_eq!(first_line(&out), c, "go http: {out}");
+            assert_eq!(answer(&out), c, "go http: {out}");
             let out = bed.in_srv(&under(&rules, profile, &[&go, "udp", "198.18.0.5", "7"]));
-            assert_eq!(first_line(&out), ping, "go udp: {out}");
+            assert_eq!(answer(&out), ping, "go udp: {out}");
             let out = bed.in_srv(&under(
                 &rules,
                 profile,
                 &[&uring, "tcp", "198.18.0.5", "80"],
             ));
-            assert_eq!(first_line(&out), c, "io_uring tcp: {out}");
+            assert_eq!(answer(&out), c, "io_uring tcp: {out}");
             assert!(
                 out.stderr.contains("socket: io_uring"),
                 "IORING_OP_SOCKET: {out}"
             );
             let out = bed.in_srv(&under(&rules, profile, &[&uring, "udp", "198.18.0.5", "7"]));
-            assert_eq!(first_line(&out), ping, "io_uring udp: {out}");
+            assert_eq!(answer(&out), ping, "io_uring udp: {out}");
             // glibc's resolver: the answer says which DNS server replied.
             let addr = format!("198.18.{n}.{n}");
             let out = bed.in_srv(&with_resolv(&resolv, under(&rules, profile, &getent)));
             assert!(out.stdout.starts_with(&format!("{addr} ")), "getent: {out}");
             let out = bed.in_srv(&with_resolv(&resolv, under(&rules, profile, &getaddrinfo)));
-            assert_eq!(first_line(&out), addr, "getaddrinfo: {out}");
+            assert_eq!(answer(&out), addr, "getaddrinfo: {out}");
             // A setuid-root program run by nobody.
             let out = bed.in_srv(&under(&rules, profile, &suid_udp));
-            assert_eq!(first_line(&out), ping, "setuid udp: {out}");
+            assert_eq!(answer(&out), ping, "setuid udp: {out}");
             assert!(out.stderr.contains("cgclient: uid 65534 euid 0"), "{out}");
             let out = bed.in_srv(&under(&rules, profile, &suid_tcp));
-            assert_eq!(first_line(&out), c, "setuid tcp: {out}");
+            assert_eq!(answer(&out), c, "setuid tcp: {out}");
             // Placed in the slice as systemd would (no ldsaref run).
             let out = bed.in_srv(&placed(profile, &format!("'{go}' http {url}")));
-            assert_eq!(first_line(&out), c, "slice placement, go: {out}");
+            assert_eq!(answer(&out), c, "slice placement, go: {out}");
             let out = bed.in_srv(&placed(profile, &format!("'{uring}' udp 198.18.0.5 7")));
-            assert_eq!(first_line(&out), ping, "slice placement, io_uring: {out}");
+            assert_eq!(answer(&out), ping, "slice placement, io_uring: {out}");
         }
     };
     steered("the loopback route");
@@ -518,7 +378,7 @@ fn programs_no_preload_reaches_are_steered_by_their_cgroup() {
         v
     };
     let out = bed.in_srv(&preload(&[&suid, "udp", "198.18.0.5", "7"]));
-    assert_eq!(first_line(&out), "client1: ping", "preload: {out}");
+    assert_eq!(answer(&out), "client1: ping", "preload: {out}");
 
     // Unwrapped: each program reaches neither client. They only wait for
     // their timeouts: all at once.
@@ -566,10 +426,10 @@ fn programs_no_preload_reaches_are_steered_by_their_cgroup() {
                 ),
                 "getent" => assert_eq!(out.code(), Some(2), "{shape}: getent: {out}"),
                 "getaddrinfo" => assert!(
-                    first_line(out).starts_with("error gaierror "),
+                    answer(out).starts_with("error gaierror "),
                     "{shape}: getaddrinfo: {out}"
                 ),
-                _ => assert!(first_line(out).starts_with("error "), "{shape}: {out}"),
+                _ => assert!(answer(out).starts_with("error "), "{shape}: {out}"),
             }
         }
         assert_eq!(
@@ -625,7 +485,7 @@ fn programs_no_preload_reaches_are_steered_by_their_cgroup() {
         "getent took {took:?}: {out}"
     );
     let out = bed.in_srv(&with_resolv(&resolv, under(&rules, &pd, &getaddrinfo)));
-    let line = first_line(&out);
+    let line = answer(&out);
     let ms: u64 = line
         .strip_prefix("error gaierror -3 after ")
         .and_then(|r| r.strip_suffix(" ms"))
@@ -637,15 +497,7 @@ fn programs_no_preload_reaches_are_steered_by_their_cgroup() {
     // The other gateway shape: a default route that leads elsewhere (a
     // veth whose peer forwards nothing), source 203.0.113.1; the table's
     // mark re-routes steered packets into their tunnel.
-    let ip = |args: &[&str]| {
-        let out = run_with_timeout(
-            Command::new("ip")
-                .args(["-n", &format!("{}srv", bed.prefix)])
-                .args(args),
-            TIMEOUT,
-        );
-        assert!(out.success(), "ip {args:?}: {out}");
-    };
+    let ip = |args: &[&str]| bed.0.ip(args);
     ip(&["route", "del", "198.18.0.0/24", "dev", "lo"]);
     ip(&[
         "link", "add", "els", "type", "veth", "peer", "name", "els-p",

@@ -10,12 +10,12 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use common::bed::{testbed_down, testbed_hits, testbed_sh};
 use common::{cli_path, lib_path, python3, run_with_timeout, source_dir, RunOutput, TempDir};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,10 +26,6 @@ const PROFILES: &str = "\
 [client2]
 198.18.0.0/24 saref 202
 ";
-
-fn testbed_sh() -> PathBuf {
-    source_dir().join("scripts/testbed.sh")
-}
 
 fn program(name: &str) -> String {
     source_dir()
@@ -128,15 +124,7 @@ impl Bed {
 
     /// Packets that reached client `c`'s inner address through its tunnel.
     fn hits(&self, c: &str) -> u64 {
-        let out = run_with_timeout(
-            Command::new(testbed_sh()).args(["hits", &self.prefix, c]),
-            TIMEOUT,
-        );
-        assert!(out.success(), "testbed.sh hits: {out}");
-        out.stdout
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("testbed.sh hits printed {:?}", out.stdout))
+        testbed_hits(&self.prefix, c)
     }
 
     /// Starts a long-running program in the server, waiting for its `ready`
@@ -160,10 +148,7 @@ impl Bed {
 
 impl Drop for Bed {
     fn drop(&mut self) {
-        let _ = Command::new(testbed_sh())
-            .args(["down", &self.prefix])
-            .stdout(Stdio::null())
-            .status();
+        testbed_down(&self.prefix);
     }
 }
 

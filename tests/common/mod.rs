@@ -4,6 +4,8 @@
 //! only.  Not every test uses every helper, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
+pub mod bed;
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::Read;
