@@ -19,32 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
-static struct timespec t0;
-
-static long elapsed_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
-}
-
-static const char *name(int e) {
-    switch (e) {
-    case EPERM: return "EPERM";
-    case EACCES: return "EACCES";
-    case ECONNREFUSED: return "ECONNREFUSED";
-    case ENETUNREACH: return "ENETUNREACH";
-    case EHOSTUNREACH: return "EHOSTUNREACH";
-    case ETIMEDOUT: return "ETIMEDOUT";
-    case ECONNRESET: return "ECONNRESET";
-    case EINVAL: return "EINVAL";
-    default: return "other";
-    }
-}
-
-static int fail(int e) {
-    printf("error %s after %ld ms\n", name(e), elapsed_ms());
-    return 1;
-}
+#include "client.h"
 
 static int wait_for(int fd, short events) {
     struct pollfd p = {.fd = fd, .events = events};
@@ -63,21 +38,8 @@ int main(int argc, char **argv) {
     int tcp = strcmp(argv[1], "tcp") == 0;
     struct sockaddr_storage ss;
     socklen_t len;
-    memset(&ss, 0, sizeof ss);
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, argv[2], &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons(atoi(argv[3]));
-        len = sizeof *a4;
-    } else if (inet_pton(AF_INET6, argv[2], &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons(atoi(argv[3]));
-        len = sizeof *a6;
-    } else {
-        fprintf(stderr, "cgclient: bad address %s\n", argv[2]);
+    if (parse_addr("cgclient", argv[2], argv[3], &ss, &len) < 0)
         return 2;
-    }
     int fd = socket(ss.ss_family, (tcp ? SOCK_STREAM : SOCK_DGRAM) | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return fail(errno);

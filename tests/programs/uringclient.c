@@ -25,34 +25,9 @@
 #include <time.h>
 #include <unistd.h>
 
-static struct timespec t0;
+#include "client.h"
+
 static struct io_uring ring;
-
-static long elapsed_ms(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
-}
-
-static const char *name(int e) {
-    switch (e) {
-    case EPERM: return "EPERM";
-    case EACCES: return "EACCES";
-    case ECONNREFUSED: return "ECONNREFUSED";
-    case ENETUNREACH: return "ENETUNREACH";
-    case EHOSTUNREACH: return "EHOSTUNREACH";
-    case ETIMEDOUT: return "ETIMEDOUT";
-    case ECANCELED: return "ETIMEDOUT"; /* cut by the link timeout */
-    case ECONNRESET: return "ECONNRESET";
-    case EINVAL: return "EINVAL";
-    default: return "other";
-    }
-}
-
-static int fail(int e) {
-    printf("error %s after %ld ms\n", name(e), elapsed_ms());
-    return 1;
-}
 
 static struct io_uring_sqe *sqe(void) {
     struct io_uring_sqe *s = io_uring_get_sqe(&ring);
@@ -82,7 +57,8 @@ static int complete(int n) {
     return first;
 }
 
-/* `sqe` linked to a timeout of 2 s: its result, -ECANCELED on timeout. */
+/* `sqe` linked to a timeout of 2 s: its result, -ETIMEDOUT on timeout
+ * (the link timeout cuts it with -ECANCELED). */
 static int with_timeout(struct io_uring_sqe *s) {
     static struct __kernel_timespec two = {.tv_sec = 2};
     s->flags |= IOSQE_IO_LINK;
@@ -90,7 +66,8 @@ static int with_timeout(struct io_uring_sqe *s) {
     struct io_uring_sqe *t = sqe();
     io_uring_prep_link_timeout(t, &two, 0);
     io_uring_sqe_set_data64(t, 2);
-    return complete(2);
+    int r = complete(2);
+    return r == -ECANCELED ? -ETIMEDOUT : r;
 }
 
 int main(int argc, char **argv) {
@@ -100,11 +77,11 @@ int main(int argc, char **argv) {
     }
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int tcp = strcmp(argv[1], "tcp") == 0;
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons(atoi(argv[3]));
-    if (inet_pton(AF_INET, argv[2], &a.sin_addr) != 1) {
+    struct sockaddr_storage a;
+    socklen_t len;
+    if (parse_addr("uringclient", argv[2], argv[3], &a, &len) < 0)
+        return 2;
+    if (a.ss_family != AF_INET) { /* IPv4 only */
         fprintf(stderr, "uringclient: bad address %s\n", argv[2]);
         return 2;
     }
@@ -130,7 +107,7 @@ int main(int argc, char **argv) {
     char buf[4096];
     if (tcp) {
         s = sqe();
-        io_uring_prep_connect(s, fd, (struct sockaddr *)&a, sizeof a);
+        io_uring_prep_connect(s, fd, (struct sockaddr *)&a, len);
         r = with_timeout(s);
         if (r < 0)
             return fail(-r);
@@ -156,7 +133,7 @@ int main(int argc, char **argv) {
         printf("%s", body ? body + 4 : buf);
     } else {
         struct iovec iov = {.iov_base = "ping", .iov_len = 4};
-        struct msghdr msg = {.msg_name = &a, .msg_namelen = sizeof a, .msg_iov = &iov, .msg_iovlen = 1};
+        struct msghdr msg = {.msg_name = &a, .msg_namelen = len, .msg_iov = &iov, .msg_iovlen = 1};
         s = sqe();
         io_uring_prep_sendmsg(s, fd, &msg, 0);
         r = with_timeout(s);
