@@ -2,23 +2,24 @@
 //! reads, to a file every process maps read-only and looks rules up in,
 //! in place (see `ldsaref compile`).
 //!
-//! # Format (version [`VERSION`])
+//! # Format (version `VERSION`)
 //!
 //! All integers native-endian; the file is only ever read on the machine
 //! (architecture) it was written for, which the header records.
 //!
-//! - a [`Header`]: magic `LDSAIDX\n`, format version, an endianness
+//! - a `Header`: magic `LDSAIDX\n`, format version, an endianness
 //!   marker, the architecture name, the sizes of every record type (a
 //!   layout change is a version change, this double-checks it), the total
 //!   size, counts, and a table of sections (byte offset and length);
 //! - the sections, each at an offset that is a multiple of 64:
-//!   the lookup's arrays ([`IndexView`]: trie roots, trie blocks, trie
+//!   the lookup's arrays (`IndexView`: trie roots, trie blocks, trie
 //!   results, prefix records, the list of prefixes with more rules, their
-//!   entries, the prefix of each direct rule), then one [`RuleRecord`] per
+//!   entries, the prefix of each direct rule), then one `RuleRecord` per
 //!   rule (its destination, protocol, ports, action, origin and profile:
 //!   what a decision, a log line and `explain` say), the file and profile
-//!   names (offset and length in the string table), the [`SourceRecord`]s
-//!   of the files the index was compiled from, and the string table.
+//!   names (offset and length in the string table), the `SourceRecord`s
+//!   of the files the index was compiled from, the string table, and the
+//!   action of each rule again, dense (12 bytes: what deciding reads).
 //!
 //! # Trust
 //!
@@ -32,6 +33,11 @@
 //! the parent walk that must go to smaller prefixes, the records' fields),
 //! so that an index corrupt past its header gives no panic, no loop and no
 //! read out of bounds; a rule record that does not decode is `deny`.
+//!
+//! Reads go through `Mapped`, which implements the lookup's
+//! `Arrays` by copying each element out of the bytes after checking it
+//! lies inside its section: the one lookup (`IndexView`) runs over the
+//! mapped file as over the index built in this process.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
