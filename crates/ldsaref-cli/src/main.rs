@@ -27,7 +27,8 @@ use clap::{Args, Parser, Subcommand};
 const EXIT_CODES: &str = "\
 Exit status:
   0    success
-  1    invalid configuration: rules file (file:line:col: message), variable or profile
+  1    invalid configuration: rules file (file:line:col: message), variable or profile;
+       `run` with nothing to steer (no rules apply, no --saref)
   2    usage error
   126  the program cannot be executed, or LD_PRELOAD would not reach it
   127  the program was not found";
