@@ -16,6 +16,7 @@ mod run;
 mod settings;
 mod shell;
 mod shellmode;
+mod status;
 mod target;
 mod updown;
 
@@ -129,6 +130,10 @@ enum Command {
     /// one cgroup per profile, for `ldsaref run --cgroup` (root)
     #[command(after_help = EXIT_CODES)]
     Apply(apply::ApplyArgs),
+    /// List the steered processes (both backends) and whether the table
+    /// inet ldsaref is up to date with the rules
+    #[command(after_help = EXIT_CODES)]
+    Status(status::StatusArgs),
     /// Keep one rules file per IPsec connection, as pluto's updown script
     #[command(after_help = EXIT_CODES)]
     Updown(updown::UpdownArgs),
@@ -161,6 +166,7 @@ fn main() -> ExitCode {
         Command::Env { steer, unset } => run::env(&steer, unset),
         Command::Shell(cmd) => shellmode::shell(&cmd),
         Command::Apply(args) => apply::apply(&args),
+        Command::Status(args) => status::status(&args),
         Command::Updown(args) => updown::updown(&args),
         Command::Completions { shell } => shellmode::completions(shell),
     };
