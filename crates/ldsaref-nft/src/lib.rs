@@ -61,7 +61,9 @@ use std::net::IpAddr;
 
 use ldsaref_rules::{Action, Proto, RuleSet};
 
-pub use render::{fingerprint, CATCH_ALL_MAP, COMMENT_PREFIX, FINGERPRINT_CHAIN};
+pub use render::{
+    fingerprint, Layout, PortPieces, Target, CATCH_ALL_MAP, COMMENT_PREFIX, FINGERPRINT_CHAIN,
+};
 
 /// The nftables family and name of the table.
 pub const TABLE: &str = "inet ldsaref";
@@ -269,6 +271,19 @@ impl Compiled {
             .or_else(|| catch_all.filter(|_| ipv4).map(Verdict::Saref))
     }
 
+    /// The table as it is rendered ([`Layout`]: address maps, then port
+    /// chains), to evaluate it as the kernel does.
+    pub fn rendered(&self) -> Rendered {
+        Rendered {
+            global: Layout::of(&self.global),
+            profiles: self
+                .profiles
+                .iter()
+                .map(|p| (p.name.clone(), Layout::of(&p.maps)))
+                .collect(),
+        }
+    }
+
     /// The number of map elements, all maps together.
     pub fn len(&self) -> usize {
         self.global.len() + self.profiles.iter().map(|p| p.maps.len()).sum::<usize>()
@@ -277,6 +292,39 @@ impl Compiled {
     /// Whether there are no elements at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The sections' [`Layout`]s, as [`Compiled::render`] writes them.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Rendered {
+    /// The global rules.
+    pub global: Layout,
+    /// Each profile's, by name.
+    pub profiles: Vec<(String, Layout)>,
+}
+
+impl Rendered {
+    /// [`Compiled::decide_with`], read from the rendered table instead of
+    /// the flattened maps: what the property test compares with the
+    /// library.
+    pub fn decide_with(
+        &self,
+        profile: &str,
+        catch_all: Option<u16>,
+        dest: IpAddr,
+        proto: Proto,
+        port: u16,
+    ) -> Option<Verdict> {
+        let (_, layout) = self.profiles.iter().find(|(n, _)| n == profile)?;
+        let ipv4 = match dest {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(a) => a.to_ipv4_mapped().is_some(),
+        };
+        layout
+            .lookup(dest, proto, port)
+            .or_else(|| self.global.lookup(dest, proto, port))
+            .or_else(|| catch_all.filter(|_| ipv4).map(Verdict::Saref))
     }
 }
 

@@ -1,11 +1,12 @@
 //! The text of the table, for `nft -f`.
 
+use std::collections::HashMap;
 use std::fmt::Write;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ldsaref_rules::Proto;
 
-use crate::{CatchAll, Compiled, Element, Maps, Verdict, SLICE, TABLE};
+use crate::{CatchAll, Compiled, Maps, Verdict, SLICE, TABLE};
 
 impl Verdict {
     /// The name of the verdict's chain (`pass` has none: it is `accept`).
@@ -18,14 +19,6 @@ impl Verdict {
             Verdict::Mark { value, mask } if mask == u32::MAX => format!("mark_{value:x}"),
             Verdict::Mark { value, mask } => format!("mark_{value:x}_{mask:x}"),
         })
-    }
-
-    /// The verdict as a map value.
-    fn map_value(self) -> String {
-        match self.chain() {
-            None => "accept".to_owned(),
-            Some(chain) => format!("goto {chain}"),
-        }
     }
 
     /// The statements of the verdict's chain.
@@ -90,36 +83,244 @@ fn port_range(lo: u16, hi: u16) -> String {
     }
 }
 
-fn element(e: &Element, v6: bool) -> String {
-    format!(
-        "{} . {} . {} : {}",
-        addr_range(e.addr_lo, e.addr_hi, v6),
-        proto(e.proto),
-        port_range(e.port_lo, e.port_hi),
-        e.verdict.map_value()
-    )
+/// What an address interval of a section's map leads to: one verdict for
+/// every TCP and UDP port, or a small chain of port rules (an index into
+/// [`Layout::chains`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Target {
+    /// The same verdict for all of TCP and UDP.
+    Verdict(Verdict),
+    /// The port rules of [`Layout::chains`]`[i]`; where none matches, the
+    /// section decides nothing.
+    Ports(usize),
 }
 
-/// The IPv4 and IPv6 maps `NAME_v4`, `NAME_v6`.
-fn write_maps(s: &mut String, name: &str, maps: &Maps) -> std::fmt::Result {
+/// The pieces of a port chain: `(proto, first port, last port, verdict)`.
+pub type PortPieces = Vec<(Proto, u16, u16, Verdict)>;
+
+/// A section's maps as the table holds them: a *non-concatenated* interval
+/// map per family keyed by the destination address alone (a red-black
+/// tree in the kernel: lookups in O(log n), and fast to load), whose
+/// elements lead either to a verdict or, for the few address pieces where
+/// ports or protocols matter, to a small chain of port rules (shared by the
+/// pieces that need the same one). Concatenated interval maps (pipapo)
+/// cost time linear in the number of elements per lookup and per insert,
+/// which 100k rules make seconds to load.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Layout {
+    /// IPv4: `(first, last, target)`, disjoint, in order.
+    pub v4: Vec<(u128, u128, Target)>,
+    /// IPv6, the same.
+    pub v6: Vec<(u128, u128, Target)>,
+    /// The port chains.
+    pub chains: Vec<PortPieces>,
+}
+
+impl Layout {
+    /// The layout of `maps`: each address cell's elements (consecutive,
+    /// with the same address interval) become one address element.
+    pub fn of(maps: &Maps) -> Layout {
+        let mut l = Layout::default();
+        let mut index: HashMap<PortPieces, usize> = HashMap::new();
+        for v6 in [false, true] {
+            let elements = if v6 { &maps.v6 } else { &maps.v4 };
+            let mut out: Vec<(u128, u128, Target)> = Vec::new();
+            let mut i = 0;
+            while i < elements.len() {
+                let (lo, hi) = (elements[i].addr_lo, elements[i].addr_hi);
+                let mut j = i;
+                while j < elements.len() && elements[j].addr_lo == lo && elements[j].addr_hi == hi {
+                    j += 1;
+                }
+                let cell = &elements[i..j];
+                let uniform = cell.len() == 2
+                    && cell[0].verdict == cell[1].verdict
+                    && cell.iter().all(|e| e.port_lo == 0 && e.port_hi == u16::MAX)
+                    && cell[0].proto != cell[1].proto;
+                let target = if uniform {
+                    Target::Verdict(cell[0].verdict)
+                } else {
+                    let pieces: PortPieces = cell
+                        .iter()
+                        .map(|e| (e.proto, e.port_lo, e.port_hi, e.verdict))
+                        .collect();
+                    let n = l.chains.len();
+                    let k = *index.entry(pieces.clone()).or_insert(n);
+                    if k == n {
+                        l.chains.push(pieces);
+                    }
+                    Target::Ports(k)
+                };
+                match out.last_mut() {
+                    Some((_, last, t)) if *t == target && last.checked_add(1) == Some(lo) => {
+                        *last = hi;
+                    }
+                    _ => out.push((lo, hi, target)),
+                }
+                i = j;
+            }
+            if v6 {
+                l.v6 = out;
+            } else {
+                l.v4 = out;
+            }
+        }
+        l
+    }
+
+    /// The verdict the table gives: the address element, then its port
+    /// chain's first matching rule; `None` where the section decides
+    /// nothing (the table goes on to the next section).
+    pub fn lookup(&self, dest: IpAddr, proto: Proto, port: u16) -> Option<Verdict> {
+        let (elements, key) = match dest {
+            IpAddr::V4(a) => (&self.v4, u128::from(u32::from(a))),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                Some(a4) => (&self.v4, u128::from(u32::from(a4))),
+                None => (&self.v6, u128::from(a)),
+            },
+        };
+        let i = elements.partition_point(|(_, hi, _)| *hi < key);
+        let &(lo, _, target) = elements.get(i)?;
+        if lo > key {
+            return None;
+        }
+        match target {
+            Target::Verdict(v) => Some(v),
+            Target::Ports(k) => self.chains[k]
+                .iter()
+                .find(|(p, lo, hi, _)| *p == proto && (*lo..=*hi).contains(&port))
+                .map(|(.., v)| *v),
+        }
+    }
+
+    /// The number of map elements and port rules.
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len() + self.chains.iter().map(Vec::len).sum::<usize>()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The mark a verdict sets whole (`saref N`, `mark V` without a mask):
+/// those need no chain of their own; a section's mark map holds them.
+fn full_mark(v: Verdict) -> Option<u32> {
+    match v {
+        Verdict::Saref(n) => Some(crate::mast_mark(n)),
+        Verdict::Mark { value, mask } if mask == u32::MAX => Some(value),
+        _ => None,
+    }
+}
+
+/// Whether a verdict has a chain in the table.
+fn has_chain(v: Verdict) -> bool {
+    full_mark(v).is_none() && v.chain().is_some()
+}
+
+/// The value of an address map's element as written.
+fn map_value(section: &str, t: Target, v6: bool) -> String {
+    match t {
+        Target::Ports(k) => format!("goto {section}_x{k}"),
+        Target::Verdict(v) if full_mark(v).is_some() => {
+            format!("goto {section}_mark{}", if v6 { 6 } else { 4 })
+        }
+        Target::Verdict(v) => match v.chain() {
+            None => "accept".to_owned(),
+            Some(chain) => format!("goto {chain}"),
+        },
+    }
+}
+
+/// The address maps `NAME_v4`, `NAME_v6` (address → verdict), the mark
+/// maps `NAME_m4`, `NAME_m6` (address → mark, for the elements that set
+/// a whole mark: one lookup more for them, instead of one chain per mark),
+/// and the port chains `NAME_xK` (ending with `goto NEXT`: where no port
+/// rule decides, the next section decides).
+fn write_maps(s: &mut String, name: &str, layout: &Layout, next: &str) -> std::fmt::Result {
     for (family, elements, v6) in [
-        ("ipv4_addr", &maps.v4, false),
-        ("ipv6_addr", &maps.v6, true),
+        ("ipv4_addr", &layout.v4, false),
+        ("ipv6_addr", &layout.v6, true),
     ] {
         let suffix = if v6 { "v6" } else { "v4" };
+        // Neighbours that both set a mark are one element here.
+        let mut merged: Vec<(u128, u128, String)> = Vec::with_capacity(elements.len());
+        for &(lo, hi, t) in elements {
+            let value = map_value(name, t, v6);
+            match merged.last_mut() {
+                Some((_, last, v)) if *v == value && last.checked_add(1) == Some(lo) => *last = hi,
+                _ => merged.push((lo, hi, value)),
+            }
+        }
         writeln!(s, "\tmap {name}_{suffix} {{")?;
-        writeln!(s, "\t\ttype {family} . inet_proto . inet_service : verdict")?;
+        writeln!(s, "\t\ttype {family} : verdict")?;
         writeln!(s, "\t\tflags interval")?;
-        if !elements.is_empty() {
+        if !merged.is_empty() {
             writeln!(s, "\t\telements = {{")?;
-            for e in elements {
-                writeln!(s, "\t\t\t{},", element(e, v6))?;
+            for (lo, hi, value) in &merged {
+                s.push_str("\t\t\t");
+                s.push_str(&addr_range(*lo, *hi, v6));
+                s.push_str(" : ");
+                s.push_str(value);
+                s.push_str(",\n");
             }
             writeln!(s, "\t\t}}")?;
         }
         writeln!(s, "\t}}")?;
+        let n = if v6 { 6 } else { 4 };
+        writeln!(s, "\tmap {name}_m{n} {{")?;
+        writeln!(s, "\t\ttype {family} : mark")?;
+        writeln!(s, "\t\tflags interval")?;
+        let mut marks = elements.iter().filter_map(|&(lo, hi, t)| match t {
+            Target::Verdict(v) => full_mark(v).map(|m| (lo, hi, m)),
+            Target::Ports(_) => None,
+        });
+        if let Some(first) = marks.next() {
+            writeln!(s, "\t\telements = {{")?;
+            for (lo, hi, m) in std::iter::once(first).chain(marks) {
+                writeln!(s, "\t\t\t{} : {m:#010x},", addr_range(lo, hi, v6))?;
+            }
+            writeln!(s, "\t\t}}")?;
+        }
+        writeln!(s, "\t}}")?;
+        writeln!(s, "\tchain {name}_mark{n} {{")?;
+        writeln!(
+            s,
+            "\t\tmeta mark set {} daddr map @{name}_m{n}",
+            if v6 { "ip6" } else { "ip" }
+        )?;
+        writeln!(s, "\t}}")?;
+    }
+    for (k, pieces) in layout.chains.iter().enumerate() {
+        writeln!(s, "\tchain {name}_x{k} {{")?;
+        for &(p, lo, hi, v) in pieces {
+            write!(s, "\t\tmeta l4proto {}", proto(p))?;
+            if (lo, hi) != (0, u16::MAX) {
+                write!(s, " th dport {}", port_range(lo, hi))?;
+            }
+            match (full_mark(v), v.chain()) {
+                (Some(m), _) => writeln!(s, " meta mark set {m:#010x} accept")?,
+                (None, None) => writeln!(s, " accept")?,
+                (None, Some(chain)) => writeln!(s, " goto {chain}")?,
+            }
+        }
+        writeln!(s, "\t\tgoto {next}")?;
+        writeln!(s, "\t}}")?;
     }
     Ok(())
+}
+
+/// The rules of a section's chain that look its maps up.
+fn write_lookups(s: &mut String, name: &str) -> std::fmt::Result {
+    writeln!(
+        s,
+        "\t\tmeta l4proto {{ tcp, udp }} ip daddr vmap @{name}_v4"
+    )?;
+    writeln!(
+        s,
+        "\t\tmeta l4proto {{ tcp, udp }} ip6 daddr vmap @{name}_v6"
+    )
 }
 
 /// A short, stable fingerprint of a text (64-bit FNV-1a, in hex): what
@@ -182,10 +383,12 @@ impl Compiled {
         writeln!(s, "\t}}")?;
         writeln!(s)?;
         writeln!(s, "\t# The global rules, after a profile's own.")?;
-        write_maps(s, "global", &self.global)?;
+        write_maps(s, "global", &Layout::of(&self.global), "tail")?;
         writeln!(s, "\tchain global {{")?;
-        writeln!(s, "\t\tip daddr . meta l4proto . th dport vmap @global_v4")?;
-        writeln!(s, "\t\tip6 daddr . meta l4proto . th dport vmap @global_v6")?;
+        write_lookups(s, "global")?;
+        writeln!(s, "\t\tgoto tail")?;
+        writeln!(s, "\t}}")?;
+        writeln!(s, "\tchain tail {{")?;
         writeln!(
             s,
             "\t\tmeta nfproto ipv4 meta mark set socket cgroupv2 level 3 map @{CATCH_ALL_MAP}"
@@ -213,15 +416,15 @@ impl Compiled {
         for (i, p) in self.profiles.iter().enumerate() {
             writeln!(s)?;
             writeln!(s, "\t# [{}]: cgroup {}", p.name, p.cgroup())?;
-            write_maps(s, &format!("p{i}"), &p.maps)?;
-            writeln!(s, "\tchain p{i} {{")?;
-            writeln!(s, "\t\tip daddr . meta l4proto . th dport vmap @p{i}_v4")?;
-            writeln!(s, "\t\tip6 daddr . meta l4proto . th dport vmap @p{i}_v6")?;
+            let name = format!("p{i}");
+            write_maps(s, &name, &Layout::of(&p.maps), "global")?;
+            writeln!(s, "\tchain {name} {{")?;
+            write_lookups(s, &name)?;
             writeln!(s, "\t\tgoto global")?;
             writeln!(s, "\t}}")?;
         }
         let verdicts = self.verdicts();
-        for v in &verdicts {
+        for v in verdicts.iter().filter(|v| has_chain(**v)) {
             let Some(name) = v.chain() else { continue };
             writeln!(s)?;
             writeln!(s, "\tchain {name} {{")?;
