@@ -280,15 +280,13 @@ fn table_state(rules: Option<&std::path::Path>, cg: Option<&Cgroup2>) -> Table {
         Err(e) => Table::Unknown(e),
         Ok(d) if d.fingerprint == installed => Table::UpToDate {
             summary: format!(
-                "{} profile{}, {} map element{}",
+                "{} profile{}",
                 d.compiled.profiles.len(),
                 if d.compiled.profiles.len() == 1 {
                     ""
                 } else {
                     "s"
                 },
-                d.compiled.len(),
-                if d.compiled.len() == 1 { "" } else { "s" },
             ),
         },
         Ok(_) => Table::Stale,
@@ -362,7 +360,7 @@ mod tests {
         ];
         let text = format(
             &Table::UpToDate {
-                summary: "2 profiles, 4 map elements".to_owned(),
+                summary: "2 profiles".to_owned(),
             },
             Some("/sys/fs/cgroup/unified/ldsaref.slice"),
             &procs,
@@ -370,7 +368,7 @@ mod tests {
         );
         assert_eq!(
             text,
-            "table inet ldsaref: installed, up to date with the rules (2 profiles, 4 map elements)\n\
+            "table inet ldsaref: installed, up to date with the rules (2 profiles)\n\
              cgroups: /sys/fs/cgroup/unified/ldsaref.slice\n\
              PROFILE  PID    BACKEND  SAREF  COMMAND\n\
              client1  12     cgroup   -      sleep\n\

@@ -63,6 +63,7 @@ use ldsaref_rules::{Action, Proto, RuleSet};
 
 pub use render::{
     fingerprint, Layout, PortPieces, Target, CATCH_ALL_MAP, COMMENT_PREFIX, FINGERPRINT_CHAIN,
+    SECTION_CHAIN, SHAPE_CHAIN,
 };
 
 /// The nftables family and name of the table.
@@ -208,6 +209,8 @@ pub struct ProfileMaps {
     pub name: String,
     /// Its rules.
     pub maps: Maps,
+    /// The fingerprint of its rules (see [`section_fingerprint`]).
+    pub fingerprint: String,
 }
 
 impl ProfileMaps {
@@ -222,8 +225,14 @@ impl ProfileMaps {
 pub struct Compiled {
     /// The global rules, shared by every profile.
     pub global: Maps,
+    /// The fingerprint of the global rules (see [`section_fingerprint`]).
+    pub global_fingerprint: String,
     /// One per profile, in order of first appearance.
     pub profiles: Vec<ProfileMaps>,
+    /// The verdicts that have a chain of their own (`deny`, `reflect`,
+    /// `mark V/M`), of every rule: the same whatever sections change, so
+    /// that one section can be replaced alone.
+    pub chains: BTreeSet<Verdict>,
 }
 
 impl Compiled {
@@ -351,6 +360,17 @@ impl std::error::Error for CompileError {}
 /// Compiles the global rules and every profile of `set` into the table's
 /// maps (a profile's chain tries its maps, then the global ones). Fails on the first `dev` rule, naming its line.
 pub fn compile(set: &RuleSet) -> Result<Compiled, CompileError> {
+    compile_sections(set, |_, _| true)
+}
+
+/// [`compile`], flattening only the sections `select(profile, fingerprint)`
+/// accepts (`None`: the global rules); the others are left without
+/// elements (for [`Compiled::render_update`], which replaces only the
+/// sections that changed).
+pub fn compile_sections(
+    set: &RuleSet,
+    select: impl Fn(Option<&str>, &str) -> bool,
+) -> Result<Compiled, CompileError> {
     if let Some(rule) = set.rules().find(|r| Verdict::of(r.action).is_none()) {
         return Err(CompileError {
             file: set.file_name(rule.origin).to_owned(),
@@ -363,21 +383,60 @@ pub fn compile(set: &RuleSet) -> Result<Compiled, CompileError> {
             ),
         });
     }
-    let maps = |scope| Maps {
-        v4: flatten::flatten(set, scope, false),
-        v6: flatten::flatten(set, scope, true),
+    let maps = |scope, name: Option<&str>, fp: &str| {
+        if select(name, fp) {
+            Maps {
+                v4: flatten::flatten(set, scope, false),
+                v6: flatten::flatten(set, scope, true),
+            }
+        } else {
+            Maps::default()
+        }
     };
     let profiles = set
         .profile_names()
-        .map(|name| ProfileMaps {
-            name: name.to_owned(),
-            maps: maps(set.profile(name)),
+        .map(|name| {
+            let scope = set.profile(name);
+            let fp = section_fingerprint(set, scope);
+            ProfileMaps {
+                name: name.to_owned(),
+                maps: maps(scope, Some(name), &fp),
+                fingerprint: fp,
+            }
         })
         .collect();
+    let global_fingerprint = section_fingerprint(set, None);
+    let chains = set
+        .rules()
+        .filter_map(|r| Verdict::of(r.action))
+        .filter(|v| render::has_chain(*v))
+        .collect();
     Ok(Compiled {
-        global: maps(None),
+        global: maps(None, None, &global_fingerprint),
+        global_fingerprint,
         profiles,
+        chains,
     })
+}
+
+/// The fingerprint of one section's rules (`scope`: a profile, or `None`
+/// for the global rules): their destinations, protocols, ports and
+/// actions in order, not their files or lines, so that editing one
+/// connection's file leaves the other sections' fingerprints alone. It
+/// decides which sections `ldsaref apply` must replace. Stable within a
+/// build of ldsaref (a new build may replace everything once).
+pub fn section_fingerprint(set: &RuleSet, scope: Option<ldsaref_rules::ProfileId>) -> String {
+    use std::hash::{Hash, Hasher};
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new();
+    render::LAYOUT_VERSION.hash(&mut h);
+    for r in set.rules().filter(|r| r.profile == scope) {
+        r.dest.hash(&mut h);
+        r.proto.hash(&mut h);
+        r.ports.hash(&mut h);
+        r.action.hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
 }
 
 /// A profile's cgroup directory name, as systemd names a slice:

@@ -214,8 +214,12 @@ fn full_mark(v: Verdict) -> Option<u32> {
     }
 }
 
+/// The version of the table's layout, in every section's fingerprint: a
+/// new layout replaces every section.
+pub(crate) const LAYOUT_VERSION: u32 = 2;
+
 /// Whether a verdict has a chain in the table.
-fn has_chain(v: Verdict) -> bool {
+pub(crate) fn has_chain(v: Verdict) -> bool {
     full_mark(v).is_none() && v.chain().is_some()
 }
 
@@ -233,6 +237,61 @@ fn map_value(section: &str, t: Target, v6: bool) -> String {
     }
 }
 
+/// A section's address-map elements (neighbours with the same value
+/// merged) and mark-map elements, for one family.
+#[allow(clippy::type_complexity)]
+fn elements_of(
+    name: &str,
+    elements: &[(u128, u128, Target)],
+    v6: bool,
+) -> (Vec<(u128, u128, String)>, Vec<(u128, u128, u32)>) {
+    let mut merged: Vec<(u128, u128, String)> = Vec::with_capacity(elements.len());
+    for &(lo, hi, t) in elements {
+        let value = map_value(name, t, v6);
+        match merged.last_mut() {
+            Some((_, last, v)) if *v == value && last.checked_add(1) == Some(lo) => *last = hi,
+            _ => merged.push((lo, hi, value)),
+        }
+    }
+    let marks = elements
+        .iter()
+        .filter_map(|&(lo, hi, t)| match t {
+            Target::Verdict(v) => full_mark(v).map(|m| (lo, hi, m)),
+            Target::Ports(_) => None,
+        })
+        .collect();
+    (merged, marks)
+}
+
+fn write_elements<T>(
+    s: &mut String,
+    elements: &[(u128, u128, T)],
+    v6: bool,
+    value: impl Fn(&T) -> String,
+) {
+    for (lo, hi, v) in elements {
+        s.push_str("\t\t\t");
+        s.push_str(&addr_range(*lo, *hi, v6));
+        s.push_str(" : ");
+        s.push_str(&value(v));
+        s.push_str(",\n");
+    }
+}
+
+/// The rule of a port chain for one piece.
+fn port_rule(p: Proto, lo: u16, hi: u16, v: Verdict) -> String {
+    let mut r = format!("meta l4proto {}", proto(p));
+    if (lo, hi) != (0, u16::MAX) {
+        r.push_str(&format!(" th dport {}", port_range(lo, hi)));
+    }
+    match (full_mark(v), v.chain()) {
+        (Some(m), _) => r.push_str(&format!(" meta mark set {m:#010x} accept")),
+        (None, None) => r.push_str(" accept"),
+        (None, Some(chain)) => r.push_str(&format!(" goto {chain}")),
+    }
+    r
+}
+
 /// The address maps `NAME_v4`, `NAME_v6` (address → verdict), the mark
 /// maps `NAME_m4`, `NAME_m6` (address → mark, for the elements that set
 /// a whole mark: one lookup more for them, instead of one chain per mark),
@@ -244,27 +303,13 @@ fn write_maps(s: &mut String, name: &str, layout: &Layout, next: &str) -> std::f
         ("ipv6_addr", &layout.v6, true),
     ] {
         let suffix = if v6 { "v6" } else { "v4" };
-        // Neighbours that both set a mark are one element here.
-        let mut merged: Vec<(u128, u128, String)> = Vec::with_capacity(elements.len());
-        for &(lo, hi, t) in elements {
-            let value = map_value(name, t, v6);
-            match merged.last_mut() {
-                Some((_, last, v)) if *v == value && last.checked_add(1) == Some(lo) => *last = hi,
-                _ => merged.push((lo, hi, value)),
-            }
-        }
+        let (merged, marks) = elements_of(name, elements, v6);
         writeln!(s, "\tmap {name}_{suffix} {{")?;
         writeln!(s, "\t\ttype {family} : verdict")?;
         writeln!(s, "\t\tflags interval")?;
         if !merged.is_empty() {
             writeln!(s, "\t\telements = {{")?;
-            for (lo, hi, value) in &merged {
-                s.push_str("\t\t\t");
-                s.push_str(&addr_range(*lo, *hi, v6));
-                s.push_str(" : ");
-                s.push_str(value);
-                s.push_str(",\n");
-            }
+            write_elements(s, &merged, v6, String::clone);
             writeln!(s, "\t\t}}")?;
         }
         writeln!(s, "\t}}")?;
@@ -272,15 +317,9 @@ fn write_maps(s: &mut String, name: &str, layout: &Layout, next: &str) -> std::f
         writeln!(s, "\tmap {name}_m{n} {{")?;
         writeln!(s, "\t\ttype {family} : mark")?;
         writeln!(s, "\t\tflags interval")?;
-        let mut marks = elements.iter().filter_map(|&(lo, hi, t)| match t {
-            Target::Verdict(v) => full_mark(v).map(|m| (lo, hi, m)),
-            Target::Ports(_) => None,
-        });
-        if let Some(first) = marks.next() {
+        if !marks.is_empty() {
             writeln!(s, "\t\telements = {{")?;
-            for (lo, hi, m) in std::iter::once(first).chain(marks) {
-                writeln!(s, "\t\t\t{} : {m:#010x},", addr_range(lo, hi, v6))?;
-            }
+            write_elements(s, &marks, v6, |m| format!("{m:#010x}"));
             writeln!(s, "\t\t}}")?;
         }
         writeln!(s, "\t}}")?;
@@ -295,21 +334,20 @@ fn write_maps(s: &mut String, name: &str, layout: &Layout, next: &str) -> std::f
     for (k, pieces) in layout.chains.iter().enumerate() {
         writeln!(s, "\tchain {name}_x{k} {{")?;
         for &(p, lo, hi, v) in pieces {
-            write!(s, "\t\tmeta l4proto {}", proto(p))?;
-            if (lo, hi) != (0, u16::MAX) {
-                write!(s, " th dport {}", port_range(lo, hi))?;
-            }
-            match (full_mark(v), v.chain()) {
-                (Some(m), _) => writeln!(s, " meta mark set {m:#010x} accept")?,
-                (None, None) => writeln!(s, " accept")?,
-                (None, Some(chain)) => writeln!(s, " goto {chain}")?,
-            }
+            writeln!(s, "\t\t{}", port_rule(p, lo, hi, v))?;
         }
         writeln!(s, "\t\tgoto {next}")?;
         writeln!(s, "\t}}")?;
     }
     Ok(())
 }
+
+/// The empty chain that records a section's fingerprint.
+pub const SECTION_CHAIN: &str = "sum_";
+/// The empty chain that records the fingerprint of the table's shape
+/// (profiles, cgroups, verdict chains): sections can be replaced alone
+/// only while it is the same.
+pub const SHAPE_CHAIN: &str = "shape_";
 
 /// The rules of a section's chain that look its maps up.
 fn write_lookups(s: &mut String, name: &str) -> std::fmt::Result {
@@ -342,7 +380,7 @@ pub const FINGERPRINT_CHAIN: &str = "rules_";
 /// The map of the catch-all cgroups to their marks.
 pub const CATCH_ALL_MAP: &str = "catchall";
 
-/// The prefix of the table's comment; the fingerprint follows it.
+/// The prefix of the table's comment.
 pub const COMMENT_PREFIX: &str = "ldsaref rules ";
 
 impl Compiled {
@@ -360,9 +398,106 @@ impl Compiled {
         fingerprint: &str,
         catch_alls: &[CatchAll],
     ) -> String {
+        self.render_full(cgroup_prefix, fingerprint, "", catch_alls)
+    }
+
+    /// [`render`](Self::render), with the fingerprint of the table's shape
+    /// (`ldsaref apply`'s: see [`SHAPE_CHAIN`]) when not empty.
+    pub fn render_full(
+        &self,
+        cgroup_prefix: &str,
+        fingerprint: &str,
+        shape: &str,
+        catch_alls: &[CatchAll],
+    ) -> String {
         let mut s = String::new();
         // Writing to a String cannot fail.
-        let _ = self.write(&mut s, cgroup_prefix, fingerprint, catch_alls);
+        let _ = self.write(&mut s, cgroup_prefix, fingerprint, shape, catch_alls);
+        s
+    }
+
+    /// The `nft -f` batch that replaces one section's elements and port
+    /// chains (`profile`: its index, `None` for the global rules) in the
+    /// installed table, in one transaction: its maps flushed and filled
+    /// again, its port chains flushed, added or deleted (`old_port_chains`
+    /// were installed), and the fingerprint chains renamed
+    /// (`old_section`, `old_fingerprint` → this section's and
+    /// `fingerprint`). Only valid when the installed table has the same
+    /// shape (see [`SHAPE_CHAIN`]).
+    pub fn render_update(
+        &self,
+        profile: Option<usize>,
+        old_port_chains: usize,
+        old_section: &str,
+        old_fingerprint: &str,
+        fingerprint: &str,
+    ) -> String {
+        let (name, maps, fp, next) = match profile {
+            None => (
+                "global".to_owned(),
+                &self.global,
+                &self.global_fingerprint,
+                "tail",
+            ),
+            Some(i) => (
+                format!("p{i}"),
+                &self.profiles[i].maps,
+                &self.profiles[i].fingerprint,
+                "global",
+            ),
+        };
+        let layout = Layout::of(maps);
+        let mut s = String::new();
+        let t = TABLE;
+        s.push_str(&format!(
+            "# ldsaref: section {name} replaced (ldsaref apply)\n"
+        ));
+        for m in ["v4", "m4", "v6", "m6"] {
+            s.push_str(&format!("flush map {t} {name}_{m}\n"));
+        }
+        s.push_str(&format!(
+            "delete chain {t} {SECTION_CHAIN}{name}_{old_section}\n\
+             add chain {t} {SECTION_CHAIN}{name}_{fp}\n"
+        ));
+        if old_fingerprint != fingerprint {
+            s.push_str(&format!(
+                "delete chain {t} {FINGERPRINT_CHAIN}{old_fingerprint}\n\
+                 add chain {t} {FINGERPRINT_CHAIN}{fingerprint}\n"
+            ));
+        }
+        let new_chains = layout.chains.len();
+        for k in 0..old_port_chains.max(new_chains) {
+            if k >= new_chains {
+                s.push_str(&format!("delete chain {t} {name}_x{k}\n"));
+            } else if k < old_port_chains {
+                s.push_str(&format!("flush chain {t} {name}_x{k}\n"));
+            } else {
+                s.push_str(&format!("add chain {t} {name}_x{k}\n"));
+            }
+        }
+        for (k, pieces) in layout.chains.iter().enumerate() {
+            for &(p, lo, hi, v) in pieces {
+                s.push_str(&format!(
+                    "add rule {t} {name}_x{k} {}\n",
+                    port_rule(p, lo, hi, v)
+                ));
+            }
+            s.push_str(&format!("add rule {t} {name}_x{k} goto {next}\n"));
+        }
+        for (elements, v6) in [(&layout.v4, false), (&layout.v6, true)] {
+            let (merged, marks) = elements_of(&name, elements, v6);
+            let suffix = if v6 { 6 } else { 4 };
+            if !merged.is_empty() {
+                s.push_str(&format!("add element {t} {name}_v{suffix} {{\n"));
+                write_elements(&mut s, &merged, v6, String::clone);
+                s.push_str("}\n");
+            }
+            if !marks.is_empty() {
+                s.push_str(&format!("add element {t} {name}_m{suffix} {{\n"));
+                write_elements(&mut s, &marks, v6, |m| format!("{m:#010x}"));
+                s.push_str("}\n");
+            }
+        }
         s
     }
 
@@ -371,16 +506,32 @@ impl Compiled {
         s: &mut String,
         root: &str,
         fingerprint: &str,
+        shape: &str,
         catch_alls: &[CatchAll],
     ) -> std::fmt::Result {
         writeln!(s, "# ldsaref: the cgroup backend's table (ldsaref apply)")?;
         writeln!(s, "table {TABLE}")?;
         writeln!(s, "delete table {TABLE}")?;
         writeln!(s, "table {TABLE} {{")?;
-        writeln!(s, "\tcomment \"{COMMENT_PREFIX}{fingerprint}\"")?;
+        // The fingerprints are chains' names (`ldsaref apply` renames them
+        // when it replaces a section alone); a table's comment cannot change.
+        writeln!(s, "\tcomment \"{COMMENT_PREFIX}(ldsaref apply)\"")?;
         // The same, where `nft list chains` shows it without the elements.
         writeln!(s, "\tchain {FINGERPRINT_CHAIN}{fingerprint} {{")?;
         writeln!(s, "\t}}")?;
+        if !shape.is_empty() {
+            writeln!(s, "\tchain {SHAPE_CHAIN}{shape} {{")?;
+            writeln!(s, "\t}}")?;
+        }
+        // Each section's fingerprint, to replace only the ones that change.
+        writeln!(
+            s,
+            "\tchain {SECTION_CHAIN}global_{} {{\n\t}}",
+            self.global_fingerprint
+        )?;
+        for (i, p) in self.profiles.iter().enumerate() {
+            writeln!(s, "\tchain {SECTION_CHAIN}p{i}_{} {{\n\t}}", p.fingerprint)?;
+        }
         writeln!(s)?;
         writeln!(s, "\t# The global rules, after a profile's own.")?;
         write_maps(s, "global", &Layout::of(&self.global), "tail")?;
@@ -423,7 +574,7 @@ impl Compiled {
             writeln!(s, "\t\tgoto global")?;
             writeln!(s, "\t}}")?;
         }
-        let verdicts = self.verdicts();
+        let verdicts = &self.chains;
         for v in verdicts.iter().filter(|v| has_chain(**v)) {
             let Some(name) = v.chain() else { continue };
             writeln!(s)?;

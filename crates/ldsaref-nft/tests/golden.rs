@@ -22,8 +22,14 @@ fn two_profiles_over_a_global_deny() {
 table inet ldsaref
 delete table inet ldsaref
 table inet ldsaref {
-	comment "ldsaref rules 0123456789abcdef"
+	comment "ldsaref rules (ldsaref apply)"
 	chain rules_0123456789abcdef {
+	}
+	chain sum_global_88ee97f347581b12 {
+	}
+	chain sum_p0_1d55c8bb8a0895e1 {
+	}
+	chain sum_p1_8f3b96d6db104d69 {
 	}
 
 	# The global rules, after a profile's own.
@@ -121,8 +127,12 @@ fn a_small_table_in_full() {
 table inet ldsaref
 delete table inet ldsaref
 table inet ldsaref {
-	comment "ldsaref rules 0123456789abcdef"
+	comment "ldsaref rules (ldsaref apply)"
 	chain rules_0123456789abcdef {
+	}
+	chain sum_global_b366ebbc88e1dc6a {
+	}
+	chain sum_p0_1fb50ed6d1200590 {
 	}
 
 	# The global rules, after a profile's own.
