@@ -277,6 +277,11 @@ record check chain_marked "$(ip netns exec "$ns" nft list chain ip ldsaref_bench
 ip netns del "$ns"
 
 # ---------------------------------------------------------------------
+step "the cgroup backend at scale (scripts/bench/cgroup.sh)"
+if ((full)); then cg_sizes="0 10000 100000 1000000"; else cg_sizes="0 10000 100000"; fi
+ROUNDS=$rounds scripts/bench/cgroup.sh --sizes "$cg_sizes" --markdown BENCHMARKS.md
+
+# ---------------------------------------------------------------------
 step "report"
 cp "$raw" "$root/target/bench-raw.tsv"
 $py scripts/bench/report.py "$raw" --markdown BENCHMARKS.md --plot docs/bench-scaling.png

@@ -2,6 +2,7 @@
 # The cgroup backend at scale: per-packet cost and `ldsaref apply` time.
 #
 #   sudo scripts/bench/cgroup.sh [--sizes "0 10000 100000 1000000"] [--out FILE]
+#                                [--markdown BENCHMARKS.md]
 #
 # In a network namespace of its own (loopback only, deleted on exit), a
 # program in the profile cgroup ldsaref.slice/ldsaref-bench.slice sends
@@ -20,7 +21,9 @@
 # rules again (unchanged), and of one changed connection (a profile
 # section of 2 rules edited) on top of them.
 #
-# Prints a markdown table (and writes it to --out). Figures are medians
+# Prints a markdown table (and writes it to --out; with --markdown, into
+# that file between <!-- bench-cgroup:begin --> and <!-- bench-cgroup:end -->,
+# with the command and the machine). Figures are medians
 # over ROUNDS rounds (default 3), CPU ns per call (user + system of the
 # program: what the kernel's hooks cost it), and wall ns per call.
 set -euo pipefail
@@ -29,10 +32,13 @@ main() {
 cd "$(dirname "$0")/../.."
 sizes="0 10000 100000 1000000"
 out=""
+markdown=""
+command_line="scripts/bench/cgroup.sh${*:+ $*}"
 while (($#)); do
     case $1 in
         --sizes) sizes=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
+        --markdown) markdown=$2; shift 2 ;;
         -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "cgroup.sh: unknown argument $1" >&2; exit 2 ;;
     esac
@@ -187,7 +193,7 @@ clear_tables
 elements=$(in_ns "$cli" apply --rules "$work/b.rules" | sed -n 's/.*, \([0-9]*\) map elements.*/\1/p')
 clear_tables
 
-python3 - "$raw" "$apply_times" "$sizes" "$elements" "$rounds" <<'EOF' | tee ${out:+"$out"}
+python3 - "$raw" "$apply_times" "$sizes" "$elements" "$rounds" <<'EOF' | tee "$work/table.md" ${out:+"$out"}
 import sys, statistics
 raw, apply_times, sizes, elements, rounds = sys.argv[1:]
 m = {}
@@ -226,6 +232,29 @@ print("|---|---|")
 for k, name in (('fresh', 'into an empty namespace'), ('unchanged', 'the same rules again'), ('one_connection', 'one connection changed (its 2-rule section replaced alone)')):
     print(f"| {name} | {statistics.median(a[k]):.3f} |")
 EOF
+if [ -n "$markdown" ]; then
+    {
+        echo "<!-- bench-cgroup:begin -->"
+        echo "<!-- Written by scripts/bench/cgroup.sh: edit the prose outside the markers. -->"
+        echo
+        echo "\`sudo ROUNDS=$rounds $command_line\` on $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, kernel $(uname -r), $(nft --version), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end."
+        echo
+        cat "$work/table.md"
+        echo
+        echo "<!-- bench-cgroup:end -->"
+    } >"$work/section.md"
+    python3 - "$markdown" "$work/section.md" <<'PY'
+import sys
+path, section = sys.argv[1], open(sys.argv[2]).read().rstrip("\n")
+text = open(path).read()
+b, e = text.find("<!-- bench-cgroup:begin -->"), text.find("<!-- bench-cgroup:end -->")
+if b < 0 or e < 0:
+    text = text.rstrip("\n") + "\n\n" + section + "\n"
+else:
+    text = text[:b] + section + text[e + len("<!-- bench-cgroup:end -->"):]
+open(path, "w").write(text)
+PY
+fi
 }
 
 main "$@"
