@@ -416,11 +416,11 @@ impl Compiled {
         s
     }
 
-    /// The `nft -f` batch that replaces one section's elements and port
+    /// The `nft -f` batch that replaces one section's maps and port
     /// chains (`profile`: its index, `None` for the global rules) in the
-    /// installed table, in one transaction: its maps flushed and filled
-    /// again, its port chains flushed, added or deleted (`old_port_chains`
-    /// were installed), and the fingerprint chains renamed
+    /// installed table, in one transaction: its maps made again, its port
+    /// chains flushed, added or deleted (`old_port_chains` were
+    /// installed), and the fingerprint chains renamed
     /// (`old_section`, `old_fingerprint` → this section's and
     /// `fingerprint`). Only valid when the installed table has the same
     /// shape (see [`SHAPE_CHAIN`]).
@@ -452,8 +452,20 @@ impl Compiled {
         s.push_str(&format!(
             "# ldsaref: section {name} replaced (ldsaref apply)\n"
         ));
+        // The maps are made again, elements inline: nft 1.0.6 reads every
+        // element of every set before an `add element` command (seconds
+        // for 100k rules), not before a new map's `elements = { }`. The
+        // chains that name them are flushed first, the old maps (which
+        // name the port chains) deleted before the port chains change.
+        for c in [
+            name.clone(),
+            format!("{name}_mark4"),
+            format!("{name}_mark6"),
+        ] {
+            s.push_str(&format!("flush chain {t} {c}\n"));
+        }
         for m in ["v4", "m4", "v6", "m6"] {
-            s.push_str(&format!("flush map {t} {name}_{m}\n"));
+            s.push_str(&format!("delete map {t} {name}_{m}\n"));
         }
         s.push_str(&format!(
             "delete chain {t} {SECTION_CHAIN}{name}_{old_section}\n\
@@ -484,20 +496,40 @@ impl Compiled {
             }
             s.push_str(&format!("add rule {t} {name}_x{k} goto {next}\n"));
         }
-        for (elements, v6) in [(&layout.v4, false), (&layout.v6, true)] {
+        for (family, elements, v6) in [
+            ("ipv4_addr", &layout.v4, false),
+            ("ipv6_addr", &layout.v6, true),
+        ] {
             let (merged, marks) = elements_of(&name, elements, v6);
-            let suffix = if v6 { 6 } else { 4 };
+            let n = if v6 { 6 } else { 4 };
+            s.push_str(&format!(
+                "add map {t} {name}_v{n} {{ type {family} : verdict; flags interval;"
+            ));
             if !merged.is_empty() {
-                s.push_str(&format!("add element {t} {name}_v{suffix} {{\n"));
+                s.push_str(" elements = {\n");
                 write_elements(&mut s, &merged, v6, String::clone);
-                s.push_str("}\n");
+                s.push('}');
             }
+            s.push_str(" }\n");
+            s.push_str(&format!(
+                "add map {t} {name}_m{n} {{ type {family} : mark; flags interval;"
+            ));
             if !marks.is_empty() {
-                s.push_str(&format!("add element {t} {name}_m{suffix} {{\n"));
+                s.push_str(" elements = {\n");
                 write_elements(&mut s, &marks, v6, |m| format!("{m:#010x}"));
-                s.push_str("}\n");
+                s.push('}');
             }
+            s.push_str(" }\n");
+            s.push_str(&format!(
+                "add rule {t} {name}_mark{n} meta mark set {} daddr map @{name}_m{n}\n",
+                if v6 { "ip6" } else { "ip" }
+            ));
         }
+        s.push_str(&format!(
+            "add rule {t} {name} meta l4proto {{ tcp, udp }} ip daddr vmap @{name}_v4\n\
+             add rule {t} {name} meta l4proto {{ tcp, udp }} ip6 daddr vmap @{name}_v6\n\
+             add rule {t} {name} goto {next}\n"
+        ));
         s
     }
 
