@@ -51,8 +51,15 @@ tcp_n=${TCP_N:-5000}
 work=$(mktemp -d /tmp/ldsaref-cgbench.XXXXXX)
 ns=ldsaref-cgbench-$$
 keeper=""
+cgdir=""
 cleanup() {
     [ -z "$keeper" ] || { kill "$keeper" 2>/dev/null; wait "$keeper" 2>/dev/null; } || true
+    # Whatever of ours is left in the bench's cgroup (the keeper, once
+    # nsenter has exec'd it).
+    if [ -n "${cgdir:-}" ] && [ -f "$cgdir/cgroup.procs" ]; then
+        while read -r p; do kill "$p" 2>/dev/null || true; done <"$cgdir/cgroup.procs"
+        sleep 0.2
+    fi
     # The program's cgroup first (it is empty once the drivers exit).
     rmdir "$cgdir" 2>/dev/null || true
     ip netns del "$ns" 2>/dev/null || true
@@ -226,7 +233,7 @@ a = {}
 for line in open(apply_times):
     k, v = line.split('\t')
     a.setdefault(k, []).append(float(v))
-print(f"\n`ldsaref apply`, 100k rules ({elements} map elements), median of {rounds}:\n")
+print(f"\n`ldsaref apply`, 100k rules ({elements} flattened pieces), wall seconds, median of {rounds}:\n")
 print("| apply | seconds |")
 print("|---|---|")
 for k, name in (('fresh', 'into an empty namespace'), ('unchanged', 'the same rules again'), ('one_connection', 'one connection changed (its 2-rule section replaced alone)')):
@@ -257,4 +264,6 @@ PY
 fi
 }
 
-main "$@"
+# One line: bash reads the file as it goes, so an edit during a run
+# cannot change what follows.
+main "$@"; exit

@@ -3,16 +3,18 @@
 //! (static and Go binaries, io_uring, glibc's resolver, setuid programs).
 //!
 //! A pure function ([`compile`]) from the rules to a description of the
-//! table ([`Compiled`]): for the global rules and for every profile, two
-//! interval verdict maps (IPv4 and IPv6) keyed by
-//! `daddr . l4proto . dport`, whose elements are *disjoint* (the kernel
-//! refuses overlapping elements of a concatenated interval map with
-//! `EEXIST`), each pointing to a small chain per action. A profile's chain
-//! tries its own maps, then the global ones, as the library does; the
-//! global rules are not copied into every profile.
-//! [`Compiled::render`] gives the text for `nft -f`; [`Compiled::decide`]
-//! evaluates the maps the way the kernel does, so that tests can compare
-//! them with [`ldsaref_rules::Policy`] without root.
+//! table ([`Compiled`]): for the global rules and for every profile, the
+//! *disjoint* pieces `daddr . l4proto . dport → verdict` (IPv4 and IPv6)
+//! that decide as the library does. A profile's chain tries its own maps,
+//! then the global ones; the global rules are not copied into every
+//! profile. [`Compiled::render`] writes them for `nft -f` as a [`Layout`]:
+//! per section and family, an interval map keyed by the address alone
+//! (a red-black tree in the kernel), whose few port-dependent pieces lead
+//! to small port chains, and a mark map for the `saref`/`mark` verdicts.
+//! [`Compiled::decide`] evaluates the pieces and [`Rendered::decide_with`]
+//! the rendered layout, so that tests can compare both with
+//! [`ldsaref_rules::Policy`] without root. [`Compiled::render_update`]
+//! replaces one section of an installed table.
 //!
 //! # Precedence, flattened
 //!
