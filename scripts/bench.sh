@@ -284,6 +284,11 @@ ROUNDS=$rounds scripts/bench/index.sh >"$root/target/bench-index.md" || echo "be
 cat "$root/target/bench-index.md" >&2 || true
 
 # ---------------------------------------------------------------------
+step "the cgroup backend at scale (scripts/bench/cgroup.sh)"
+if ((full)); then cg_sizes="0 10000 100000 1000000"; else cg_sizes="0 10000 100000"; fi
+ROUNDS=$rounds scripts/bench/cgroup.sh --sizes "$cg_sizes" --markdown BENCHMARKS.md
+
+# ---------------------------------------------------------------------
 step "report"
 cp "$raw" "$root/target/bench-raw.tsv"
 $py scripts/bench/report.py "$raw" --markdown BENCHMARKS.md --plot docs/bench-scaling.png

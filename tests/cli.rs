@@ -160,10 +160,18 @@ fn run_replaces_itself_with_the_program() {
 
 #[test]
 fn run_returns_the_exit_status_and_keeps_existing_preloads() {
-    let out = ldsaref(&["run", "--", "/bin/sh", "-c", "exit 7"]);
+    let out = ldsaref(&["run", "--saref", "5", "--", "/bin/sh", "-c", "exit 7"]);
     assert_eq!(out.code(), Some(7), "{out}");
     let mut c = Command::new(cli_path());
-    c.args(["run", "--", "/bin/sh", "-c", "echo \"$LD_PRELOAD\""]);
+    c.args([
+        "run",
+        "--saref",
+        "5",
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo \"$LD_PRELOAD\"",
+    ]);
     c.env("LD_PRELOAD", "/lib/x86_64-linux-gnu/libc.so.6");
     let out = run_with_timeout(&mut c, Duration::from_secs(30));
     let lib = common::lib_path().canonicalize().unwrap();
@@ -207,8 +215,99 @@ fn run_refuses_a_broken_configuration() {
 }
 
 #[test]
+fn run_refuses_to_start_with_nothing_to_steer() {
+    let d = TempDir::new("cli");
+    // No rules file at all (the system locations, when this machine has
+    // none) and no catch-all.
+    if !std::path::Path::new("/etc/ldsaref").exists() {
+        let out = ldsaref(&["run", "--", "/bin/true"]);
+        assert_eq!(out.code(), Some(1), "{out}");
+        assert!(
+            out.stderr.contains("nothing to steer")
+                && out.stderr.contains("/etc/ldsaref/rules")
+                && out.stderr.contains("--saref"),
+            "{out}"
+        );
+        // The same with --cgroup, before anything needs root or a table.
+        let out = ldsaref(&["run", "--cgroup", "--", "/bin/true"]);
+        assert_eq!(out.code(), Some(1), "{out}");
+        assert!(out.stderr.contains("nothing to steer"), "{out}");
+    }
+    // An empty directory of rules.
+    let empty = d.join("rules.d");
+    std::fs::create_dir(&empty).unwrap();
+    let out = ldsaref(&["run", "--rules", empty.to_str().unwrap(), "--", "/bin/true"]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("nothing to steer"), "{out}");
+    // A file of comments only, like the packaged /etc/ldsaref/rules.
+    let f = d.write("comments", "# nothing yet\n#10.1.0.0/16 saref 1234\n");
+    let f = f.to_str().unwrap();
+    let out = ldsaref(&["run", "--rules", f, "--", "/bin/true"]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("nothing to steer"), "{out}");
+    assert!(out.stderr.contains(f), "{out}");
+    // Rules for another profile only.
+    let f = d.write("other", "[client1]\n198.18.0.0/24 saref 101\n[idle]\n");
+    let f = f.to_str().unwrap();
+    let out = ldsaref(&["run", "--rules", f, "--", "/bin/true"]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr.contains("no global rule") && out.stderr.contains("--profile"),
+        "{out}"
+    );
+    for cgroup in [&[][..], &["--cgroup"]] {
+        let out = ldsaref(
+            &[
+                &["run"],
+                cgroup,
+                &["--rules", f, "--profile", "idle", "--", "/bin/true"],
+            ]
+            .concat(),
+        );
+        assert_eq!(out.code(), Some(1), "{cgroup:?}: {out}");
+        assert!(out.stderr.contains("profile [idle]"), "{cgroup:?}: {out}");
+    }
+    // What is steered starts: the profile's rules, a global rule, a catch-all.
+    let out = ldsaref(&[
+        "run",
+        "--rules",
+        f,
+        "--profile",
+        "client1",
+        "--",
+        "/bin/true",
+    ]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let out = ldsaref(&[
+        "run",
+        "--rules",
+        f,
+        "--profile",
+        "idle",
+        "--saref",
+        "7",
+        "--",
+        "/bin/true",
+    ]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let g = d.write("global", "10.0.0.0/8 pass\n[idle]\n");
+    let out = ldsaref(&[
+        "run",
+        "--rules",
+        g.to_str().unwrap(),
+        "--profile",
+        "idle",
+        "--",
+        "/bin/true",
+    ]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let out = ldsaref(&["run", "--saref", "7", "--", "/bin/true"]);
+    assert_eq!(out.code(), Some(0), "{out}");
+}
+
+#[test]
 fn run_reports_a_missing_program() {
-    let out = ldsaref(&["run", "--", "no-such-program-for-ldsaref"]);
+    let out = ldsaref(&["run", "--saref", "5", "--", "no-such-program-for-ldsaref"]);
     assert_eq!(out.code(), Some(127), "{out}");
 }
 
@@ -228,10 +327,17 @@ fn run_refuses_a_static_program_unless_allowed() {
         "gcc -static: {}",
         String::from_utf8_lossy(&cc.stderr)
     );
-    let out = ldsaref(&["run", "--", bin.to_str().unwrap()]);
+    let out = ldsaref(&["run", "--saref", "5", "--", bin.to_str().unwrap()]);
     assert_eq!(out.code(), Some(126), "{out}");
     assert!(out.stderr.contains("statically linked"), "{out}");
-    let out = ldsaref(&["run", "--allow-unsteered", "--", bin.to_str().unwrap()]);
+    let out = ldsaref(&[
+        "run",
+        "--saref",
+        "5",
+        "--allow-unsteered",
+        "--",
+        bin.to_str().unwrap(),
+    ]);
     assert_eq!(out.code(), Some(3), "{out}");
 }
 
@@ -245,7 +351,7 @@ fn run_refuses_a_setuid_program() {
     // loader would run in secure mode and ignore LD_PRELOAD.
     common::run_ok("chown", &["nobody", bin.to_str().unwrap()]);
     common::run_ok("chmod", &["4755", bin.to_str().unwrap()]);
-    let out = ldsaref(&["run", "--", bin.to_str().unwrap()]);
+    let out = ldsaref(&["run", "--saref", "5", "--", bin.to_str().unwrap()]);
     assert_eq!(out.code(), Some(126), "{out}");
     assert!(out.stderr.contains("setuid"), "{out}");
 }

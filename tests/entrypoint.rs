@@ -128,6 +128,8 @@ fn run_is_the_program_for_signals_and_exit_status() {
     let mut c = base_command(cli_path());
     c.args([
         "run",
+        "--saref",
+        "5",
         "--",
         "/bin/sh",
         "-c",
@@ -151,7 +153,7 @@ fn run_is_the_program_for_signals_and_exit_status() {
 
     // A program killed by a signal is seen killed by it, as a direct child.
     let mut c = base_command(cli_path());
-    c.args(["run", "--", "/bin/sleep", "30"]);
+    c.args(["run", "--saref", "5", "--", "/bin/sleep", "30"]);
     let mut child = c.spawn().unwrap();
     // Signal only once the PID runs sleep: ldsaref itself would die of
     // SIGTERM the same way.
@@ -193,7 +195,7 @@ fn run_as_a_dockerfile_entrypoint() {
 
     // stdin reaches the program (docker run -i), and its status is ours.
     let mut c = base_command(cli_path());
-    c.args(["run", "--", "/bin/sh", "-c", "cat; exit 3"])
+    c.args(["run", "--saref", "5", "--", "/bin/sh", "-c", "cat; exit 3"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
     let mut child = c.spawn().unwrap();

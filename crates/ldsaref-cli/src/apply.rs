@@ -6,9 +6,12 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use ldsaref_nft::{compile, fingerprint, CatchAll, Compiled, SLICE};
+use ldsaref_nft::{
+    compile, compile_sections, fingerprint, CatchAll, Compiled, SECTION_CHAIN, SHAPE_CHAIN, SLICE,
+};
 use ldsaref_rules::files::Location;
 use ldsaref_rules::settings::vars;
+use ldsaref_rules::RuleSet;
 
 use crate::cgroup::Cgroup2;
 use crate::nft;
@@ -47,29 +50,50 @@ pub fn location(rules: Option<&std::path::Path>) -> Result<Location, String> {
 
 /// The table the rules give, and its fingerprint.
 pub struct Desired {
-    /// The compiled rules.
+    /// The compiled rules (their maps flattened only where asked: see
+    /// [`compiled`]).
     pub compiled: Compiled,
-    /// The `nft -f` batch.
-    pub batch: String,
-    /// What the installed table must record to be this one: the rules'
-    /// table and the ids of the cgroups it names (a cgroup made again has
-    /// a new id, which `nft` must load again).
+    /// What the installed table must record to be this one: the shape
+    /// and every section's fingerprint.
     pub fingerprint: String,
+    /// The fingerprint of the table's shape: the cgroup prefix, the
+    /// profiles and the ids of their cgroups (a cgroup made again has a
+    /// new id, which `nft` must load again), the verdict chains.
+    pub shape: String,
+    prefix: String,
+    catch_alls: Vec<CatchAll>,
 }
 
-/// Loads and compiles the rules at `location`.
+impl Desired {
+    /// The `nft -f` batch of the whole table (the compiled maps must be
+    /// flattened: [`compile`]).
+    pub fn batch(&self) -> String {
+        self.compiled.render_full(
+            &self.prefix,
+            &self.fingerprint,
+            &self.shape,
+            &self.catch_alls,
+        )
+    }
+}
+
+/// Loads the rules at `location`.
+pub fn load(location: &Location) -> Result<RuleSet, String> {
+    match settings::load_rules(location)? {
+        Some(set) => Ok(set),
+        None => Err(format!(
+            "{}: no rules file: nothing to apply (`ldsaref apply --remove` takes the table \
+             away)",
+            describe(location)
+        )),
+    }
+}
+
+/// Loads the rules at `location` and fingerprints their sections, without
+/// flattening any map (enough for the fingerprint, the profiles and their
+/// cgroups).
 pub fn compiled(location: &Location) -> Result<Compiled, String> {
-    let set = match settings::load_rules(location)? {
-        Some(set) => set,
-        None => {
-            return Err(format!(
-                "{}: no rules file: nothing to apply (`ldsaref apply --remove` takes the table \
-                 away)",
-                describe(location)
-            ))
-        }
-    };
-    compile(&set).map_err(|e| e.to_string())
+    compile_sections(&load(location)?, |_, _| false).map_err(|e| e.to_string())
 }
 
 /// The table of `compiled` for the cgroups of `cg`; creates them when
@@ -112,13 +136,95 @@ pub fn desired(compiled: Compiled, cg: Option<&Cgroup2>, create: bool) -> Result
     // table applied through `ip netns exec` (cgroup2 mounted by ldsaref on
     // /sys/fs/cgroup) or from the host (on a hybrid one, `unified/`) is
     // the same table.
-    let fp = fingerprint(&format!("{}{ids}", compiled.render("", "", &[])));
-    let batch = compiled.render(&prefix, &fp, &catch_alls);
+    let shape = fingerprint(&format!(
+        "layout {}\n{ids}chains {:?}\n",
+        SECTION_CHAIN, compiled.chains
+    ));
+    let mut all = format!("shape {shape}\nglobal {}\n", compiled.global_fingerprint);
+    for p in &compiled.profiles {
+        all.push_str(&format!("{} {}\n", p.name, p.fingerprint));
+    }
     Ok(Desired {
+        fingerprint: fingerprint(&all),
         compiled,
-        batch,
-        fingerprint: fp,
+        shape,
+        prefix,
+        catch_alls,
     })
+}
+
+/// The batch that brings the installed table (`listing`: its chains) to
+/// `d` by replacing only the sections whose fingerprint changed, or
+/// `None` when its shape differs (then the whole table is replaced).
+fn update_batch(
+    set: &RuleSet,
+    d: &Desired,
+    listing: &str,
+) -> Result<Option<(String, usize)>, String> {
+    let chains = nft::chains_in(listing);
+    if !chains
+        .iter()
+        .any(|c| *c == format!("{SHAPE_CHAIN}{}", d.shape))
+    {
+        return Ok(None);
+    }
+    let Some(old_fp) = chains
+        .iter()
+        .find_map(|c| c.strip_prefix(ldsaref_nft::FINGERPRINT_CHAIN))
+    else {
+        return Ok(None);
+    };
+    let installed = |name: &str| -> Option<String> {
+        chains
+            .iter()
+            .find_map(|c| c.strip_prefix(&format!("{SECTION_CHAIN}{name}_")))
+            .map(str::to_owned)
+    };
+    let port_chains = |name: &str| {
+        chains
+            .iter()
+            .filter(|c| {
+                c.strip_prefix(&format!("{name}_x"))
+                    .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .count()
+    };
+    // (index, name, installed fingerprint) of the sections that changed.
+    let mut changed: Vec<(Option<usize>, String, String)> = Vec::new();
+    let sections = std::iter::once((None, "global".to_owned(), &d.compiled.global_fingerprint))
+        .chain(
+            d.compiled
+                .profiles
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (Some(i), format!("p{i}"), &p.fingerprint)),
+        );
+    for (i, name, fp) in sections {
+        match installed(&name) {
+            None => return Ok(None),
+            Some(old) if old == *fp => {}
+            Some(old) => changed.push((i, name, old)),
+        }
+    }
+    let names: Vec<Option<String>> = changed
+        .iter()
+        .map(|(i, ..)| i.map(|i| d.compiled.profiles[i].name.clone()))
+        .collect();
+    let part = compile_sections(set, |name, _| names.iter().any(|n| n.as_deref() == name))
+        .map_err(|e| e.to_string())?;
+    let mut batch = String::new();
+    let mut fp = old_fp.to_owned();
+    for (k, (i, name, old)) in changed.iter().enumerate() {
+        // The table's fingerprint changes with the last section.
+        let next = if k + 1 == changed.len() {
+            d.fingerprint.clone()
+        } else {
+            fp.clone()
+        };
+        batch.push_str(&part.render_update(*i, port_chains(name), old, &fp, &next));
+        fp = next;
+    }
+    Ok(Some((batch, changed.len())))
 }
 
 fn describe(location: &Location) -> String {
@@ -191,19 +297,55 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
         let cg = Cgroup2::find()
             .map_err(|e| eprintln!("ldsaref: warning: {e}; the cgroup paths printed are relative to /sys/fs/cgroup"))
             .ok();
-        let d = desired(compiled(&location)?, cg.as_ref(), false)?;
-        print!("{}", d.batch);
+        let set = load(&location)?;
+        let d = desired(
+            compile(&set).map_err(|e| e.to_string())?,
+            cg.as_ref(),
+            false,
+        )?;
+        print!("{}", d.batch());
         return Ok(());
     }
-    install(compiled(&location)?)
+    install(&load(&location)?)
 }
 
-/// Installs the table of `c` (unless the installed one is it already) and
-/// creates its cgroups; prints one line saying what was done.
-pub fn install(c: Compiled) -> Result<(), String> {
+/// Installs the table of `set` (unless the installed one is it already:
+/// only the sections that changed are replaced when the table's shape is
+/// the same) and creates its cgroups; prints one line saying what was
+/// done. `ldsaref updown` calls it after each change.
+pub fn install(set: &RuleSet) -> Result<(), String> {
+    // The fingerprints first: unchanged rules need nothing flattened.
+    let lazy = compile_sections(set, |_, _| false).map_err(|e| e.to_string())?;
     let cg = Cgroup2::find()?;
-    let d = desired(c, Some(&cg), true)?;
-    let installed = nft::installed_fingerprint()?;
+    let mut d = desired(lazy, Some(&cg), true)?;
+    let listing = nft::list_chains()?;
+    let installed = nft::fingerprint_in(&listing);
+    let summary = format!(
+        "{} profile{}, {} rule{}",
+        d.compiled.profiles.len(),
+        if d.compiled.profiles.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
+        set.len(),
+        if set.len() == 1 { "" } else { "s" },
+    );
+    if installed.as_deref() == Some(d.fingerprint.as_str()) {
+        println!("ldsaref: table inet ldsaref is up to date ({summary}); nothing changed");
+        return Ok(());
+    }
+    if installed.is_some() {
+        if let Some((batch, n)) = update_batch(set, &d, &listing)? {
+            nft::run_batch(&batch)?;
+            println!(
+                "ldsaref: table inet ldsaref updated: {n} section{} of {summary} replaced",
+                if n == 1 { "" } else { "s" }
+            );
+            return Ok(());
+        }
+    }
+    d.compiled = compile(set).map_err(|e| e.to_string())?;
     let summary = format!(
         "{} profile{}, {} map element{}",
         d.compiled.profiles.len(),
@@ -215,11 +357,7 @@ pub fn install(c: Compiled) -> Result<(), String> {
         d.compiled.len(),
         if d.compiled.len() == 1 { "" } else { "s" },
     );
-    if installed.as_deref() == Some(d.fingerprint.as_str()) {
-        println!("ldsaref: table inet ldsaref is up to date ({summary}); nothing changed");
-        return Ok(());
-    }
-    nft::run_batch(&d.batch)?;
+    nft::run_batch(&d.batch())?;
     println!(
         "ldsaref: table inet ldsaref {} ({summary}); cgroups under {}/{SLICE}{}",
         if installed.is_some() {

@@ -17,6 +17,7 @@ mod run;
 mod settings;
 mod shell;
 mod shellmode;
+mod status;
 mod target;
 mod updown;
 
@@ -28,7 +29,8 @@ use clap::{Args, Parser, Subcommand};
 const EXIT_CODES: &str = "\
 Exit status:
   0    success
-  1    invalid configuration: rules file (file:line:col: message), variable or profile
+  1    invalid configuration: rules file (file:line:col: message), variable or profile;
+       `run` with nothing to steer (no rules apply, no --saref)
   2    usage error
   126  the program cannot be executed, or LD_PRELOAD would not reach it
   127  the program was not found";
@@ -142,6 +144,10 @@ enum Command {
     /// one cgroup per profile, for `ldsaref run --cgroup` (root)
     #[command(after_help = EXIT_CODES)]
     Apply(apply::ApplyArgs),
+    /// List the steered processes (both backends) and whether the table
+    /// inet ldsaref is up to date with the rules
+    #[command(after_help = EXIT_CODES)]
+    Status(status::StatusArgs),
     /// Keep one rules file per IPsec connection, as pluto's updown script
     #[command(after_help = EXIT_CODES)]
     Updown(updown::UpdownArgs),
@@ -175,6 +181,7 @@ fn main() -> ExitCode {
         Command::Env { steer, unset } => run::env(&steer, unset),
         Command::Shell(cmd) => shellmode::shell(&cmd),
         Command::Apply(args) => apply::apply(&args),
+        Command::Status(args) => status::status(&args),
         Command::Updown(args) => updown::updown(&args),
         Command::Completions { shell } => shellmode::completions(shell),
     };

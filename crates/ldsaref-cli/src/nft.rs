@@ -50,6 +50,11 @@ pub fn run_batch(batch: &str) -> Result<(), String> {
 /// The table's fingerprint: `Ok(None)` when no `inet ldsaref` table is
 /// installed in this network namespace.
 pub fn installed_fingerprint() -> Result<Option<String>, String> {
+    Ok(fingerprint_in(&list_chains()?))
+}
+
+/// `nft list chains inet`: the chains' names, without the elements.
+pub fn list_chains() -> Result<String, String> {
     let out = output(&["list", "chains", "inet"])?;
     if !out.status.success() {
         return Err(format!(
@@ -57,13 +62,32 @@ pub fn installed_fingerprint() -> Result<Option<String>, String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    Ok(fingerprint_in(&String::from_utf8_lossy(&out.stdout)))
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The names of the chains of `table inet ldsaref` in `nft list chains`
+/// output.
+pub fn chains_in(listing: &str) -> Vec<String> {
+    let mut in_table = false;
+    let mut v = Vec::new();
+    for line in listing.lines() {
+        if line.starts_with("table ") {
+            in_table = line.trim_end() == "table inet ldsaref {";
+            continue;
+        }
+        if in_table {
+            if let Some(rest) = line.trim().strip_prefix("chain ") {
+                v.push(rest.trim_end_matches(" {").trim().to_owned());
+            }
+        }
+    }
+    v
 }
 
 /// Reads the fingerprint chain of `table inet ldsaref` in `nft list
 /// chains` output; `None` when the table is not there. A table without
 /// the chain (not made by `ldsaref apply`) has the empty fingerprint.
-fn fingerprint_in(listing: &str) -> Option<String> {
+pub fn fingerprint_in(listing: &str) -> Option<String> {
     let mut in_table = false;
     let mut found = false;
     for line in listing.lines() {

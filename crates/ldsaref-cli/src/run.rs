@@ -34,16 +34,35 @@ fn preload_without(lib: &Path, current: &str) -> String {
 }
 
 fn prepare(opts: &SteerOpts) -> Result<(Overrides, std::path::PathBuf), u8> {
+    prepare_steering(opts, false)
+}
+
+/// The variables and the library; with `must_steer`, also refuses (1)
+/// when nothing would be steered (see [`settings::nothing_to_steer`]).
+fn prepare_steering(
+    opts: &SteerOpts,
+    must_steer: bool,
+) -> Result<(Overrides, std::path::PathBuf), u8> {
     let ov = settings::overrides(opts).map_err(|e| {
         eprintln!("ldsaref: {e}");
         1
     })?;
-    if let Err(problems) = settings::validate(&ov) {
-        for p in problems {
-            eprintln!("ldsaref: {p}");
+    match settings::validate(&ov) {
+        Err(problems) => {
+            for p in problems {
+                eprintln!("ldsaref: {p}");
+            }
+            eprintln!("ldsaref: not starting anything: the library could not know what to protect");
+            return Err(1);
         }
-        eprintln!("ldsaref: not starting anything: the library could not know what to protect");
-        return Err(1);
+        Ok((s, policy)) if must_steer => {
+            if let Some(why) = settings::nothing_to_steer(&policy, &settings::settings_location(&s))
+            {
+                eprintln!("ldsaref: {why}");
+                return Err(1);
+            }
+        }
+        Ok(_) => {}
     }
     let lib = library::find().map_err(|e| {
         eprintln!("ldsaref: {e}");
@@ -55,7 +74,7 @@ fn prepare(opts: &SteerOpts) -> Result<(Overrides, std::path::PathBuf), u8> {
 /// Replaces this process with `command` (same PID: signals reach it and its
 /// exit status is the caller's), with the library preloaded.
 pub fn run(opts: &SteerOpts, allow_unsteered: bool, command: &[OsString]) -> u8 {
-    let (ov, lib) = match prepare(opts) {
+    let (ov, lib) = match prepare_steering(opts, true) {
         Ok(x) => x,
         Err(code) => return code,
     };
@@ -151,17 +170,33 @@ fn prepare_cgroup(opts: &SteerOpts) -> Result<crate::cgroup::Cgroup2, (u8, Strin
                 .map_err(|e| (1, format!("--saref/IPSEC_SAREF: {e}")))?,
         ),
     };
-    let profile = opts
+    let location = crate::apply::location(opts.rules.as_deref()).map_err(|e| (1, e))?;
+    // Nothing to steer (no rules, or none for this profile, and no
+    // catch-all): refused, as `run` without --cgroup refuses it.
+    let set = settings::load_rules(&location).map_err(|e| (1, e))?;
+    let profile_opt = opts
         .profile
         .clone()
-        .or_else(|| settings::get(&none, vars::LDSAREF_PROFILE))
-        .ok_or((
-            2,
-            "--cgroup needs --profile (or LDSAREF_PROFILE): a process is steered by its \
+        .or_else(|| settings::get(&none, vars::LDSAREF_PROFILE));
+    let known = set.as_ref().is_some_and(|s| {
+        profile_opt
+            .as_deref()
+            .is_some_and(|p| s.profile(p).is_some())
+    });
+    if set.is_none() || known {
+        let policy =
+            ldsaref_rules::Policy::new(set, profile_opt.as_deref().filter(|_| known), saref)
+                .map_err(|e| (1, e.to_string()))?;
+        if let Some(why) = settings::nothing_to_steer(&policy, &location) {
+            return Err((1, why));
+        }
+    }
+    let profile = profile_opt.ok_or((
+        2,
+        "--cgroup needs --profile (or LDSAREF_PROFILE): a process is steered by its \
              profile's cgroup (for --saref alone, an empty section `[NAME]` in the rules will do)"
-                .to_owned(),
-        ))?;
-    let location = crate::apply::location(opts.rules.as_deref()).map_err(|e| (1, e))?;
+            .to_owned(),
+    ))?;
     // The rules and the profile first: their errors say more.
     let found = crate::cgroup::Cgroup2::find();
     let desired = crate::apply::compiled(&location)

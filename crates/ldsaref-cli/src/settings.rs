@@ -109,11 +109,16 @@ pub fn location_of(file: Option<&Path>) -> Location {
     }
 }
 
+/// Where the library will read its rules.
+pub fn settings_location(settings: &Settings) -> Location {
+    Location::from_setting(settings.rules.as_deref())
+}
+
 /// Everything the library would complain about, all at once.
 pub fn validate(ov: &Overrides) -> Result<(Settings, Policy), Vec<String>> {
     let (settings, errors) = Settings::from_lookup(|k| get(ov, k));
     let mut problems: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    let rules = match load_rules_or_index(&Location::from_setting(settings.rules.as_deref())) {
+    let rules = match load_rules_or_index(&settings_location(&settings)) {
         Ok(r) => r,
         Err(e) => {
             problems.push(e);
@@ -126,6 +131,73 @@ pub fn validate(ov: &Overrides) -> Result<(Settings, Policy), Vec<String>> {
     match Policy::new(rules, settings.profile.as_deref(), settings.saref) {
         Ok(p) => Ok((settings, p)),
         Err(e) => Err(vec![e.to_string()]),
+    }
+}
+
+/// Why a process run with `policy` (rules read from `location`) would
+/// have nothing steered, or `None` when something would be: a rule of its
+/// profile, a global rule, or a catch-all SAref. Rules of other profiles
+/// do not count, nor does a rules file with only comments (the packaged
+/// `/etc/ldsaref/rules`). `ldsaref run` refuses to start such a program:
+/// it would run silently unsteered.
+pub fn nothing_to_steer(policy: &Policy, location: &Location) -> Option<String> {
+    if policy.catch_all().is_some() {
+        return None;
+    }
+    const FIX: &str = "write rules (see ldsaref-rules(5); `ldsaref check` checks them), \
+                       point --rules (LDSAREF_RULES) at them, or give a catch-all --saref N \
+                       (IPSEC_SAREF)";
+    let Some(set) = policy.rules() else {
+        return Some(format!(
+            "nothing to steer: no rules file ({}) and no --saref (IPSEC_SAREF), so the program \
+             would run unsteered; refusing to start it: {FIX}",
+            match location {
+                Location::Explicit(p) => format!("{} has no *.rules files", p.display()),
+                Location::System => format!(
+                    "LDSAREF_RULES is not set and neither {} nor {}/*.rules exists",
+                    files::SYSTEM_FILE,
+                    files::SYSTEM_DIR
+                ),
+            }
+        ));
+    };
+    let id = policy.profile().and_then(|name| set.profile(name));
+    if set.rules().any(|r| r.profile.is_none() || r.profile == id) {
+        return None;
+    }
+    let files: Vec<&str> = set.file_names().collect();
+    let files = if files.is_empty() {
+        describe(location)
+    } else {
+        files.join(", ")
+    };
+    Some(match policy.profile() {
+        Some(p) => format!(
+            "nothing to steer: {files} has no rule in profile [{p}] and no global rule, and \
+             there is no --saref (IPSEC_SAREF), so the program would run unsteered; refusing \
+             to start it: {FIX}"
+        ),
+        None => format!(
+            "nothing to steer: {files} has no global rule{}, and there is no --saref \
+             (IPSEC_SAREF), so the program would run unsteered; refusing to start it: {FIX}{}",
+            if set.profile_names().next().is_some() {
+                " (only profile sections)"
+            } else {
+                ""
+            },
+            if set.profile_names().next().is_some() {
+                ", or choose a profile with --profile (LDSAREF_PROFILE)"
+            } else {
+                ""
+            }
+        ),
+    })
+}
+
+fn describe(location: &Location) -> String {
+    match location {
+        Location::Explicit(p) => p.display().to_string(),
+        Location::System => format!("{} and {}", files::SYSTEM_FILE, files::SYSTEM_DIR),
     }
 }
 

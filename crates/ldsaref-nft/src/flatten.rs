@@ -89,6 +89,17 @@ pub(crate) fn flatten(set: &RuleSet, scope: Option<ProfileId>, v6: bool) -> Vec<
         cuts.insert(MAPPED_HI + 1);
     }
     let cuts: Vec<u128> = cuts.into_iter().collect();
+    // Only the rules with ports cut a cell's port space: a sweep over the
+    // cuts keeps those that cover the current cell (linear in the cells,
+    // not cells x rules).
+    let mut port_rules: Vec<(&Rule, (u128, u128))> = rules
+        .iter()
+        .filter(|(r, _)| r.ports.is_some())
+        .map(|(r, span)| (r, *span))
+        .collect();
+    port_rules.sort_by_key(|(_, (lo, _))| *lo);
+    let mut next_port_rule = 0;
+    let mut active: Vec<(&Rule, u128)> = Vec::new();
 
     let mut out: Vec<Element> = Vec::new();
     // The previous cell's pieces and last address, to merge equal
@@ -96,15 +107,19 @@ pub(crate) fn flatten(set: &RuleSet, scope: Option<ProfileId>, v6: bool) -> Vec<
     let mut prev: Option<(Pieces, u128, usize)> = None;
     for (i, &lo) in cuts.iter().enumerate() {
         let hi = cuts.get(i + 1).map_or(max, |next| next - 1);
+        while let Some(&(r, (a, b))) = port_rules.get(next_port_rule) {
+            if a > lo {
+                break;
+            }
+            active.push((r, b));
+            next_port_rule += 1;
+        }
+        active.retain(|(_, b)| *b >= lo);
         if v6 && lo == MAPPED_LO {
             prev = None;
             continue;
         }
-        let covering: Vec<&Rule> = rules
-            .iter()
-            .filter(|(_, (a, b))| *a <= lo && lo <= *b)
-            .map(|(r, _)| r)
-            .collect();
+        let covering: Vec<&Rule> = active.iter().map(|(r, _)| *r).collect();
         let pieces = cell_pieces(set, scope, address(lo, v6), &covering);
         match &mut prev {
             Some((p, last, first_elem)) if *p == pieces && last.checked_add(1) == Some(lo) => {

@@ -3,16 +3,18 @@
 //! (static and Go binaries, io_uring, glibc's resolver, setuid programs).
 //!
 //! A pure function ([`compile`]) from the rules to a description of the
-//! table ([`Compiled`]): for the global rules and for every profile, two
-//! interval verdict maps (IPv4 and IPv6) keyed by
-//! `daddr . l4proto . dport`, whose elements are *disjoint* (the kernel
-//! refuses overlapping elements of a concatenated interval map with
-//! `EEXIST`), each pointing to a small chain per action. A profile's chain
-//! tries its own maps, then the global ones, as the library does; the
-//! global rules are not copied into every profile.
-//! [`Compiled::render`] gives the text for `nft -f`; [`Compiled::decide`]
-//! evaluates the maps the way the kernel does, so that tests can compare
-//! them with [`ldsaref_rules::Policy`] without root.
+//! table ([`Compiled`]): for the global rules and for every profile, the
+//! *disjoint* pieces `daddr . l4proto . dport → verdict` (IPv4 and IPv6)
+//! that decide as the library does. A profile's chain tries its own maps,
+//! then the global ones; the global rules are not copied into every
+//! profile. [`Compiled::render`] writes them for `nft -f` as a [`Layout`]:
+//! per section and family, an interval map keyed by the address alone
+//! (a red-black tree in the kernel), whose few port-dependent pieces lead
+//! to small port chains, and a mark map for the `saref`/`mark` verdicts.
+//! [`Compiled::decide`] evaluates the pieces and [`Rendered::decide_with`]
+//! the rendered layout, so that tests can compare both with
+//! [`ldsaref_rules::Policy`] without root. [`Compiled::render_update`]
+//! replaces one section of an installed table.
 //!
 //! # Precedence, flattened
 //!
@@ -61,7 +63,10 @@ use std::net::IpAddr;
 
 use ldsaref_rules::{Action, Proto, RuleSet};
 
-pub use render::{fingerprint, CATCH_ALL_MAP, COMMENT_PREFIX, FINGERPRINT_CHAIN};
+pub use render::{
+    fingerprint, Layout, PortPieces, Target, CATCH_ALL_MAP, COMMENT_PREFIX, FINGERPRINT_CHAIN,
+    SECTION_CHAIN, SHAPE_CHAIN,
+};
 
 /// The nftables family and name of the table.
 pub const TABLE: &str = "inet ldsaref";
@@ -206,6 +211,8 @@ pub struct ProfileMaps {
     pub name: String,
     /// Its rules.
     pub maps: Maps,
+    /// The fingerprint of its rules (see [`section_fingerprint`]).
+    pub fingerprint: String,
 }
 
 impl ProfileMaps {
@@ -220,8 +227,14 @@ impl ProfileMaps {
 pub struct Compiled {
     /// The global rules, shared by every profile.
     pub global: Maps,
+    /// The fingerprint of the global rules (see [`section_fingerprint`]).
+    pub global_fingerprint: String,
     /// One per profile, in order of first appearance.
     pub profiles: Vec<ProfileMaps>,
+    /// The verdicts that have a chain of their own (`deny`, `reflect`,
+    /// `mark V/M`), of every rule: the same whatever sections change, so
+    /// that one section can be replaced alone.
+    pub chains: BTreeSet<Verdict>,
 }
 
 impl Compiled {
@@ -269,6 +282,19 @@ impl Compiled {
             .or_else(|| catch_all.filter(|_| ipv4).map(Verdict::Saref))
     }
 
+    /// The table as it is rendered ([`Layout`]: address maps, then port
+    /// chains), to evaluate it as the kernel does.
+    pub fn rendered(&self) -> Rendered {
+        Rendered {
+            global: Layout::of(&self.global),
+            profiles: self
+                .profiles
+                .iter()
+                .map(|p| (p.name.clone(), Layout::of(&p.maps)))
+                .collect(),
+        }
+    }
+
     /// The number of map elements, all maps together.
     pub fn len(&self) -> usize {
         self.global.len() + self.profiles.iter().map(|p| p.maps.len()).sum::<usize>()
@@ -277,6 +303,39 @@ impl Compiled {
     /// Whether there are no elements at all.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The sections' [`Layout`]s, as [`Compiled::render`] writes them.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Rendered {
+    /// The global rules.
+    pub global: Layout,
+    /// Each profile's, by name.
+    pub profiles: Vec<(String, Layout)>,
+}
+
+impl Rendered {
+    /// [`Compiled::decide_with`], read from the rendered table instead of
+    /// the flattened maps: what the property test compares with the
+    /// library.
+    pub fn decide_with(
+        &self,
+        profile: &str,
+        catch_all: Option<u16>,
+        dest: IpAddr,
+        proto: Proto,
+        port: u16,
+    ) -> Option<Verdict> {
+        let (_, layout) = self.profiles.iter().find(|(n, _)| n == profile)?;
+        let ipv4 = match dest {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(a) => a.to_ipv4_mapped().is_some(),
+        };
+        layout
+            .lookup(dest, proto, port)
+            .or_else(|| self.global.lookup(dest, proto, port))
+            .or_else(|| catch_all.filter(|_| ipv4).map(Verdict::Saref))
     }
 }
 
@@ -303,6 +362,17 @@ impl std::error::Error for CompileError {}
 /// Compiles the global rules and every profile of `set` into the table's
 /// maps (a profile's chain tries its maps, then the global ones). Fails on the first `dev` rule, naming its line.
 pub fn compile(set: &RuleSet) -> Result<Compiled, CompileError> {
+    compile_sections(set, |_, _| true)
+}
+
+/// [`compile`], flattening only the sections `select(profile, fingerprint)`
+/// accepts (`None`: the global rules); the others are left without
+/// elements (for [`Compiled::render_update`], which replaces only the
+/// sections that changed).
+pub fn compile_sections(
+    set: &RuleSet,
+    select: impl Fn(Option<&str>, &str) -> bool,
+) -> Result<Compiled, CompileError> {
     if let Some(rule) = set.rules().find(|r| Verdict::of(r.action).is_none()) {
         return Err(CompileError {
             file: set.file_name(rule.origin).to_owned(),
@@ -315,21 +385,60 @@ pub fn compile(set: &RuleSet) -> Result<Compiled, CompileError> {
             ),
         });
     }
-    let maps = |scope| Maps {
-        v4: flatten::flatten(set, scope, false),
-        v6: flatten::flatten(set, scope, true),
+    let maps = |scope, name: Option<&str>, fp: &str| {
+        if select(name, fp) {
+            Maps {
+                v4: flatten::flatten(set, scope, false),
+                v6: flatten::flatten(set, scope, true),
+            }
+        } else {
+            Maps::default()
+        }
     };
     let profiles = set
         .profile_names()
-        .map(|name| ProfileMaps {
-            name: name.to_owned(),
-            maps: maps(set.profile(name)),
+        .map(|name| {
+            let scope = set.profile(name);
+            let fp = section_fingerprint(set, scope);
+            ProfileMaps {
+                name: name.to_owned(),
+                maps: maps(scope, Some(name), &fp),
+                fingerprint: fp,
+            }
         })
         .collect();
+    let global_fingerprint = section_fingerprint(set, None);
+    let chains = set
+        .rules()
+        .filter_map(|r| Verdict::of(r.action))
+        .filter(|v| render::has_chain(*v))
+        .collect();
     Ok(Compiled {
-        global: maps(None),
+        global: maps(None, None, &global_fingerprint),
+        global_fingerprint,
         profiles,
+        chains,
     })
+}
+
+/// The fingerprint of one section's rules (`scope`: a profile, or `None`
+/// for the global rules): their destinations, protocols, ports and
+/// actions in order, not their files or lines, so that editing one
+/// connection's file leaves the other sections' fingerprints alone. It
+/// decides which sections `ldsaref apply` must replace. Stable within a
+/// build of ldsaref (a new build may replace everything once).
+pub fn section_fingerprint(set: &RuleSet, scope: Option<ldsaref_rules::ProfileId>) -> String {
+    use std::hash::{Hash, Hasher};
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new();
+    render::LAYOUT_VERSION.hash(&mut h);
+    for r in set.rules().filter(|r| r.profile == scope) {
+        r.dest.hash(&mut h);
+        r.proto.hash(&mut h);
+        r.ports.hash(&mut h);
+        r.action.hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
 }
 
 /// A profile's cgroup directory name, as systemd names a slice:

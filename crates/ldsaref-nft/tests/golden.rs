@@ -22,26 +22,48 @@ fn two_profiles_over_a_global_deny() {
 table inet ldsaref
 delete table inet ldsaref
 table inet ldsaref {
-	comment "ldsaref rules 0123456789abcdef"
+	comment "ldsaref rules (ldsaref apply)"
 	chain rules_0123456789abcdef {
+	}
+	chain sum_global_88ee97f347581b12 {
+	}
+	chain sum_p0_1d55c8bb8a0895e1 {
+	}
+	chain sum_p1_8f3b96d6db104d69 {
 	}
 
 	# The global rules, after a profile's own.
 	map global_v4 {
-		type ipv4_addr . inet_proto . inet_service : verdict
+		type ipv4_addr : verdict
 		flags interval
 		elements = {
-			198.18.0.0/15 . tcp . 0-65535 : goto deny,
-			198.18.0.0/15 . udp . 0-65535 : goto deny,
+			198.18.0.0/15 : goto deny,
 		}
 	}
-	map global_v6 {
-		type ipv6_addr . inet_proto . inet_service : verdict
+	map global_m4 {
+		type ipv4_addr : mark
 		flags interval
 	}
+	chain global_mark4 {
+		meta mark set ip daddr map @global_m4
+	}
+	map global_v6 {
+		type ipv6_addr : verdict
+		flags interval
+	}
+	map global_m6 {
+		type ipv6_addr : mark
+		flags interval
+	}
+	chain global_mark6 {
+		meta mark set ip6 daddr map @global_m6
+	}
 	chain global {
-		ip daddr . meta l4proto . th dport vmap @global_v4
-		ip6 daddr . meta l4proto . th dport vmap @global_v6
+		meta l4proto { tcp, udp } ip daddr vmap @global_v4
+		meta l4proto { tcp, udp } ip6 daddr vmap @global_v6
+		goto tail
+	}
+	chain tail {
 		meta nfproto ipv4 meta mark set socket cgroupv2 level 3 map @catchall
 	}
 	# The catch-all SArefs of run --cgroup --saref, IPv4 only.
@@ -51,28 +73,49 @@ table inet ldsaref {
 
 	# [client1]: cgroup ldsaref.slice/ldsaref-client1.slice
 	map p0_v4 {
-		type ipv4_addr . inet_proto . inet_service : verdict
+		type ipv4_addr : verdict
 		flags interval
 		elements = {
-			198.18.0.0-198.18.0.4 . tcp . 0-65535 : goto saref_101,
-			198.18.0.0-198.18.0.4 . udp . 0-65535 : goto saref_101,
-			198.18.0.5/32 . tcp . 0-65535 : goto saref_101,
-			198.18.0.5/32 . udp . 0-52 : goto saref_101,
-			198.18.0.5/32 . udp . 53 : accept,
-			198.18.0.5/32 . udp . 54-65535 : goto saref_101,
-			198.18.0.6-198.18.0.255 . tcp . 0-65535 : goto saref_101,
-			198.18.0.6-198.18.0.255 . udp . 0-65535 : goto saref_101,
+			198.18.0.0-198.18.0.4 : goto p0_mark4,
+			198.18.0.5/32 : goto p0_x0,
+			198.18.0.6-198.18.0.255 : goto p0_mark4,
 		}
 	}
+	map p0_m4 {
+		type ipv4_addr : mark
+		flags interval
+		elements = {
+			198.18.0.0-198.18.0.4 : 0x80650000,
+			198.18.0.6-198.18.0.255 : 0x80650000,
+		}
+	}
+	chain p0_mark4 {
+		meta mark set ip daddr map @p0_m4
+	}
 	map p0_v6 {
-		type ipv6_addr . inet_proto . inet_service : verdict
+		type ipv6_addr : verdict
 		flags interval
 	}
-	chain p0 {
-		ip daddr . meta l4proto . th dport vmap @p0_v4
-		ip6 daddr . meta l4proto . th dport vmap @p0_v6
+	map p0_m6 {
+		type ipv6_addr : mark
+		flags interval
+	}
+	chain p0_mark6 {
+		meta mark set ip6 daddr map @p0_m6
+	}
+	chain p0_x0 {
+		meta l4proto tcp meta mark set 0x80650000 accept
+		meta l4proto udp th dport 0-52 meta mark set 0x80650000 accept
+		meta l4proto udp th dport 53 accept
+		meta l4proto udp th dport 54-65535 meta mark set 0x80650000 accept
 		goto global
 	}
+	chain p0 {
+		meta l4proto { tcp, udp } ip daddr vmap @p0_v4
+		meta l4proto { tcp, udp } ip6 daddr vmap @p0_v6
+		goto global
+	}
+
 "#;
     assert!(got.starts_with(want), "{got}");
 }
@@ -84,22 +127,43 @@ fn a_small_table_in_full() {
 table inet ldsaref
 delete table inet ldsaref
 table inet ldsaref {
-	comment "ldsaref rules 0123456789abcdef"
+	comment "ldsaref rules (ldsaref apply)"
 	chain rules_0123456789abcdef {
+	}
+	chain sum_global_b366ebbc88e1dc6a {
+	}
+	chain sum_p0_1fb50ed6d1200590 {
 	}
 
 	# The global rules, after a profile's own.
 	map global_v4 {
-		type ipv4_addr . inet_proto . inet_service : verdict
+		type ipv4_addr : verdict
 		flags interval
+	}
+	map global_m4 {
+		type ipv4_addr : mark
+		flags interval
+	}
+	chain global_mark4 {
+		meta mark set ip daddr map @global_m4
 	}
 	map global_v6 {
-		type ipv6_addr . inet_proto . inet_service : verdict
+		type ipv6_addr : verdict
 		flags interval
 	}
+	map global_m6 {
+		type ipv6_addr : mark
+		flags interval
+	}
+	chain global_mark6 {
+		meta mark set ip6 daddr map @global_m6
+	}
 	chain global {
-		ip daddr . meta l4proto . th dport vmap @global_v4
-		ip6 daddr . meta l4proto . th dport vmap @global_v6
+		meta l4proto { tcp, udp } ip daddr vmap @global_v4
+		meta l4proto { tcp, udp } ip6 daddr vmap @global_v6
+		goto tail
+	}
+	chain tail {
 		meta nfproto ipv4 meta mark set socket cgroupv2 level 3 map @catchall
 	}
 	# The catch-all SArefs of run --cgroup --saref, IPv4 only.
@@ -109,35 +173,51 @@ table inet ldsaref {
 
 	# [c1]: cgroup ldsaref.slice/ldsaref-c1.slice
 	map p0_v4 {
-		type ipv4_addr . inet_proto . inet_service : verdict
+		type ipv4_addr : verdict
 		flags interval
 		elements = {
-			0.0.0.0-198.17.255.255 . udp . 1701 : goto reflect,
-			198.18.0.0/24 . tcp . 0-65535 : goto saref_101,
-			198.18.0.0/24 . udp . 0-65535 : goto saref_101,
-			198.18.1.0-255.255.255.255 . udp . 1701 : goto reflect,
+			0.0.0.0-198.17.255.255 : goto p0_x0,
+			198.18.0.0/24 : goto p0_mark4,
+			198.18.1.0-255.255.255.255 : goto p0_x0,
 		}
+	}
+	map p0_m4 {
+		type ipv4_addr : mark
+		flags interval
+		elements = {
+			198.18.0.0/24 : 0x80650000,
+		}
+	}
+	chain p0_mark4 {
+		meta mark set ip daddr map @p0_m4
 	}
 	map p0_v6 {
-		type ipv6_addr . inet_proto . inet_service : verdict
+		type ipv6_addr : verdict
 		flags interval
 		elements = {
-			::-::fffe:ffff:ffff . udp . 1701 : goto reflect,
-			::1:0:0:0-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff . udp . 1701 : goto reflect,
+			::-::fffe:ffff:ffff : goto p0_x0,
+			::1:0:0:0-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff : goto p0_x0,
 		}
 	}
+	map p0_m6 {
+		type ipv6_addr : mark
+		flags interval
+	}
+	chain p0_mark6 {
+		meta mark set ip6 daddr map @p0_m6
+	}
+	chain p0_x0 {
+		meta l4proto udp th dport 1701 goto reflect
+		goto global
+	}
 	chain p0 {
-		ip daddr . meta l4proto . th dport vmap @p0_v4
-		ip6 daddr . meta l4proto . th dport vmap @p0_v6
+		meta l4proto { tcp, udp } ip daddr vmap @p0_v4
+		meta l4proto { tcp, udp } ip6 daddr vmap @p0_v6
 		goto global
 	}
 
 	chain reflect {
 		ct direction reply ct mark != 0 meta mark set ct mark
-	}
-
-	chain saref_101 {
-		meta mark set 0x80650000
 	}
 
 	# A mark set by the program itself is left alone.
@@ -173,7 +253,8 @@ fn no_profiles_still_fail_closed() {
     );
     assert!(got.contains("socket cgroupv2 level 1 \"unified/ldsaref.slice\" jump steer"));
     assert!(
-        got.contains("\t\t\t198.18.0.0/24 . udp . 0-65535 : goto saref_101,\n"),
+        got.contains("\t\t\t198.18.0.0/24 : goto global_mark4,\n")
+            && got.contains("\t\t\t198.18.0.0/24 : 0x80650000,\n"),
         "{got}"
     );
     assert!(!got.contains("map p0"), "{got}");

@@ -233,6 +233,7 @@ proptest! {
             assert_disjoint(&p.name, &p.maps.v4);
             assert_disjoint(&p.name, &p.maps.v6);
         }
+        let table = compiled.rendered();
         let dests = probes(&specs, seed);
         let ports = port_probes(&specs, port_seed);
         for name in PROFILES {
@@ -250,6 +251,17 @@ proptest! {
                                 dest,
                                 proto,
                                 port,
+                            );
+                            let rendered = table.decide_with(
+                                name,
+                                catch_all.map(Saref::get),
+                                dest,
+                                proto,
+                                port,
+                            );
+                            prop_assert_eq!(
+                                rendered, want,
+                                "rendered: [{}] catch-all {:?} {} {} {}\n{}", name, catch_all, dest, proto, port, text
                             );
                             prop_assert_eq!(
                                 got, want,

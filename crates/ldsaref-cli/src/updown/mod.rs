@@ -259,8 +259,7 @@ fn refresh(args: &UpdownArgs) -> Result<(), String> {
         // profiles' cgroups send.
         None => RuleSet::parse("", "(no rules)").map_err(|e| e.to_string())?,
     };
-    let compiled = ldsaref_nft::compile(&set).map_err(|e| e.to_string())?;
-    crate::apply::install(compiled).map_err(|e| {
+    crate::apply::install(&set).map_err(|e| {
         format!("the rules are written, but table inet ldsaref could not follow them: {e}")
     })
 }

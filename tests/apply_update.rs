@@ -1,0 +1,144 @@
+//! `ldsaref apply` replaces only the sections whose rules changed (one
+//! connection's profile, the global rules) when the table's shape is the
+//! same, and the table it leaves is the one a fresh `apply` installs.
+//! Root: in a network namespace of the test's own (the table goes with
+//! it); the profiles' cgroups are the test's (`-t<PID>`), removed at the
+//! end.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use common::{cli_path, run_with_timeout, Netns, RunOutput, TempDir};
+
+struct Cgroups(Vec<PathBuf>);
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        for d in &self.0 {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+fn cgroup2_mount() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (right.starts_with("cgroup2 ") && left.split(' ').nth(3) == Some("/"))
+            .then(|| left.split(' ').nth(4).map(PathBuf::from))
+            .flatten()
+    })
+}
+
+/// The table's lines, sorted (the kernel lists chains in creation order).
+fn table(ns: &Netns) -> Vec<String> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns.name(),
+            "nft",
+            "list",
+            "table",
+            "inet",
+            "ldsaref",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn apply_replaces_only_what_changed() {
+    require_root!();
+    let Some(mount) = cgroup2_mount() else {
+        eprintln!("SKIPPED (no cgroup v2): apply_replaces_only_what_changed");
+        return;
+    };
+    let pid = std::process::id();
+    let (a, b) = (format!("up-a-t{pid}"), format!("up-b-t{pid}"));
+    let slice = mount.join("ldsaref.slice");
+    let _cgroups = Cgroups(
+        [&a, &b]
+            .iter()
+            .map(|p| slice.join(format!("ldsaref-{}.slice", p.replace('-', "\\x2d"))))
+            .collect(),
+    );
+    let ns = Netns::new();
+    let d = TempDir::new("apply-update");
+    let netns = format!("--net=/run/netns/{}", ns.name());
+    let apply = |rules: &PathBuf| -> RunOutput {
+        let mut c = Command::new("nsenter");
+        c.arg(&netns)
+            .arg(cli_path())
+            .arg("apply")
+            .arg("--rules")
+            .arg(rules);
+        common::clear_ldsaref_env(&mut c);
+        run_with_timeout(&mut c, Duration::from_secs(60))
+    };
+    let global = "10.1.0.0/16 saref 1234\n10.2.0.0/16 tcp 22 saref 2000\n192.0.2.99 pass\n";
+    let v1 = d.write(
+        "v1",
+        format!("{global}[{a}]\n198.18.7.0/24 saref 71\n198.18.8.0/24 tcp 22 saref 72\n[{b}]\n198.18.0.0/24 mark 2\n"),
+    );
+    // One connection changes: a port rule goes, a network and an IPv6
+    // rule come (more port chains, then fewer).
+    let v2 = d.write(
+        "v2",
+        format!("{global}[{a}]\n198.18.7.0/24 saref 71\n198.18.9.0/24 udp 53 pass\n198.18.9.0/25 udp 500-4500 saref 9\n2001:db8:9::/48 mark 0x33\n[{b}]\n198.18.0.0/24 mark 2\n"),
+    );
+    // And the global rules, with it.
+    let v3 = d.write(
+        "v3",
+        format!("10.1.0.0/16 saref 1234\n10.3.0.0/16 saref 3\n[{a}]\n198.18.7.0/24 saref 71\n[{b}]\n198.18.0.0/24 mark 2\n"),
+    );
+    let out = apply(&v1);
+    assert!(out.stdout.contains("installed"), "{out}");
+    for (rules, sections) in [(&v2, 1), (&v3, 2), (&v1, 2)] {
+        let out = apply(rules);
+        assert_eq!(out.code(), Some(0), "{out}");
+        let s = if sections == 1 { "" } else { "s" };
+        assert!(
+            out.stdout
+                .contains(&format!("updated: {sections} section{s} of")),
+            "{out}"
+        );
+        let updated = table(&ns);
+        let out = apply(rules);
+        assert!(out.stdout.contains("up to date"), "{out}");
+        common::run_ok(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns.name(),
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                "ldsaref",
+            ],
+        );
+        let out = apply(rules);
+        assert!(out.stdout.contains("installed"), "{out}");
+        assert_eq!(updated, table(&ns), "{}", rules.display());
+    }
+    // A new verdict chain (deny) changes the shape: the whole table.
+    let v4 = d.write("v4", format!("{global}192.0.2.7 deny\n[{a}]\n[{b}]\n"));
+    let out = apply(&v4);
+    assert!(out.stdout.contains("replaced"), "{out}");
+}
