@@ -163,6 +163,9 @@ pub enum Sa {
     /// xfrm interfaces: `PLUTO_IF_ID_OUT` (strongSwan `if_id_out`); the
     /// rule is `dev` of the interface with that id.
     IfId(u32),
+    /// xfrm interfaces by name: `PLUTO_VIRT_INTERFACE` (libreswan
+    /// `ipsec-interface=`, which makes the interface itself).
+    Dev(String),
 }
 
 impl Sa {
@@ -177,6 +180,7 @@ impl Sa {
                 Some(name) => format!("dev {name}"),
                 None => format!("dev <if_id {id}>"),
             },
+            Sa::Dev(name) => format!("dev {name}"),
         }
     }
 }
@@ -235,6 +239,14 @@ pub fn sa(mark_option: Option<&str>, get: Vars) -> Result<Option<Sa>, String> {
             return Ok(Some(Sa::IfId(n)));
         }
     }
+    // pluto says NULL when the connection has no interface of its own;
+    // on KLIPS (another stack) the name is its ipsecN device, not an xfrm
+    // interface.
+    let xfrm = get("PLUTO_STACK").map_or(true, |s| s == "xfrm");
+    if let Some(dev) = get("PLUTO_VIRT_INTERFACE").filter(|d| xfrm && !d.is_empty() && d != "NULL")
+    {
+        return Ok(Some(Sa::Dev(dev)));
+    }
     Ok(None)
 }
 
@@ -245,8 +257,23 @@ pub fn no_sa(get: Vars) -> String {
         None => "PLUTO_PEER_REF is unset".to_owned(),
     };
     format!(
-        "no SA to name: {refnote}, and none of CONNMARK_OUT, PLUTO_MARK_OUT, PLUTO_IF_ID_OUT is set; give --mark N[/MASK] for a mark-based setup"
+        "no SA to name: {refnote}, and none of CONNMARK_OUT, PLUTO_MARK_OUT, PLUTO_IF_ID_OUT, PLUTO_VIRT_INTERFACE is set; give --mark N[/MASK] for a mark-based setup"
     )
+}
+
+/// The connection a call is about: libreswan names the connections it
+/// makes of one `conn` with several subnets (`rightsubnets={a b}`) `NAME/0x1`,
+/// `NAME/0x2`…; they are the one connection `NAME` the operator wrote, whose
+/// programs run with `--profile NAME`.
+pub fn base_connection(conn: &str) -> &str {
+    match conn.rsplit_once("/0x") {
+        Some((base, n))
+            if !base.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            base
+        }
+        _ => conn,
+    }
 }
 
 /// The connection name as a file and profile name: what the rules accept
@@ -300,6 +327,17 @@ mod tests {
         assert_eq!(kind("prepare-host"), Kind::Ignore);
         assert_eq!(kind("prepare-client-v6"), Kind::Ignore);
         assert_eq!(kind("up-clientx"), Kind::Ignore);
+    }
+
+    #[test]
+    fn subnet_aliases_are_their_connection() {
+        assert_eq!(base_connection("c1/0x1"), "c1");
+        assert_eq!(base_connection("c1/0x1f"), "c1");
+        assert_eq!(base_connection("c1"), "c1");
+        assert_eq!(base_connection("a/b"), "a/b");
+        assert_eq!(base_connection("/0x1"), "/0x1");
+        assert_eq!(base_connection("c1/0x"), "c1/0x");
+        assert_eq!(base_connection("rw[3]"), "rw[3]");
     }
 
     #[test]
@@ -357,6 +395,16 @@ mod tests {
         );
         assert_eq!(Sa::IfId(2).action(Some("ipsec2")), "dev ipsec2");
         assert_eq!(sa_of(&[("PLUTO_IF_ID_OUT", "0")]).unwrap(), None);
+        // libreswan names its interface; NULL when there is none.
+        assert_eq!(
+            sa_of(&[("PLUTO_STACK", "xfrm"), ("PLUTO_VIRT_INTERFACE", "ipsec2")]).unwrap(),
+            Some(Sa::Dev("ipsec2".into()))
+        );
+        assert_eq!(sa_of(&[("PLUTO_VIRT_INTERFACE", "NULL")]).unwrap(), None);
+        assert_eq!(
+            sa_of(&[("PLUTO_STACK", "klips"), ("PLUTO_VIRT_INTERFACE", "ipsec0")]).unwrap(),
+            None
+        );
         assert!(sa_of(&[("PLUTO_IF_ID_OUT", "x")])
             .unwrap_err()
             .contains("PLUTO_IF_ID_OUT"));

@@ -110,6 +110,7 @@ pub fn updown_with(
         ));
     }
     let conn = get("PLUTO_CONNECTION").ok_or("PLUTO_CONNECTION is not set")?;
+    let conn = call::base_connection(&conn).to_owned();
     let name = call::sanitise(&conn)?;
     let file = args.dir.join(format!("{name}.{}", files::EXTENSION));
     let daemon = call::daemon(get);
@@ -460,5 +461,223 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("if_id 7"), "{e}");
+    }
+}
+
+/// Replays the calls the real daemons made (recorded by
+/// `scripts/ipsec-e2e.sh --record`, see the fixtures' README): the
+/// variable names and formats are checked against strongSwan 5.9.8 and
+/// libreswan 4.10, not against what the tests would make up.
+#[cfg(test)]
+mod recordings {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+    use std::path::Path;
+
+    use call::Selector;
+
+    #[derive(Default)]
+    struct Kernel {
+        blocks: RefCell<BTreeSet<String>>,
+    }
+
+    impl Xfrm for Kernel {
+        fn block(&self, sel: &Selector, sa: &Sa) -> Result<(), String> {
+            self.blocks
+                .borrow_mut()
+                .insert(format!("{} {}", sel.rule_prefix(), sa.action(None)));
+            Ok(())
+        }
+
+        fn interface(&self, id: u32) -> Result<String, String> {
+            // The e2e guest names the interface of if_id N ipsecN.
+            Ok(format!("ipsec{id}"))
+        }
+    }
+
+    fn parse_env(text: &str) -> HashMap<String, String> {
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    /// The action a call names, read here independently of `call`.
+    fn expected_action(env: &HashMap<String, String>) -> String {
+        let mark = env
+            .get("CONNMARK_OUT")
+            .or_else(|| env.get("PLUTO_MARK_OUT"));
+        if let Some(m) = mark {
+            let v: u32 = m.split('/').next().unwrap().parse().unwrap();
+            return format!("mark {v:#x}");
+        }
+        if let Some(id) = env.get("PLUTO_IF_ID_OUT") {
+            return format!("dev ipsec{id}");
+        }
+        format!("dev {}", env["PLUTO_VIRT_INTERFACE"])
+    }
+
+    /// The rule lines of every connection file in `dir`, by file name.
+    fn rules_in(dir: &Path) -> BTreeMap<String, Vec<String>> {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return BTreeMap::new();
+        };
+        entries
+            .filter_map(|e| {
+                let p = e.ok()?.path();
+                (p.extension()? == "rules").then_some(p)
+            })
+            .map(|p| {
+                let text = fs::read_to_string(&p).unwrap();
+                let rules = text
+                    .lines()
+                    .filter(|l| !l.starts_with('#') && !l.starts_with('['))
+                    .map(str::to_owned)
+                    .collect();
+                (p.file_name().unwrap().to_string_lossy().into_owned(), rules)
+            })
+            .collect()
+    }
+
+    /// Replays one recording; returns the state left and the blocks asked for.
+    fn replay(rec: &Path) -> (BTreeMap<String, Vec<String>>, BTreeSet<String>) {
+        let scratch = std::env::temp_dir().join(format!(
+            "ldsaref-updown-replay-{}-{}",
+            std::process::id(),
+            rec.display().to_string().replace('/', "_")
+        ));
+        let _ = fs::remove_dir_all(&scratch);
+        let args = UpdownArgs {
+            dir: scratch.join("rules.d"),
+            mark: None,
+            global: false,
+            on_down: OnDown::Remove,
+            no_block_policy: false,
+            no_apply: true,
+        };
+        let kernel = Kernel::default();
+        let mut calls: Vec<_> = fs::read_dir(rec)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "env"))
+            .collect();
+        calls.sort();
+        assert!(!calls.is_empty(), "{}", rec.display());
+        for call in &calls {
+            let env = parse_env(&fs::read_to_string(call).unwrap());
+            let get = |k: &str| env.get(k).cloned();
+            let shown = call.display();
+            updown_with(&args, &get, &kernel).unwrap_or_else(|e| panic!("{shown}: {e}"));
+            if call::kind(&env["PLUTO_VERB"]) == Kind::Up {
+                // The connection's file names the SA for this subnet.
+                let base = call::base_connection(&env["PLUTO_CONNECTION"]);
+                let file = format!("{}.rules", call::sanitise(base).unwrap());
+                let want = format!("{} {}", env["PLUTO_PEER_CLIENT"], expected_action(&env));
+                let state = rules_in(&args.dir);
+                assert!(
+                    state.get(&file).is_some_and(|r| r.contains(&want)),
+                    "{shown}: {file} should have {want:?}: {state:?}"
+                );
+            }
+        }
+        let state = rules_in(&args.dir);
+        let _ = fs::remove_dir_all(&scratch);
+        (state, kernel.blocks.into_inner())
+    }
+
+    fn fixtures() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/updown")
+    }
+
+    fn both_subnets(action: &str) -> Vec<String> {
+        vec![
+            format!("198.18.0.0/24 {action}"),
+            format!("198.19.0.0/24 {action}"),
+        ]
+    }
+
+    #[test]
+    fn strongswan_marks_and_interfaces() {
+        for variant in ["marks", "xfrmi"] {
+            let (left, blocks) = replay(&fixtures().join("strongswan").join(variant));
+            // Up, churned, and stopped: every SA went down, every file with it.
+            assert!(left.is_empty(), "{variant}: {left:?}");
+            let want: BTreeSet<String> = match variant {
+                "marks" => [both_subnets("mark 0x1"), both_subnets("mark 0x2")]
+                    .concat()
+                    .into_iter()
+                    .collect(),
+                _ => BTreeSet::new(),
+            };
+            assert_eq!(blocks, want, "{variant}");
+        }
+    }
+
+    #[test]
+    fn libreswan_marks_with_traps() {
+        let (left, blocks) = replay(&fixtures().join("libreswan/marks"));
+        assert!(left.is_empty(), "{left:?}");
+        let want: BTreeSet<String> = [both_subnets("mark 0x1"), both_subnets("mark 0x2")]
+            .concat()
+            .into_iter()
+            .collect();
+        assert_eq!(blocks, want);
+    }
+
+    #[test]
+    fn libreswan_subnet_aliases_share_their_connections_profile() {
+        let (left, blocks) = replay(&fixtures().join("libreswan/xfrmi"));
+        assert_eq!(
+            left,
+            BTreeMap::from([
+                ("c1.rules".to_owned(), both_subnets("dev ipsec1")),
+                ("c2.rules".to_owned(), both_subnets("dev ipsec2")),
+            ])
+        );
+        assert!(blocks.is_empty(), "{blocks:?}");
+    }
+
+    /// libreswan's terminate leaves its trap policy routed: the rule stays
+    /// (traffic waits for the SA, never leaves in the clear) until unroute.
+    #[test]
+    fn libreswan_keeps_the_rule_while_routed() {
+        let dir = fixtures().join("libreswan/marks");
+        let scratch =
+            std::env::temp_dir().join(format!("ldsaref-updown-trap-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&scratch);
+        let args = UpdownArgs {
+            dir: scratch.join("rules.d"),
+            mark: None,
+            global: false,
+            on_down: OnDown::Remove,
+            no_block_policy: false,
+            no_apply: true,
+        };
+        let kernel = Kernel::default();
+        let mut calls: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        calls.sort();
+        // Up to the first churn cycle's four downs (13..16): terminated,
+        // still routed.
+        for call in calls
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "env"))
+            .take(16)
+        {
+            let env = parse_env(&fs::read_to_string(call).unwrap());
+            updown_with(&args, &|k: &str| env.get(k).cloned(), &kernel).unwrap();
+        }
+        let state = rules_in(&args.dir);
+        let _ = fs::remove_dir_all(&scratch);
+        assert_eq!(
+            state,
+            BTreeMap::from([
+                ("c1.rules".to_owned(), both_subnets("mark 0x1")),
+                ("c2.rules".to_owned(), both_subnets("mark 0x2")),
+            ])
+        );
     }
 }
