@@ -242,7 +242,7 @@ pub fn sa(mark_option: Option<&str>, get: Vars) -> Result<Option<Sa>, String> {
     // pluto says NULL when the connection has no interface of its own;
     // on KLIPS (another stack) the name is its ipsecN device, not an xfrm
     // interface.
-    let xfrm = get("PLUTO_STACK").map_or(true, |s| s == "xfrm");
+    let xfrm = !matches!(get("PLUTO_STACK"), Some(s) if s != "xfrm");
     if let Some(dev) = get("PLUTO_VIRT_INTERFACE").filter(|d| xfrm && !d.is_empty() && d != "NULL")
     {
         return Ok(Some(Sa::Dev(dev)));
