@@ -13,7 +13,7 @@
 #
 #   sudo scripts/ipsec-e2e.sh [--no-build] [--timeout SECONDS] [--churn N]
 #        [--only static|churn] [--daemon strongswan|libreswan]
-#        [--variant marks|xfrmi] [--record DIR]
+#        [--variant marks|xfrmi] [--record DIR] [--console FILE]
 #
 # --churn N: cycles per daemon (default 20, what CI runs; 100 is the full
 # run). --record DIR: writes the updown environments the daemons passed as
@@ -30,7 +30,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 build=1
 timeout_s=1500
-churn=20 only=all daemons=strongswan+libreswan variants=marks+xfrmi record=
+churn=20 only=all daemons=strongswan+libreswan variants=marks+xfrmi record= keep_console=
 while [ $# -gt 0 ]; do
     case $1 in
     --no-build) build= ;;
@@ -40,6 +40,7 @@ while [ $# -gt 0 ]; do
     --daemon) daemons=$2; shift ;;
     --variant) variants=$2; shift ;;
     --record) record=$2; shift ;;
+    --console) keep_console=$2; shift ;;
     *) sed -n '15,17p' "$0" >&2; exit 2 ;;
     esac
     shift
@@ -204,6 +205,7 @@ chmod +x "$ird/init"
 
 say "booting the guest (qemu, software emulation; timeout ${timeout_s} s)"
 console=$work/console.log
+: >"$console" # before tail starts: qemu's redirection may come later
 # -net none: the guest has no network device at all, so nothing it sends
 # can leave it; every address it uses lives in its own namespaces.
 timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
@@ -224,6 +226,7 @@ wait "$tail_pid"
 set -e
 qemu_pid=
 
+[ -z "$keep_console" ] || cp "$console" "$keep_console"
 if [ -n "$record" ]; then
     save_records "$console" "$record"
 fi

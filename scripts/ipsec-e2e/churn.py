@@ -172,8 +172,10 @@ def report(a):
       down-client call and before the next up-client (nothing protects
       them: they either leaked or were dropped silently).
     """
-    calls = [l for l in read(a["calls"]) if len(l) >= 6]
-    calls.sort(key=lambda l: int(l[0]))
+    # EPOCH VERB CONN PEER_CLIENT IF_ID EXIT, ordered by EPOCH
+    calls = [l[:5] for l in read(a["calls"]) if len(l) >= 6]
+    calls.sort(key=lambda l: float(l[0]))
+    calls = [[l[0], l[0]] + l[1:] for l in calls]  # [_, t, verb, conn, client]
     out = {"daemon": a["daemon"], "cycles": a["cycles"], "sent": 0, "refused": 0,
            "delivered": 0, "leaked": a["leaked"], "wrong": 0, "recovery_ms": 0,
            "ok_while_down": 0, "ups": 0, "unrecovered": []}

@@ -11,8 +11,19 @@
 # and the updown environments of the first cycle and of the daemon's stop
 # are printed between marker lines (the host's --record keeps them).
 
-# The profile a program uses to reach client I: the connection's name.
+# The profile a program uses to reach client I: the connection's name,
+# the section `ldsaref updown` wrote. strongSwan passes the child's name
+# (c1); libreswan's rightsubnets={a b} makes one connection per subnet
+# ("c1/0x1", "c1/0x2"), whose sections are c1_0x1, c1_0x2: then the first.
 profile_of() { # DAEMON I
+    local f
+    if [ -e "$RULES/c$2.rules" ] || [ "$1" = strongswan ]; then
+        echo "c$2"
+        return
+    fi
+    for f in "$RULES/c$2"_*.rules; do
+        [ -e "$f" ] && basename "$f" .rules && return
+    done
     echo "c$2"
 }
 
@@ -27,7 +38,7 @@ cycle_up() { # DAEMON N
     wait "${pids[@]}"
     for i in 1 2; do
         wait_calls up-client "c$i" "$n" 30 || {
-            bad "$tag: up-client for c$i (wanted $n calls so far)" "$(tail -n 8 "$REC/calls.log" 2>/dev/null)"
+            bad "$tag: up-client for c$i (wanted $n calls so far)" "$(sort -n "$REC/calls.log" 2>/dev/null | tail -n 8)"
             return 1
         }
     done
@@ -89,13 +100,13 @@ daemon_phase() {
     phase_failed=0
     echo "$(stamp) ==== $tag: $daemon runs ldsaref updown; $cycles churn cycles"
     rm -rf "$REC" "$RULES" "$E"/churn-*.log "$E/c1.initiate.out" "$E/c2.initiate.out"
-    mkdir -p "$REC" "$RULES"
+    mkdir -p "$REC/env" "$RULES"
     chmod 755 "$RULES"
     daemon_net_up "$daemon" "$variant"
     capture_start
     rec_on
     if ! server_start "$daemon" "$variant"; then
-        bad "$tag: the server's $daemon did not start" "$(tail -n 20 "$E/srv.load.out" "$E/pluto.log" "$E/lsw/addconn.out" 2>/dev/null)"
+        bad "$tag: the server's $daemon did not start" "$(tail -n 20 "$E/srv.load.out" "$E/pluto.log" "$E/pluto.out" 2>/dev/null)"
         daemon_phase_end "$daemon" "$variant" "$t"
         return
     fi
@@ -152,7 +163,7 @@ daemon_phase() {
         for i in 0 1; do wait "${pids[$i]}" || rc=1; done
         if [ "$rc" != 0 ]; then
             bad "$tag: cycle $k: the server did not call down-client for both tunnels" \
-                "$(tail -n 8 "$REC/calls.log")" "$(tail -n 5 "$E/srv.terminate.out" 2>/dev/null)"
+                "$(sort -n "$REC/calls.log" | tail -n 8)" "$(tail -n 5 "$E/srv.terminate.out" 2>/dev/null)"
             break
         fi
         downs=$((downs + nsub))
@@ -233,7 +244,7 @@ EOF
     print_records "$daemon" "$variant"
     if [ "$phase_failed" != 0 ]; then
         echo "---- $tag: updown calls (last 30)"
-        tail -n 30 "$REC/calls.log" 2>&1
+        sort -n "$REC/calls.log" 2>&1 | tail -n 30
         echo "---- $tag: rules"
         head -n 20 "$RULES"/* 2>&1
         echo "---- server log (last 40 lines)"

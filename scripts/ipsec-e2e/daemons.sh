@@ -324,6 +324,7 @@ config setup
     logfile=$E/pluto.log
     logtime=yes
     logappend=yes
+    dumpdir=$E/lsw/run
     ikev1-policy=drop
     uniqueids=yes
 EOF
@@ -336,7 +337,7 @@ EOF
         cat <<EOF
 
 conn c$i
-    keyexchange=ikev2
+    ikev2=insist
     authby=secret
     left=$(outer_srv $i)
     leftid=@server.ldsaref.test
@@ -356,7 +357,7 @@ conn c$i
     dpdtimeout=3
     dpdaction=clear
     retransmit-interval=500
-    retransmit-timeout=3s
+    retransmit-timeout=4s
     auto=add
 EOF
     done
@@ -378,12 +379,13 @@ pluto_start() { # VARIANT
         [ -S "$E/lsw/run/pluto.ctl" ] && whack_ --status >/dev/null 2>&1 && break
         sleep 0.1
     done
-    [ -S "$E/lsw/run/pluto.ctl" ] || return 1
-    ip netns exec srv /usr/libexec/ipsec/addconn --ctlsocket "$E/lsw/run/pluto.ctl" \
-        --config "$E/lsw/ipsec.conf" --autoall >"$E/lsw/addconn.out" 2>&1 || return 1
-    # --autoall loads auto=add conns too; listed for the log
-    whack_ --listen >/dev/null 2>&1
-    return 0
+    # pluto runs /usr/libexec/ipsec/addconn --autoall itself at start:
+    # wait for the last connection to be there.
+    for ((i = 0; i < 300; i++)); do
+        whack_ --status 2>/dev/null | grep -q '"c2/0x2"' && return 0
+        sleep 0.1
+    done
+    return 1
 }
 
 # ---- both ------------------------------------------------------------------
@@ -441,7 +443,7 @@ kill_all_daemons() {
 # (C: an exact name, or a prefix ending in / for libreswan's alias
 # instances), counted.
 calls_count() { # VERB CONNPREFIX
-    awk -v v="$1" -v c="$2" '$3 == v && (substr($4, 1, length(c)) == c)' "$REC/calls.log" 2>/dev/null | wc -l
+    awk -v v="$1" -v c="$2" '$2 == v && (substr($3, 1, length(c)) == c)' "$REC/calls.log" 2>/dev/null | wc -l
 }
 
 # Waits until at least N calls VERB for CONN have been made.
