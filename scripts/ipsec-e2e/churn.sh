@@ -49,12 +49,13 @@ cycle_up() { # DAEMON N
 # server's down-client calls (N so far).
 cycle_down_one() { # DAEMON I HOW N
     local daemon=$1 i=$2 how=$3 n=$4
+    echo "$(stamp)        c$i: down ($how)"
     if [ "$how" = term ]; then
         server_terminate "$daemon" "$i"
     else
         client_kill "$i"
     fi
-    wait_calls down-client "c$i" "$n" 30
+    wait_calls down-client "c$i" "$n" 30 && echo "$(stamp)        c$i: down-client called"
 }
 
 rec_on() { touch "$REC/on"; }
@@ -247,8 +248,11 @@ EOF
         sort -n "$REC/calls.log" 2>&1 | tail -n 30
         echo "---- $tag: rules"
         head -n 20 "$RULES"/* 2>&1
-        echo "---- server log (last 40 lines)"
-        tail -n 40 "$E/srv.charon.log" "$E/pluto.log" 2>/dev/null
+        echo "---- server log (last 40 lines; libreswan: its events)"
+        tail -n 40 "$E/srv.charon.log" 2>/dev/null
+        grep -a 'established\|output\|TS_\|NO_PROPOSAL\|liveness\|rekey\|deleting\|ERROR\|failed\|0x2\|terminat' "$E/pluto.log" 2>/dev/null | tail -n 80
+        echo "---- clients: initiate"
+        tail -n 12 "$E"/c?.initiate.out 2>/dev/null
         echo "---- senders"
         tail -n 5 "$E"/churn-send-c*.out "$E"/churn-send-c*.log 2>&1
     fi
