@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{cli_path, python3, run_with_timeout, EmuLog, RunOutput, TempDir};
+use common::{cli_path, python3, run_with_timeout, EmuLog, Netns, RunOutput, TempDir};
 
 /// `ldsaref ARGS` with exactly `vars` in its environment (plus PATH).
 fn ldsaref(args: &[&str], vars: &[(&str, &str)]) -> RunOutput {
@@ -123,7 +123,9 @@ fn protocol_port_and_marks_become_the_rule() {
         ("PLUTO_PEER_PORT", "22"),
         ("CONNMARK_OUT", "1001/0xffffffff"),
     ]);
-    let out = updown(&dir, &[], &v);
+    // The block policy behind a mark rule is tested in a namespace of its
+    // own (below), not in the host's.
+    let out = updown(&dir, &["--no-block-policy"], &v);
     assert_eq!(out.code(), Some(0), "{out}");
     let hit = decided_by(&explain(&dir, Some("ssh"), "198.51.100.9:22", "tcp"));
     assert!(hit.ends_with("198.51.100.0/24 tcp 22 mark 0x3e9"), "{hit}");
@@ -134,7 +136,7 @@ fn protocol_port_and_marks_become_the_rule() {
 
     // --mark wins over the SAref; IPv6 verbs and clients work the same.
     let v6 = pluto("up-client-v6", "six", "2001:db8:1::/48", "101");
-    let out = updown(&dir, &["--mark", "0x200/0xff00"], &v6);
+    let out = updown(&dir, &["--mark", "0x200/0xff00", "--no-block-policy"], &v6);
     assert_eq!(out.code(), Some(0), "{out}");
     let six = explain(&dir, Some("six"), "[2001:db8:1::5]:443", "udp");
     assert!(
@@ -148,10 +150,14 @@ fn down_removes_the_file_and_other_verbs_do_nothing() {
     let (_t, dir) = rules_dir();
     let up = pluto("up-client", "client1", "198.18.0.0/24", "101");
     assert_eq!(updown(&dir, &[], &up).code(), Some(0));
-    // Idempotent: the same up again leaves the same file.
-    let before = std::fs::read(dir.join("client1.rules")).unwrap();
+    // A second SA for the same subnets (a daemon making the new SA before
+    // breaking the old one): the rule stays until both are down.
     assert_eq!(updown(&dir, &[], &up).code(), Some(0));
-    assert_eq!(std::fs::read(dir.join("client1.rules")).unwrap(), before);
+    let mut down_one = up.clone();
+    down_one[0] = ("PLUTO_VERB", "down-client");
+    assert_eq!(updown(&dir, &[], &down_one).code(), Some(0));
+    let hit = decided_by(&explain(&dir, Some("client1"), "198.18.0.5", "tcp"));
+    assert!(hit.ends_with("198.18.0.0/24 saref 101"), "{hit}");
 
     for verb in [
         "prepare-host",
@@ -168,6 +174,8 @@ fn down_removes_the_file_and_other_verbs_do_nothing() {
         assert!(dir.join("client1.rules").exists(), "{verb}");
     }
 
+    // A down that names no subnets takes the whole connection down; a
+    // second one finds nothing to do.
     for verb in ["down-client", "down-client"] {
         let out = updown(
             &dir,
@@ -195,7 +203,7 @@ fn down_removes_the_file_and_other_verbs_do_nothing() {
         (
             "deny",
             format!(
-                "decided by:  {}:3 [client1]: 198.18.0.0/24 deny",
+                "decided by:  {}:4 [client1]: 198.18.0.0/24 deny",
                 dir.join("client1.rules").display()
             ),
         ),
@@ -417,7 +425,9 @@ fn many_parallel_invocations_lose_nothing() {
         .parse()
         .unwrap();
     assert!((500..516).contains(&r), "{shared}");
-    assert_eq!(shared.lines().count(), 3, "{shared}");
+    assert_eq!(shared.lines().count(), 4, "{shared}");
+    // ... and counts every one of the 16 SAs: no call lost another's.
+    assert!(shared.contains(" up=16 "), "{shared}");
 
     // All down at once.
     let children: Vec<_> = (0..24)
@@ -642,5 +652,124 @@ fn a_running_program_is_refused_while_its_tunnel_is_down() {
             .is_empty(),
         "{}",
         log.text()
+    );
+}
+
+/// Packets received on `dev` in `ns` so far.
+fn rx_packets(ns: &Netns, dev: &str) -> u64 {
+    let out = ns.ip(&["-s", "-o", "link", "show", dev]);
+    // `... RX: bytes packets ...\    1234 5 ...`: the second number after "RX:".
+    let after = out.split("RX:").nth(1).unwrap_or_else(|| panic!("{out}"));
+    let nums: Vec<u64> = after
+        .split(|c: char| c.is_whitespace() || c == '\\')
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    nums[1]
+}
+
+/// The fallback block policy, in the kernel. A gateway namespace has a
+/// route to the client network through a veth (the mark's route) and no
+/// IPsec policy of a daemon: the state right after the daemon removed its
+/// own. Once `updown` has brought the marked connection up, and after it
+/// went down again, a datagram or a connect with the connection's mark
+/// fails at once (EPERM) and nothing reaches the wire; without the mark
+/// the same datagram leaves, so the route was there to take.
+#[test]
+fn a_marked_packet_meets_a_block_not_the_clear_once_the_policy_is_gone() {
+    require_root!();
+    let (_t, dir) = rules_dir();
+    let gw = Netns::new();
+    let peer = Netns::new();
+    // No IPv6: its neighbour discovery would be counted on the wire.
+    for ns in [&gw, &peer] {
+        let mut c = ns.command("sysctl");
+        c.args([
+            "-qw",
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        ]);
+        run_with_timeout(&mut c, Duration::from_secs(10)).assert_success();
+    }
+    gw.veth_to(&peer, "s-c1", "192.0.2.1/30", "c-srv", "192.0.2.2/30");
+    gw.ip(&[
+        "route",
+        "add",
+        "198.18.0.0/24",
+        "via",
+        "192.0.2.2",
+        "dev",
+        "s-c1",
+    ]);
+    let d = dir.to_str().unwrap();
+    let call = |verb: &str| {
+        let vars = [
+            ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            ("PLUTO_VERSION", "1.1"),
+            ("PLUTO_VERB", verb),
+            ("PLUTO_CONNECTION", "c1"),
+            ("PLUTO_MY_CLIENT", "203.0.113.1/32"),
+            ("PLUTO_PEER_CLIENT", "198.18.0.0/24"),
+            ("PLUTO_MARK_OUT", "2154102784/0xffffffff"),
+        ];
+        let mut c = gw.command_env(&vars, cli_path());
+        c.args(["updown", "--dir", d]);
+        let out = run_with_timeout(&mut c, Duration::from_secs(30));
+        assert_eq!(out.code(), Some(0), "{verb}: {out}");
+    };
+    let probe = r#"
+import errno, socket, struct, sys
+mark = struct.pack("I", 0x80650000)
+def outcome(f):
+    try:
+        f()
+        return "sent"
+    except OSError as e:
+        return errno.errorcode[e.errno]
+def udp(marked):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if marked:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+    s.sendto(b"x", ("198.18.0.5", 7))
+def tcp():
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+    s.settimeout(3)
+    s.connect(("198.18.0.5", 80))
+which = sys.argv[1]
+print(outcome({"udp-marked": lambda: udp(True), "tcp-marked": tcp, "udp-plain": lambda: udp(False)}[which]))
+"#;
+    let run = |which: &str| -> String {
+        let mut c = gw.command(python3());
+        c.args(["-c", probe, which]);
+        let out = run_with_timeout(&mut c, Duration::from_secs(30));
+        assert_eq!(out.code(), Some(0), "{out}");
+        out.stdout.trim().to_string()
+    };
+
+    call("up-client");
+    let blocks = gw.ip(&["xfrm", "policy", "list"]);
+    assert_eq!(blocks.matches("action block").count(), 2, "{blocks}");
+    for verb in ["up-client", "down-client"] {
+        if verb == "down-client" {
+            call(verb);
+            assert!(listing(&dir).is_empty(), "the file goes with the last SA");
+        }
+        let before = rx_packets(&peer, "c-srv");
+        assert_eq!(run("udp-marked"), "EPERM", "after {verb}");
+        assert_eq!(run("tcp-marked"), "EPERM", "after {verb}");
+        assert_eq!(
+            rx_packets(&peer, "c-srv"),
+            before,
+            "after {verb}: nothing on the wire"
+        );
+    }
+    // The blocks stay for the next time the tunnel is down.
+    let blocks = gw.ip(&["xfrm", "policy", "list"]);
+    assert_eq!(blocks.matches("action block").count(), 2, "{blocks}");
+    let before = rx_packets(&peer, "c-srv");
+    assert_eq!(run("udp-plain"), "sent");
+    assert!(
+        rx_packets(&peer, "c-srv") > before,
+        "unmarked, the route is taken"
     );
 }

@@ -6,8 +6,11 @@
 //! 2 usage error; 126 the program cannot be run or would not be steered;
 //! 127 the program was not found.
 
+mod apply;
+mod cgroup;
 mod explain;
 mod library;
+mod nft;
 mod probe;
 mod run;
 mod settings;
@@ -79,6 +82,11 @@ enum Command {
         /// setuid/setgid, file capabilities, other ELF class)
         #[arg(long = "allow-unsteered")]
         allow_unsteered: bool,
+        /// Steer in the kernel instead (static binaries, io_uring, setuid
+        /// programs): move into the profile's cgroup, whose rules
+        /// `ldsaref apply` installed, and exec CMD without LD_PRELOAD
+        #[arg(long, conflicts_with = "allow_unsteered")]
+        cgroup: bool,
         /// The program and its arguments
         #[arg(
             required = true,
@@ -116,6 +124,10 @@ enum Command {
     /// Steer the programs of an interactive shell: eval "$(ldsaref shell on …)"
     #[command(subcommand, after_help = EXIT_CODES)]
     Shell(shellmode::ShellCmd),
+    /// Install the rules in the kernel: nftables table inet ldsaref and
+    /// one cgroup per profile, for `ldsaref run --cgroup` (root)
+    #[command(after_help = EXIT_CODES)]
+    Apply(apply::ApplyArgs),
     /// Keep one rules file per IPsec connection, as pluto's updown script
     #[command(after_help = EXIT_CODES)]
     Updown(updown::UpdownArgs),
@@ -132,7 +144,14 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run {
             steer,
+            cgroup: true,
+            command,
+            ..
+        } => run::run_cgroup(&steer, &command),
+        Command::Run {
+            steer,
             allow_unsteered,
+            cgroup: false,
             command,
         } => run::run(&steer, allow_unsteered, &command),
         Command::Check { file } => settings::check(file.as_deref()),
@@ -140,6 +159,7 @@ fn main() -> ExitCode {
         Command::Probe { klips_abi } => probe::probe(klips_abi.as_deref()),
         Command::Env { steer, unset } => run::env(&steer, unset),
         Command::Shell(cmd) => shellmode::shell(&cmd),
+        Command::Apply(args) => apply::apply(&args),
         Command::Updown(args) => updown::updown(&args),
         Command::Completions { shell } => shellmode::completions(shell),
     };

@@ -75,7 +75,7 @@ pub fn run(opts: &SteerOpts, allow_unsteered: bool, command: &[OsString]) -> u8 
             );
         } else {
             eprintln!(
-                "ldsaref: {}: {why}, so its traffic would not be steered; refusing to run it (--allow-unsteered runs it anyway)",
+                "ldsaref: {}: {why}, so its traffic would not be steered; refusing to run it (`ldsaref run --cgroup` steers it in the kernel; --allow-unsteered runs it anyway)",
                 resolved.display()
             );
             return 126;
@@ -97,6 +97,138 @@ pub fn run(opts: &SteerOpts, allow_unsteered: bool, command: &[OsString]) -> u8 
     } else {
         126
     }
+}
+
+/// `ldsaref run --cgroup`: checks that the installed table is the one
+/// the rules give, moves this process into the profile's cgroup and
+/// replaces it with `command` (same PID, no LD_PRELOAD): the kernel steers
+/// every socket of the program and its children, whatever creates them.
+pub fn run_cgroup(opts: &SteerOpts, command: &[OsString]) -> u8 {
+    match prepare_cgroup(opts) {
+        Ok(()) => {}
+        Err((code, e)) => {
+            eprintln!("ldsaref: {e}");
+            return code;
+        }
+    }
+    let program = &command[0];
+    let err = std::process::Command::new(program)
+        .args(&command[1..])
+        .exec();
+    eprintln!("ldsaref: {}: {err}", program.to_string_lossy());
+    if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    }
+}
+
+fn prepare_cgroup(opts: &SteerOpts) -> Result<(), (u8, String)> {
+    let none = Overrides::new();
+    let preload_only = [
+        ("--mode", opts.mode.is_some()),
+        ("--on-error", opts.on_error.is_some()),
+        ("--log", opts.log.is_some()),
+        ("--klips-abi", opts.klips_abi.is_some()),
+    ];
+    if let Some((name, _)) = preload_only.iter().find(|(_, set)| *set) {
+        return Err((
+            2,
+            format!("{name} is an option of the preload; it has no meaning with --cgroup"),
+        ));
+    }
+    // The catch-all SAref, read as the library reads IPSEC_SAREF.
+    let saref = match opts
+        .saref
+        .clone()
+        .or_else(|| settings::get(&none, vars::IPSEC_SAREF))
+    {
+        None => None,
+        Some(v) => Some(
+            v.parse::<ldsaref_rules::Saref>()
+                .map_err(|e| (1, format!("--saref/IPSEC_SAREF: {e}")))?,
+        ),
+    };
+    let profile = opts
+        .profile
+        .clone()
+        .or_else(|| settings::get(&none, vars::LDSAREF_PROFILE))
+        .ok_or((
+            2,
+            "--cgroup needs --profile (or LDSAREF_PROFILE): a process is steered by its \
+             profile's cgroup (for --saref alone, an empty section `[NAME]` in the rules will do)"
+                .to_owned(),
+        ))?;
+    let location = crate::apply::location(opts.rules.as_deref()).map_err(|e| (1, e))?;
+    // The rules and the profile first: their errors say more.
+    let found = crate::cgroup::Cgroup2::find();
+    let desired = crate::apply::compiled(&location)
+        .and_then(|c| crate::apply::desired(c, found.as_ref().ok(), false))
+        .map_err(|e| (1, e))?;
+    let Some(maps) = desired.compiled.profiles.iter().find(|p| p.name == profile) else {
+        let known: Vec<&str> = desired
+            .compiled
+            .profiles
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        return Err((
+            1,
+            format!(
+                "unknown profile {profile:?} (the rules have: {})",
+                if known.is_empty() {
+                    "no profile sections".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        ));
+    };
+    let rel = maps.cgroup();
+    let cg = found.map_err(|e| (1, e))?;
+    match crate::nft::installed_fingerprint().map_err(|e| (1, e))? {
+        None => {
+            return Err((
+                1,
+                "no table inet ldsaref is installed in this network namespace, so nothing would \
+                 steer the program: run `ldsaref apply` (as root) first"
+                    .to_owned(),
+            ))
+        }
+        Some(fp) if fp != desired.fingerprint || cg.id(&rel).is_none() => {
+            return Err((
+                1,
+                "the installed table inet ldsaref is older than the rules (they changed, or a \
+                 cgroup was made again since): run `ldsaref apply` to install them"
+                    .to_owned(),
+            ))
+        }
+        Some(_) => {}
+    }
+    let rel = match saref {
+        None => rel,
+        Some(n) => {
+            // Its own cgroup below the profile's, and its element in the
+            // table's catch-all map (a path nft resolves now; `apply`
+            // keeps the elements of the catch-all cgroups that exist).
+            let c = ldsaref_nft::CatchAll {
+                profile: profile.clone(),
+                saref: n.get(),
+            };
+            let rel = c.cgroup();
+            cg.ensure(&rel).map_err(|e| (1, e))?;
+            let prefix = cg.nft_prefix().map_err(|e| (1, e))?;
+            crate::nft::run_batch(&format!(
+                "add element {} {} {{ \"{prefix}{rel}\" : {:#010x} }}\n",
+                ldsaref_nft::TABLE,
+                ldsaref_nft::CATCH_ALL_MAP,
+                ldsaref_nft::mast_mark(n.get())
+            ))
+            .map_err(|e| (1, e))?;
+            rel
+        }
+    };
+    cg.join(&rel).map_err(|e| (1, e))
 }
 
 /// Prints `export` lines (or `unset` lines) for `eval`.

@@ -1,0 +1,419 @@
+//! `ldsaref updown`: keeps one rules file per IPsec connection in a rules
+//! directory, from the variables the IKE daemon (libreswan's pluto,
+//! strongSwan's charon) gives its updown script, so that a tunnel's SA is
+//! named in the rules while the tunnel is up, and nothing steered into it
+//! can leave in the clear once it is down.
+//!
+//! - [`call`]: one call's variables (verb, connection, selector, SA);
+//! - [`conn_file`]: the connection's file, one entry per subnet pair;
+//! - [`kernel`]: the fallback block policy and xfrm interface names;
+//! - [`fsio`]: locking and atomic replacement in the rules directory.
+//!
+//! Every change is a complete file renamed into place, under an exclusive
+//! lock on the directory, so a reader (the library reloading, `check`)
+//! sees the old rules or the new ones, never half a file, and concurrent
+//! invocations never lose each other's work.
+
+mod call;
+mod conn_file;
+mod fsio;
+mod kernel;
+
+use std::fs;
+use std::path::PathBuf;
+
+use clap::Args;
+use ldsaref_rules::files;
+use ldsaref_rules::RuleSet;
+
+use call::{Kind, Sa};
+use conn_file::{ConnFile, WhenDown};
+use kernel::Xfrm;
+
+#[derive(Args, Debug)]
+pub struct UpdownArgs {
+    /// The rules directory the files are written to
+    #[arg(long, value_name = "DIR", default_value = files::SYSTEM_DIR)]
+    pub dir: PathBuf,
+    /// Steer with this mark instead of what the daemon names; decimal or
+    /// 0x hex. Default: PLUTO_PEER_REF, else CONNMARK_OUT (libreswan
+    /// mark=), else PLUTO_MARK_OUT (strongSwan mark_out), else the xfrm
+    /// interface of PLUTO_IF_ID_OUT (strongSwan if_id_out)
+    #[arg(long, value_name = "N[/MASK]")]
+    pub mark: Option<String>,
+    /// Write the rule outside any section, for every wrapped program, not
+    /// only for LDSAREF_PROFILE=CONN
+    #[arg(long)]
+    pub global: bool,
+    /// What down-client and unroute-client leave: remove the file; deny
+    /// (the connection's client network refused, also to programs already
+    /// running); empty (its section without rules: the global rules apply)
+    #[arg(long = "on-down", value_enum, default_value_t = OnDown::Remove)]
+    pub on_down: OnDown,
+    /// Do not install the fallback XFRM block policy behind a mark rule
+    /// (then a marked packet sent after the daemon removed its policy
+    /// follows the mark's route, in the clear if that route allows it)
+    #[arg(long = "no-block-policy")]
+    pub no_block_policy: bool,
+}
+
+/// What a connection going down leaves in the rules directory.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnDown {
+    /// No file once every SA of the connection is down: programs with
+    /// LDSAREF_PROFILE=CONN fail closed (every inet connect and send
+    /// refused) until it is up again, and new ones refuse to start (an
+    /// unknown profile). A subnet that goes down while others of the
+    /// connection stay up is denied.
+    Remove,
+    /// `CLIENT deny` in the section: nothing reaches the connection's
+    /// client networks until the connection is up again.
+    Deny,
+    /// The section without the down networks' rules: the global rules
+    /// decide for them.
+    Empty,
+}
+
+impl OnDown {
+    fn when_down(self) -> WhenDown {
+        match self {
+            OnDown::Remove => WhenDown::Remove,
+            OnDown::Deny => WhenDown::Deny,
+            OnDown::Empty => WhenDown::Empty,
+        }
+    }
+}
+
+/// `ldsaref updown`, with the environment read through `get` and the
+/// kernel reached through `xfrm`.
+pub fn updown_with(
+    args: &UpdownArgs,
+    get: &dyn Fn(&str) -> Option<String>,
+    xfrm: &dyn Xfrm,
+) -> Result<(), String> {
+    let verb = get("PLUTO_VERB").filter(|v| !v.is_empty()).ok_or(
+        "PLUTO_VERB is not set: run this as the IKE daemon's updown script (libreswan leftupdown=, strongSwan updown =), which sets PLUTO_VERB, PLUTO_CONNECTION, PLUTO_PEER_CLIENT...",
+    )?;
+    let kind = call::kind(&verb);
+    if kind == Kind::Ignore {
+        return Ok(());
+    }
+    if !args.dir.is_absolute() {
+        return Err(format!(
+            "--dir {}: must be an absolute path",
+            args.dir.display()
+        ));
+    }
+    let conn = get("PLUTO_CONNECTION").ok_or("PLUTO_CONNECTION is not set")?;
+    let name = call::sanitise(&conn)?;
+    let file = args.dir.join(format!("{name}.{}", files::EXTENSION));
+    let daemon = call::daemon(get);
+    let going_up = matches!(kind, Kind::Up | Kind::Route);
+
+    // A down that names no subnet pair takes the whole connection down.
+    let sel = if going_up || get("PLUTO_PEER_CLIENT").is_some() {
+        Some(call::selector(get)?)
+    } else {
+        None
+    };
+    let sa = if going_up {
+        match call::sa(args.mark.as_deref(), get)? {
+            Some(sa) => Some(sa),
+            // A routed connection may have no SA until it is up: the rule
+            // comes with up-client. Failing would fail the route.
+            None if kind == Kind::Route => {
+                println!("ldsaref: {verb} {conn:?}: no SA yet, nothing written (up-client writes the rule)");
+                return Ok(());
+            }
+            None => return Err(call::no_sa(get)),
+        }
+    } else {
+        None
+    };
+    let action = match &sa {
+        Some(Sa::IfId(id)) => Some(Sa::IfId(*id).action(Some(&xfrm.interface(*id)?))),
+        Some(sa) => Some(sa.action(None)),
+        None => None,
+    };
+    if let (Some(sel), Some(action)) = (&sel, &action) {
+        // The rule alone first, so that an error points at the daemon's
+        // values rather than at the directory.
+        let line = format!("{} {action}\n", sel.rule_prefix());
+        RuleSet::parse(&line, &file.display().to_string()).map_err(|e| {
+            format!("{e} (from PLUTO_PEER_CLIENT, PLUTO_PEER_PROTOCOL, PLUTO_PEER_PORT and the SA)")
+        })?;
+    }
+
+    if going_up {
+        fsio::create_dir(&args.dir)?;
+    } else if !args.dir.is_dir() {
+        return Ok(());
+    }
+    let lock = fsio::DirLock::take(&args.dir)?;
+
+    let mut state = match fs::read_to_string(&file) {
+        Ok(old) => {
+            if let Some(other) = conn_file::owner(&old).filter(|o| *o != format!("{conn:?}")) {
+                return Err(format!(
+                    "{}: written for connection {other}, whose name gives the same file name as {conn:?}; rename one of the connections",
+                    file.display()
+                ));
+            }
+            ConnFile::parse(&old).map_err(|e| {
+                format!(
+                    "{}: {e}; remove the file to start it afresh",
+                    file.display()
+                )
+            })?
+        }
+        // Nothing of this connection to take down.
+        Err(_) if !going_up => return Ok(()),
+        Err(_) => ConnFile::default(),
+    };
+    state.apply(kind, sel.as_ref(), action.as_deref());
+
+    // The block goes in before the rule that sets the mark can be read,
+    // and stays: see `kernel`.
+    if let (Some(sel), Some(sa @ Sa::Mark { .. })) = (&sel, &sa) {
+        if !args.no_block_policy {
+            xfrm.block(sel, sa).map_err(|e| {
+                format!(
+                    "cannot install the fallback block policy ({e}); nothing written: without it, packets with the mark could leave in the clear once {daemon} removes its policy (--no-block-policy steers without it)"
+                )
+            })?;
+        }
+    }
+
+    let section = (!args.global).then_some(name.as_str());
+    let text = if args.global && args.on_down == OnDown::Empty && !state.live() {
+        None
+    } else {
+        state.render(&conn, daemon, &verb, section, args.on_down.when_down())
+    };
+    let shown = if args.global {
+        String::new()
+    } else {
+        format!("[{name}] ")
+    };
+    match text {
+        Some(text) => {
+            if let Err(e) = fsio::check_directory(&args.dir, &file, Some(&text)) {
+                return Err(format!(
+                    "not written, {} would no longer load: {e}",
+                    args.dir.display()
+                ));
+            }
+            fsio::write_atomically(&lock, &file, &text)?;
+            let rules = state.rules(args.on_down.when_down());
+            let rules = if rules.is_empty() {
+                "no rules (connection down)".to_owned()
+            } else {
+                rules.join("; ")
+            };
+            println!("ldsaref: {}: {shown}{rules}", file.display());
+        }
+        None => {
+            fsio::remove(&lock, &file)?;
+            println!("ldsaref: {}: removed", file.display());
+        }
+    }
+    Ok(())
+}
+
+/// `ldsaref updown`: exit 0 done (or nothing to do), 1 with a message.
+pub fn updown(args: &UpdownArgs) -> u8 {
+    let get = |k: &str| std::env::var(k).ok();
+    match updown_with(args, &get, &kernel::Ip) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("ldsaref updown: {e}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::path::Path;
+
+    use call::Selector;
+
+    /// Records the block policies asked for; fails them on request.
+    #[derive(Default)]
+    struct FakeXfrm {
+        blocks: RefCell<Vec<String>>,
+        fail: bool,
+    }
+
+    impl Xfrm for FakeXfrm {
+        fn block(&self, sel: &Selector, sa: &Sa) -> Result<(), String> {
+            if self.fail {
+                return Err("RTNETLINK answers: Operation not permitted".into());
+            }
+            self.blocks
+                .borrow_mut()
+                .push(format!("{} {}", sel.rule_prefix(), sa.action(None)));
+            Ok(())
+        }
+
+        fn interface(&self, id: u32) -> Result<String, String> {
+            match id {
+                1 | 2 => Ok(format!("ipsec{id}")),
+                _ => Err(format!("no xfrm interface has if_id {id}")),
+            }
+        }
+    }
+
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let p = std::env::temp_dir()
+                .join(format!("ldsaref-updown-unit-{tag}-{}", std::process::id()));
+            let _ = fs::remove_dir_all(&p);
+            Scratch(p)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn args(dir: &Path) -> UpdownArgs {
+        UpdownArgs {
+            dir: dir.join("rules.d"),
+            mark: None,
+            global: false,
+            on_down: OnDown::Remove,
+            no_block_policy: false,
+        }
+    }
+
+    fn call(
+        a: &UpdownArgs,
+        x: &FakeXfrm,
+        verb: &str,
+        peer: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<(), String> {
+        let mut m: HashMap<String, String> = [
+            ("PLUTO_VERB", verb),
+            ("PLUTO_CONNECTION", "net"),
+            ("PLUTO_MY_CLIENT", "203.0.113.1/32"),
+            ("PLUTO_PEER_CLIENT", peer),
+            ("PLUTO_VERSION", "1.1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in extra {
+            m.insert(k.to_string(), v.to_string());
+        }
+        updown_with(a, &|k: &str| m.get(k).cloned(), x)
+    }
+
+    fn rules_of(a: &UpdownArgs) -> Option<String> {
+        let text = fs::read_to_string(a.dir.join("net.rules")).ok()?;
+        Some(
+            text.lines()
+                .filter(|l| !l.starts_with('#'))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    }
+
+    const MARK: (&str, &str) = ("PLUTO_MARK_OUT", "2154102784/0xffffffff");
+
+    #[test]
+    fn a_mark_rule_is_written_only_after_its_block_policy() {
+        let s = Scratch::new("block");
+        let a = args(&s.0);
+        let x = FakeXfrm::default();
+        call(&a, &x, "up-client", "198.18.0.0/24", &[MARK]).unwrap();
+        call(&a, &x, "up-client", "198.19.0.0/24", &[MARK]).unwrap();
+        assert_eq!(
+            *x.blocks.borrow(),
+            [
+                "198.18.0.0/24 mark 0x80650000",
+                "198.19.0.0/24 mark 0x80650000"
+            ]
+        );
+        assert_eq!(
+            rules_of(&a).unwrap(),
+            "[net]\n198.18.0.0/24 mark 0x80650000\n198.19.0.0/24 mark 0x80650000"
+        );
+        // Downs ask nothing of the kernel: the blocks stay.
+        call(&a, &x, "down-client", "198.18.0.0/24", &[MARK]).unwrap();
+        assert_eq!(x.blocks.borrow().len(), 2);
+        assert_eq!(
+            rules_of(&a).unwrap(),
+            "[net]\n198.18.0.0/24 deny\n198.19.0.0/24 mark 0x80650000"
+        );
+        call(&a, &x, "down-client", "198.19.0.0/24", &[MARK]).unwrap();
+        assert_eq!(rules_of(&a), None);
+
+        // A block that cannot be installed: nothing written.
+        let failing = FakeXfrm {
+            fail: true,
+            ..FakeXfrm::default()
+        };
+        let e = call(&a, &failing, "up-client", "198.18.0.0/24", &[MARK]).unwrap_err();
+        assert!(
+            e.contains("fallback block policy") && e.contains("--no-block-policy"),
+            "{e}"
+        );
+        assert_eq!(rules_of(&a), None);
+        // Unless asked to steer without it.
+        let b = UpdownArgs {
+            no_block_policy: true,
+            ..args(&s.0)
+        };
+        call(&b, &failing, "up-client", "198.18.0.0/24", &[MARK]).unwrap();
+        assert_eq!(
+            rules_of(&b).unwrap(),
+            "[net]\n198.18.0.0/24 mark 0x80650000"
+        );
+    }
+
+    #[test]
+    fn srefs_and_interfaces_need_no_block() {
+        let s = Scratch::new("noblock");
+        let a = args(&s.0);
+        let x = FakeXfrm::default();
+        call(
+            &a,
+            &x,
+            "up-client",
+            "198.18.0.0/24",
+            &[("PLUTO_IF_ID_OUT", "2")],
+        )
+        .unwrap();
+        call(
+            &a,
+            &x,
+            "up-client",
+            "198.51.100.0/24",
+            &[("PLUTO_PEER_REF", "101")],
+        )
+        .unwrap();
+        assert!(x.blocks.borrow().is_empty());
+        assert_eq!(
+            rules_of(&a).unwrap(),
+            "[net]\n198.18.0.0/24 dev ipsec2\n198.51.100.0/24 saref 101"
+        );
+        let e = call(
+            &a,
+            &x,
+            "up-client",
+            "198.19.0.0/24",
+            &[("PLUTO_IF_ID_OUT", "7")],
+        )
+        .unwrap_err();
+        assert!(e.contains("if_id 7"), "{e}");
+    }
+}

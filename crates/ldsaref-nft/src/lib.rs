@@ -1,0 +1,461 @@
+//! The cgroup backend's compiler: a [`RuleSet`] into one nftables table,
+//! `inet ldsaref`, that steers in the kernel what the preload cannot reach
+//! (static and Go binaries, io_uring, glibc's resolver, setuid programs).
+//!
+//! A pure function ([`compile`]) from the rules to a description of the
+//! table ([`Compiled`]): for the global rules and for every profile, two
+//! interval verdict maps (IPv4 and IPv6) keyed by
+//! `daddr . l4proto . dport`, whose elements are *disjoint* (the kernel
+//! refuses overlapping elements of a concatenated interval map with
+//! `EEXIST`), each pointing to a small chain per action. A profile's chain
+//! tries its own maps, then the global ones, as the library does; the
+//! global rules are not copied into every profile.
+//! [`Compiled::render`] gives the text for `nft -f`; [`Compiled::decide`]
+//! evaluates the maps the way the kernel does, so that tests can compare
+//! them with [`ldsaref_rules::Policy`] without root.
+//!
+//! # Precedence, flattened
+//!
+//! The library decides with the profile's rules first, then the global
+//! rules; in each set the longest prefix, then a port, then a protocol
+//! wins, and `pass` stops the search. For each section (global, each
+//! profile) the compiler cuts the address space of each family at every
+//! rule's network bounds, and the port space of each such cell at the port
+//! bounds of the rules covering it: inside one resulting piece every rule
+//! of the section either covers all of it or none of it, so the decision
+//! is the same everywhere in the piece, and it is taken from the rules
+//! crate itself ([`RuleSet::lookup`]) at the piece's first point (kept
+//! only when the section's own rule decides).
+//! The precedence is thus the library's by construction; the pieces'
+//! uniformity is what the property test checks. Neighbouring pieces with
+//! the same verdict are merged.
+//!
+//! # What the table does (see [`Compiled::render`])
+//!
+//! - A `type route hook output` chain jumps to `steer` for sockets of a
+//!   process in `ldsaref.slice` (cgroup v2, level 1).
+//! - `steer` leaves alone a packet that already has a mark (the program
+//!   set `SO_MARK` itself), sends each profile's cgroup
+//!   (`ldsaref.slice/ldsaref-PROFILE.slice`, level 2) to that profile's
+//!   maps, and drops the rest (fail closed: a cgroup of `ldsaref.slice`
+//!   whose profile has no rules in the table), loopback aside.
+//! - `saref N` sets the mast nfmark `(N << 16) | 0x80000000`; `mark V/M`
+//!   only the bits of `M`; `pass` accepts; `deny` answers a TCP SYN with a
+//!   reset (`connect` fails at once with `ECONNREFUSED`) and drops the
+//!   rest (`sendto` fails at once with `EPERM`); `reflect` sets on a reply
+//!   the mark its flow came in with (conntrack mark, saved by an input
+//!   chain). Route-type chains re-route a packet whose mark changed.
+//! - `dev IFNAME` cannot be done per packet: [`compile`] refuses it.
+//!
+//! The catch-all SAref (`IPSEC_SAREF`) is per process, not in the table.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod flatten;
+mod render;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+
+use ldsaref_rules::{Action, Proto, RuleSet};
+
+pub use render::{fingerprint, CATCH_ALL_MAP, COMMENT_PREFIX, FINGERPRINT_CHAIN};
+
+/// The nftables family and name of the table.
+pub const TABLE: &str = "inet ldsaref";
+/// The parent cgroup of every profile's cgroup, under the cgroup2 root.
+pub const SLICE: &str = "ldsaref.slice";
+
+/// What the kernel does to a packet a rule decides.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub enum Verdict {
+    /// `pass`: accept, unchanged.
+    Pass,
+    /// `deny`: TCP reset for TCP, drop otherwise.
+    Deny,
+    /// `reflect`: the conntrack mark of the flow, on replies.
+    Reflect,
+    /// `saref N`: the mast nfmark of SAref `N` (all 32 bits).
+    Saref(u16),
+    /// `mark V/M`: the bits `M` of the mark set to `V`.
+    Mark {
+        /// The bits to set (none outside `mask`).
+        value: u32,
+        /// Which bits.
+        mask: u32,
+    },
+}
+
+impl Verdict {
+    /// The verdict of a rule's action; `None` for `dev`, which nftables
+    /// cannot do.
+    pub fn of(action: Action) -> Option<Verdict> {
+        Some(match action {
+            Action::Saref(s) => Verdict::Saref(s.get()),
+            Action::Mark { value, mask } => Verdict::Mark { value, mask },
+            Action::Reflect => Verdict::Reflect,
+            Action::Pass => Verdict::Pass,
+            Action::Deny => Verdict::Deny,
+            Action::Dev(_) => return None,
+        })
+    }
+
+    /// The mark a packet with mark `current` leaves with, for the verdicts
+    /// that set one.
+    pub fn mark(self, current: u32) -> Option<u32> {
+        match self {
+            Verdict::Saref(n) => Some(mast_mark(n)),
+            Verdict::Mark { value, mask } => Some(current & !mask | value),
+            _ => None,
+        }
+    }
+}
+
+/// The mast nfmark of an SAref: `((saref & 0x7fff) << 16) | 0x80000000`.
+pub fn mast_mark(saref: u16) -> u32 {
+    (u32::from(saref & 0x7fff) << 16) | 0x8000_0000
+}
+
+/// One element of a profile's map: destinations `addr_lo..=addr_hi` (IPv4
+/// addresses are in the low 32 bits), protocol, remote ports
+/// `port_lo..=port_hi`, and the verdict.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Element {
+    /// First destination address.
+    pub addr_lo: u128,
+    /// Last destination address.
+    pub addr_hi: u128,
+    /// TCP or UDP.
+    pub proto: Proto,
+    /// First remote port.
+    pub port_lo: u16,
+    /// Last remote port.
+    pub port_hi: u16,
+    /// What the kernel does.
+    pub verdict: Verdict,
+}
+
+impl Element {
+    fn contains(&self, addr: u128, proto: Proto, port: u16) -> bool {
+        (self.addr_lo..=self.addr_hi).contains(&addr)
+            && self.proto == proto
+            && (self.port_lo..=self.port_hi).contains(&port)
+    }
+
+    /// Whether two elements share a point (the kernel refuses that).
+    pub fn overlaps(&self, other: &Element) -> bool {
+        self.proto == other.proto
+            && self.addr_lo <= other.addr_hi
+            && other.addr_lo <= self.addr_hi
+            && self.port_lo <= other.port_hi
+            && other.port_lo <= self.port_hi
+    }
+}
+
+/// The two maps of one section of the rules (a profile's, or the global
+/// rules): where the section decides, its verdict; elsewhere no element.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Maps {
+    /// IPv4 destinations (IPv4-mapped IPv6 destinations leave as IPv4).
+    pub v4: Vec<Element>,
+    /// IPv6 destinations, `::ffff:0:0/96` excluded.
+    pub v6: Vec<Element>,
+}
+
+impl Maps {
+    /// The verdict of the element covering the destination, read as the
+    /// kernel reads an interval map.
+    pub fn lookup(&self, dest: IpAddr, proto: Proto, port: u16) -> Option<Verdict> {
+        let (elements, key) = match dest {
+            IpAddr::V4(a) => (&self.v4, u128::from(u32::from(a))),
+            IpAddr::V6(a) => match a.to_ipv4_mapped() {
+                // A v4-mapped destination of an AF_INET6 socket leaves as
+                // an IPv4 packet.
+                Some(a4) => (&self.v4, u128::from(u32::from(a4))),
+                None => (&self.v6, u128::from(a)),
+            },
+        };
+        elements
+            .iter()
+            .find(|e| e.contains(key, proto, port))
+            .map(|e| e.verdict)
+    }
+
+    fn elements(&self) -> impl Iterator<Item = &Element> {
+        self.v4.iter().chain(&self.v6)
+    }
+
+    /// The number of elements.
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A profile's maps: its own rules only; the table falls through to the
+/// global maps where they have no element.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ProfileMaps {
+    /// The profile's name, as in the rules file.
+    pub name: String,
+    /// Its rules.
+    pub maps: Maps,
+}
+
+impl ProfileMaps {
+    /// The cgroup of the profile, relative to the cgroup2 root.
+    pub fn cgroup(&self) -> String {
+        cgroup_path(&self.name)
+    }
+}
+
+/// The whole table, before rendering.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Compiled {
+    /// The global rules, shared by every profile.
+    pub global: Maps,
+    /// One per profile, in order of first appearance.
+    pub profiles: Vec<ProfileMaps>,
+}
+
+impl Compiled {
+    /// The verdicts the maps use, each one chain (but `pass`).
+    pub fn verdicts(&self) -> BTreeSet<Verdict> {
+        self.profiles
+            .iter()
+            .flat_map(|p| p.maps.elements())
+            .chain(self.global.elements())
+            .map(|e| e.verdict)
+            .collect()
+    }
+
+    /// What the table does to a packet of a process in `profile`'s cgroup
+    /// to `dest` (`proto`, remote `port`), read from the maps as the
+    /// kernel does: the profile's maps, then the global ones. `None` when
+    /// no element matches (the packet leaves unchanged), and `None` also
+    /// for a profile the table does not have (the caller knows that the
+    /// kernel then drops it).
+    pub fn decide(&self, profile: &str, dest: IpAddr, proto: Proto, port: u16) -> Option<Verdict> {
+        let p = self.profiles.iter().find(|p| p.name == profile)?;
+        p.maps
+            .lookup(dest, proto, port)
+            .or_else(|| self.global.lookup(dest, proto, port))
+    }
+
+    /// [`decide`](Self::decide) for a process that also has a catch-all
+    /// SAref (`run --cgroup --saref N`, in the catch-all's cgroup): where
+    /// the maps decide nothing, IPv4 packets (v4-mapped destinations
+    /// included) get its mast nfmark.
+    pub fn decide_with(
+        &self,
+        profile: &str,
+        catch_all: Option<u16>,
+        dest: IpAddr,
+        proto: Proto,
+        port: u16,
+    ) -> Option<Verdict> {
+        self.profiles.iter().find(|p| p.name == profile)?;
+        let ipv4 = match dest {
+            IpAddr::V4(_) => true,
+            IpAddr::V6(a) => a.to_ipv4_mapped().is_some(),
+        };
+        self.decide(profile, dest, proto, port)
+            .or_else(|| catch_all.filter(|_| ipv4).map(Verdict::Saref))
+    }
+
+    /// The number of map elements, all maps together.
+    pub fn len(&self) -> usize {
+        self.global.len() + self.profiles.iter().map(|p| p.maps.len()).sum::<usize>()
+    }
+
+    /// Whether there are no elements at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A rule the kernel cannot apply.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct CompileError {
+    /// The rules file.
+    pub file: String,
+    /// The rule's line.
+    pub line: u32,
+    /// Why.
+    pub message: String,
+}
+
+/// `file:line: message`.
+impl fmt::Display for CompileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.message)
+    }
+}
+
+impl std::error::Error for CompileError {}
+
+/// Compiles the global rules and every profile of `set` into the table's
+/// maps (a profile's chain tries its maps, then the global ones). Fails on the first `dev` rule, naming its line.
+pub fn compile(set: &RuleSet) -> Result<Compiled, CompileError> {
+    if let Some(rule) = set.rules().find(|r| Verdict::of(r.action).is_none()) {
+        return Err(CompileError {
+            file: set.file_name(rule.origin).to_owned(),
+            line: rule.origin.line,
+            message: format!(
+                "`{}`: the cgroup backend cannot bind packets to an interface (nftables can \
+                 only mark them); use `mark` with a routing rule to that interface, or run the \
+                 program under the preload",
+                rule.action
+            ),
+        });
+    }
+    let maps = |scope| Maps {
+        v4: flatten::flatten(set, scope, false),
+        v6: flatten::flatten(set, scope, true),
+    };
+    let profiles = set
+        .profile_names()
+        .map(|name| ProfileMaps {
+            name: name.to_owned(),
+            maps: maps(set.profile(name)),
+        })
+        .collect();
+    Ok(Compiled {
+        global: maps(None),
+        profiles,
+    })
+}
+
+/// A profile's cgroup directory name, as systemd names a slice:
+/// `ldsaref-NAME.slice`, with `-` (systemd's hierarchy separator) and a
+/// leading `.` escaped the way `systemd-escape` does (`\x2d`, `\x2e`), so
+/// that a unit's `Slice=` of the same name lands in the same cgroup.
+pub fn cgroup_name(profile: &str) -> String {
+    let mut s = String::from("ldsaref-");
+    for (i, c) in profile.chars().enumerate() {
+        if c.is_ascii_alphanumeric() || c == '_' || c == ':' || (c == '.' && i > 0) {
+            s.push(c);
+        } else {
+            // Profile names are ASCII (A-Z a-z 0-9 _ . -).
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                s.push_str(&format!("\\x{b:02x}"));
+            }
+        }
+    }
+    s.push_str(".slice");
+    s
+}
+
+/// A profile's cgroup relative to the cgroup2 root:
+/// `ldsaref.slice/ldsaref-NAME.slice`.
+pub fn cgroup_path(profile: &str) -> String {
+    format!("{SLICE}/{}", cgroup_name(profile))
+}
+
+/// A process's catch-all SAref in the kernel (`ldsaref run --cgroup
+/// --profile P --saref N`): its own cgroup below P's,
+/// `ldsaref.slice/ldsaref-P.slice/ldsaref-P-sarefN.slice` (a nested slice,
+/// as systemd names them), which the table's `catchall` map gives the mast
+/// nfmark of N for what the rules leave undecided (IPv4 only, as the
+/// library's `IPSEC_SAREF`).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct CatchAll {
+    /// The profile.
+    pub profile: String,
+    /// The SAref.
+    pub saref: u16,
+}
+
+impl CatchAll {
+    /// The cgroup, relative to the cgroup2 root.
+    pub fn cgroup(&self) -> String {
+        format!(
+            "{}/{}",
+            cgroup_path(&self.profile),
+            catch_all_name(&self.profile, self.saref)
+        )
+    }
+
+    /// The catch-all a directory below `profile`'s cgroup stands for.
+    pub fn from_dir_name(profile: &str, name: &str) -> Option<CatchAll> {
+        let base = cgroup_name(profile);
+        let stem = base.strip_suffix(".slice")?;
+        let n = name
+            .strip_prefix(stem)?
+            .strip_prefix("-saref")?
+            .strip_suffix(".slice")?;
+        if n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let saref = n.parse::<u16>().ok().filter(|v| (1..=0x7fff).contains(v))?;
+        Some(CatchAll {
+            profile: profile.to_owned(),
+            saref,
+        })
+    }
+}
+
+fn catch_all_name(profile: &str, saref: u16) -> String {
+    let base = cgroup_name(profile);
+    format!("{}-saref{saref}.slice", base.trim_end_matches(".slice"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_names_are_systemd_slices() {
+        assert_eq!(cgroup_name("client1"), "ldsaref-client1.slice");
+        assert_eq!(cgroup_name("client-1"), "ldsaref-client\\x2d1.slice");
+        assert_eq!(cgroup_name(".x.y"), "ldsaref-\\x2ex.y.slice");
+        assert_eq!(cgroup_path("c1"), "ldsaref.slice/ldsaref-c1.slice");
+    }
+
+    #[test]
+    fn catch_all_cgroups() {
+        let c = CatchAll {
+            profile: "client-1".to_owned(),
+            saref: 101,
+        };
+        assert_eq!(
+            c.cgroup(),
+            "ldsaref.slice/ldsaref-client\\x2d1.slice/ldsaref-client\\x2d1-saref101.slice"
+        );
+        assert_eq!(
+            CatchAll::from_dir_name("client-1", "ldsaref-client\\x2d1-saref101.slice"),
+            Some(c)
+        );
+        for bad in [
+            "ldsaref-client\\x2d1-saref0.slice",
+            "ldsaref-client\\x2d1-saref040.slice",
+            "ldsaref-client\\x2d1-saref40000.slice",
+            "ldsaref-c2-saref1.slice",
+            "x",
+        ] {
+            assert_eq!(CatchAll::from_dir_name("client-1", bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn mast_marks() {
+        assert_eq!(mast_mark(101), 0x8065_0000);
+        assert_eq!(mast_mark(202), 0x80ca_0000);
+        assert_eq!(mast_mark(32767), 0xffff_0000);
+        assert_eq!(
+            Verdict::Mark {
+                value: 0x200,
+                mask: 0xff00
+            }
+            .mark(0x1234_5678),
+            Some(0x1234_0278)
+        );
+    }
+}

@@ -1,0 +1,686 @@
+//! The cgroup backend end to end (`ldsaref apply`, `ldsaref run --cgroup`)
+//! on the two-tunnel test bed (`scripts/testbed.sh`): a statically linked
+//! client (`tests/programs/cgclient.c`, `gcc -static`, out of any
+//! LD_PRELOAD's reach) reaches client1 or client2 as its profile says,
+//! over TCP (IPv4 and IPv6) and unconnected UDP; unwrapped it reaches
+//! neither; `deny` fails at once (TCP `ECONNREFUSED`, UDP `EPERM`) and the
+//! clients receive nothing; a cgroup of `ldsaref.slice` without rules in
+//! the table has its output dropped (fail closed).
+//!
+//! The route is chosen inside connect()/sendto(), before netfilter: in the
+//! bed's shape "no route to the client networks" the call fails with
+//! `ENETUNREACH` before the table can mark anything (asserted, it is the
+//! documented limit). The documented remedy, a route of ldsaref's own to
+//! the loopback device with the inner address as source, is tested next
+//! (steered packets reach their tunnel, the others never leave); then the
+//! other gateway shape, "a default route that leads elsewhere" (a veth
+//! whose peer forwards nothing), where the table's mark re-routes every
+//! packet into its tunnel.
+//!
+//! One test, in steps: the cgroups are machine-wide, and the steps share
+//! them. Profile names carry the test's PID so that concurrent runs do not
+//! meet. Needs root, nft, gcc with a static libc, and cgroup v2; the bed's
+//! namespaces (and with them the table) and the test's cgroups are removed
+//! at the end, also on failure.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{cli_path, run_with_timeout, source_dir, RunOutput, TempDir};
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+fn testbed_sh() -> PathBuf {
+    source_dir().join("scripts/testbed.sh")
+}
+
+/// The cgroup2 mount, from mountinfo (None: no cgroup v2 here).
+fn cgroup2_mount() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (right.starts_with("cgroup2 ") && left.split(' ').nth(3) == Some("/"))
+            .then(|| left.split(' ').nth(4).map(PathBuf::from))
+            .flatten()
+    })
+}
+
+fn static_client() -> Option<PathBuf> {
+    let src = source_dir().join("tests/programs/cgclient.c");
+    let dir = common::target_dir().join("test-programs");
+    std::fs::create_dir_all(&dir).ok()?;
+    let out = dir.join(format!("cgclient-static-{}", std::process::id()));
+    let ok = Command::new("gcc")
+        .args(["-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then_some(out)
+}
+
+/// What earlier runs killed before their `Drop` left: their beds (named
+/// `ldcg<PID>-`) and their cgroups (profiles `…-t<PID>`), for dead PIDs.
+fn sweep_stale(slice: &Path) {
+    let dead = |pid: &str| {
+        pid.parse::<u32>()
+            .is_ok_and(|p| p != std::process::id() && !Path::new(&format!("/proc/{p}")).exists())
+    };
+    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+        for name in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = name.split_whitespace().next().unwrap_or_default();
+            if let Some(pid) = name
+                .strip_prefix("ldcg")
+                .and_then(|r| r.strip_suffix("-srv"))
+            {
+                if dead(pid) {
+                    let prefix = format!("ldcg{pid}-");
+                    let _ = Command::new(testbed_sh()).args(["down", &prefix]).status();
+                }
+            }
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(slice) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_suffix(".slice")
+            .and_then(|n| n.rsplit_once("\\x2dt").or_else(|| n.rsplit_once("-t")))
+            .map(|(_, pid)| pid.to_owned());
+        if pid.is_some_and(|p| dead(&p)) {
+            if let Ok(children) = std::fs::read_dir(e.path()) {
+                for c in children.flatten().filter(|c| c.path().is_dir()) {
+                    let _ = std::fs::remove_dir(c.path());
+                }
+            }
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
+}
+
+struct Bed {
+    prefix: String,
+    dir: TempDir,
+    /// The test's profile cgroups, removed on drop.
+    cgroups: Vec<PathBuf>,
+    client: PathBuf,
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        // The table lives in the server's namespace and goes with it.
+        let _ = Command::new(testbed_sh())
+            .args(["down", &self.prefix])
+            .stdout(Stdio::null())
+            .status();
+        // Children (pushed after their parents) first.
+        for cg in self.cgroups.iter().rev() {
+            let _ = std::fs::remove_dir(cg);
+        }
+        if let Some(parent) = self.cgroups.first().and_then(|c| c.parent()) {
+            // Only if no one else uses it.
+            let _ = std::fs::remove_dir(parent);
+        }
+        let _ = std::fs::remove_file(&self.client);
+    }
+}
+
+impl Bed {
+    fn srv(&self) -> String {
+        format!("/run/netns/{}srv", self.prefix)
+    }
+
+    /// `args` in the server's network namespace, entered with nsenter
+    /// (which keeps /sys, and so the cgroup2 mount, unlike `ip netns exec`).
+    fn in_srv(&self, args: &[&str]) -> RunOutput {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.srv())).args(args);
+        common::clear_ldsaref_env(&mut c);
+        run_with_timeout(&mut c, TIMEOUT)
+    }
+
+    fn ldsaref(&self, args: &[&str]) -> RunOutput {
+        let cli = cli_path().display().to_string();
+        let mut all = vec![cli.as_str()];
+        all.extend_from_slice(args);
+        self.in_srv(&all)
+    }
+
+    /// The static client under `run --cgroup --profile profile`.
+    fn steered(&self, rules: &str, profile: &str, what: &str) -> RunOutput {
+        let client = self.client.display().to_string();
+        let mut args = vec![
+            "run",
+            "--cgroup",
+            "--rules",
+            rules,
+            "--profile",
+            profile,
+            "--",
+            &client,
+        ];
+        args.extend(what.split(' '));
+        self.ldsaref(&args)
+    }
+
+    fn unwrapped(&self, what: &str) -> RunOutput {
+        let client = self.client.display().to_string();
+        let mut args = vec![client.as_str()];
+        args.extend(what.split(' '));
+        self.in_srv(&args)
+    }
+
+    fn hits(&self, c: &str) -> u64 {
+        let out = run_with_timeout(
+            Command::new(testbed_sh()).args(["hits", &self.prefix, c]),
+            TIMEOUT,
+        );
+        assert!(out.success(), "testbed.sh hits: {out}");
+        out.stdout.trim().parse().unwrap()
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let out = run_with_timeout(
+            Command::new("ip")
+                .args(["-n", &format!("{}srv", self.prefix)])
+                .args(args),
+            TIMEOUT,
+        );
+        assert!(out.success(), "ip {args:?}: {out}");
+    }
+}
+
+/// The client's one line: the answer or `error NAME after N ms`.
+#[track_caller]
+fn answer(out: &RunOutput) -> String {
+    out.stdout
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// `error NAME after N ms` with N under a second.
+#[track_caller]
+fn failed_at_once(out: &RunOutput, errno: &str) {
+    let line = answer(out);
+    let ms: u64 = line
+        .strip_prefix(&format!("error {errno} after "))
+        .and_then(|r| r.strip_suffix(" ms"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("expected error {errno}: {out}"));
+    assert!(ms < 1000, "{errno} only after {ms} ms: {out}");
+}
+
+#[test]
+fn a_static_binary_is_steered_by_its_cgroup() {
+    require_root!();
+    let Some(mount) = cgroup2_mount() else {
+        eprintln!("SKIPPED (no cgroup v2 mounted): a_static_binary_is_steered_by_its_cgroup");
+        return;
+    };
+    if !Path::new("/usr/sbin/nft").exists() && !Path::new("/sbin/nft").exists() {
+        eprintln!("SKIPPED (no nft): a_static_binary_is_steered_by_its_cgroup");
+        return;
+    }
+    let client = static_client()
+        .expect("gcc -static cannot build tests/programs/cgclient.c (libc6-dev has libc.a)");
+    let pid = std::process::id();
+    let (p1, p2, pd, pr, pc) = (
+        format!("c1-t{pid}"),
+        format!("c2-t{pid}"),
+        format!("deny-t{pid}"),
+        format!("refl-t{pid}"),
+        format!("catch-t{pid}"),
+    );
+    let slice = mount.join("ldsaref.slice");
+    sweep_stale(&slice);
+    let mut bed = Bed {
+        prefix: format!("ldcg{pid}-"),
+        dir: TempDir::new("cgroup"),
+        cgroups: [&p1, &p2, &pd, &pr, &pc]
+            .iter()
+            .map(|p| slice.join(ldsaref_cgroup_name(p)))
+            .collect(),
+        client,
+    };
+    let out = run_with_timeout(
+        Command::new(testbed_sh()).args(["up", &bed.prefix]),
+        Duration::from_secs(60),
+    );
+    assert!(out.success(), "testbed.sh up: {out}");
+    let rules_text = format!(
+        "[{p1}]\n198.18.0.0/24 saref 101\n2001:db8:18::/64 mark 1\n\
+         [{p2}]\n198.18.0.0/24 saref 202\n2001:db8:18::/64 mark 2\n\
+         [{pd}]\n198.18.0.0/24 deny\n2001:db8:18::/64 deny\n\
+         [{pr}]\n198.18.0.0/24 reflect\n\
+         [{pc}]\n198.51.100.0/24 deny\n"
+    );
+    let rules = bed.dir.write("rules", &rules_text).display().to_string();
+
+    // No table yet: run --cgroup refuses, naming the fix.
+    let out = bed.steered(&rules, &p1, "udp 198.18.0.5 7");
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr.contains("no table inet ldsaref is installed"),
+        "{out}"
+    );
+    assert!(out.stderr.contains("run `ldsaref apply`"), "{out}");
+
+    let out = bed.ldsaref(&["apply", "--rules", &rules]);
+    assert!(out.success(), "{out}");
+    assert!(out.stdout.contains("installed (5 profiles"), "{out}");
+    for cg in &bed.cgroups {
+        assert!(cg.is_dir(), "{} was not created", cg.display());
+    }
+    let out = bed.ldsaref(&["apply", "--rules", &rules]);
+    assert!(out.stdout.contains("up to date"), "{out}");
+
+    // Shape 1, no route to the client networks: the route lookup in
+    // sendto()/connect() fails before netfilter runs.
+    let out = bed.steered(&rules, &p1, "udp 198.18.0.5 7");
+    failed_at_once(&out, "ENETUNREACH");
+    let out = bed.steered(&rules, &p1, "tcp 198.18.0.5 80");
+    failed_at_once(&out, "ENETUNREACH");
+
+    // The remedy for that shape: a route of ldsaref's own for the client
+    // networks, to the loopback device, with the inner address as source.
+    // Marked packets are re-routed into their tunnel; the others are
+    // looped back and never leave.
+    let before = (bed.hits("c1"), bed.hits("c2"));
+    bed.ip(&[
+        "route",
+        "add",
+        "198.18.0.0/24",
+        "dev",
+        "lo",
+        "src",
+        "203.0.113.1",
+    ]);
+    bed.ip(&[
+        "-6",
+        "route",
+        "add",
+        "2001:db8:18::/64",
+        "dev",
+        "lo",
+        "src",
+        "2001:db8:113::1",
+    ]);
+    let out = bed.unwrapped("udp 198.18.0.5 7");
+    assert!(answer(&out).starts_with("error "), "{out}");
+    let out = bed.unwrapped("tcp 198.18.0.5 80");
+    assert!(answer(&out).starts_with("error "), "{out}");
+    assert_eq!(
+        (bed.hits("c1"), bed.hits("c2")),
+        before,
+        "unsteered packets left"
+    );
+    for (profile, name) in [(&p1, "client1"), (&p2, "client2")] {
+        let out = bed.steered(&rules, profile, "udp 198.18.0.5 7");
+        assert_eq!(answer(&out), format!("{name}: ping"), "{out}");
+        let out = bed.steered(&rules, profile, "tcp 198.18.0.5 80");
+        assert_eq!(answer(&out), name, "{out}");
+        let out = bed.steered(&rules, profile, "tcp 2001:db8:18::5 80");
+        assert_eq!(answer(&out), name, "{out}");
+    }
+    bed.ip(&["route", "del", "198.18.0.0/24", "dev", "lo"]);
+    bed.ip(&["-6", "route", "del", "2001:db8:18::/64", "dev", "lo"]);
+
+    // Shape 2, a default route that leads elsewhere (nothing forwards
+    // from it): the table's mark re-routes into the tunnel, keeping the
+    // source address of that route.
+    bed.ip(&[
+        "link", "add", "els", "type", "veth", "peer", "name", "els-p",
+    ]);
+    bed.ip(&["link", "set", "els", "up"]);
+    bed.ip(&["link", "set", "els-p", "up"]);
+    bed.ip(&[
+        "route",
+        "add",
+        "default",
+        "dev",
+        "els",
+        "src",
+        "203.0.113.1",
+    ]);
+    bed.ip(&[
+        "-6",
+        "route",
+        "add",
+        "default",
+        "dev",
+        "els",
+        "src",
+        "2001:db8:113::1",
+    ]);
+
+    for (profile, name) in [(&p1, "client1"), (&p2, "client2")] {
+        let out = bed.steered(&rules, profile, "udp 198.18.0.5 7");
+        assert_eq!(answer(&out), format!("{name}: ping"), "{out}");
+        let out = bed.steered(&rules, profile, "tcp 198.18.0.5 80");
+        assert_eq!(answer(&out), name, "{out}");
+        let out = bed.steered(&rules, profile, "tcp 2001:db8:18::5 80");
+        assert_eq!(answer(&out), name, "{out}");
+    }
+
+    // A catch-all SAref (run --cgroup --saref, like IPSEC_SAREF): what the
+    // profile's rules leave undecided, IPv4 only.
+    let catch = slice.join(ldsaref_cgroup_name(&pc)).join(format!(
+        "{}-saref202.slice",
+        ldsaref_cgroup_name(&pc).trim_end_matches(".slice")
+    ));
+    bed.cgroups.push(catch.clone());
+    let client = bed.client.display().to_string();
+    let with_catch_all = |what: &str| {
+        let mut args = vec![
+            "run",
+            "--cgroup",
+            "--rules",
+            &rules,
+            "--profile",
+            &pc,
+            "--saref",
+            "202",
+            "--",
+            &client,
+        ];
+        args.extend(what.split(' '));
+        bed.ldsaref(&args)
+    };
+    let out = with_catch_all("udp 198.18.0.5 7");
+    assert_eq!(answer(&out), "client2: ping", "{out}");
+    assert!(catch.is_dir(), "{} was not made", catch.display());
+    let out = with_catch_all("tcp 198.18.0.5 80");
+    assert_eq!(answer(&out), "client2", "{out}");
+    let out = with_catch_all("tcp 2001:db8:18::5 80");
+    assert!(
+        answer(&out).starts_with("error "),
+        "IPv6 took the catch-all: {out}"
+    );
+    failed_at_once(&with_catch_all("udp 198.51.100.1 7"), "EPERM");
+    let out = bed.steered(&rules, &pc, "udp 198.18.0.5 7");
+    assert!(answer(&out).starts_with("error "), "{out}");
+
+    let before = (bed.hits("c1"), bed.hits("c2"));
+    // Unwrapped: neither tunnel.
+    let out = bed.unwrapped("udp 198.18.0.5 7");
+    assert!(answer(&out).starts_with("error "), "{out}");
+    let out = bed.unwrapped("tcp 198.18.0.5 80");
+    assert!(answer(&out).starts_with("error "), "{out}");
+    // deny: at once, and nothing leaves.
+    failed_at_once(
+        &bed.steered(&rules, &pd, "tcp 198.18.0.5 80"),
+        "ECONNREFUSED",
+    );
+    failed_at_once(
+        &bed.steered(&rules, &pd, "tcp 2001:db8:18::5 80"),
+        "ECONNREFUSED",
+    );
+    failed_at_once(&bed.steered(&rules, &pd, "udp 198.18.0.5 7"), "EPERM");
+    assert_eq!(
+        (bed.hits("c1"), bed.hits("c2")),
+        before,
+        "something reached a client"
+    );
+
+    // Fail closed: a cgroup of ldsaref.slice whose profile has no rules in
+    // the table (here: one the table never heard of).
+    let stray = slice.join(format!("ldsaref-stray-t{pid}.slice"));
+    std::fs::create_dir_all(&stray).unwrap();
+    bed.cgroups.push(stray.clone());
+    let procs = stray.join("cgroup.procs").display().to_string();
+    let client = bed.client.display().to_string();
+    let out = bed.in_srv(&[
+        "sh",
+        "-c",
+        &format!("echo $$ > '{procs}' && exec '{client}' udp 198.18.0.5 7"),
+    ]);
+    failed_at_once(&out, "EPERM");
+    assert_eq!(
+        (bed.hits("c1"), bed.hits("c2")),
+        before,
+        "something reached a client"
+    );
+
+    // reflect: an ordinary UDP server answers each tunnel's peer (both
+    // 198.18.0.5) through the tunnel its datagram came in on (the bed marks
+    // arrivals per tunnel; the table keeps that mark on the flow).
+    let server = source_dir().join("tests/programs/reflect_echo.py");
+    let cli = cli_path().display().to_string();
+    let echo_server = |steered: bool, count: &str| {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", bed.srv()));
+        if steered {
+            c.args([
+                &cli,
+                "run",
+                "--cgroup",
+                "--rules",
+                &rules,
+                "--profile",
+                &pr,
+                "--",
+            ]);
+        }
+        c.arg(common::python3())
+            .arg(&server)
+            .args(["203.0.113.1", "5000", count, "recvfrom"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        common::clear_ldsaref_env(&mut c);
+        let mut child = c.spawn().unwrap();
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+        assert_eq!(ready.trim(), "ready", "the echo server did not start");
+        child
+    };
+    let ask = |c: &str| {
+        let script = format!(
+            "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); \
+             s.settimeout(2); s.sendto(b'from {c}', ('203.0.113.1', 5000)); \
+             print(s.recv(100).decode())"
+        );
+        let ns = format!("{}{c}", bed.prefix);
+        run_with_timeout(
+            Command::new("ip")
+                .args(["netns", "exec", &ns])
+                .arg(common::python3())
+                .args(["-c", &script]),
+            TIMEOUT,
+        )
+    };
+    // Unsteered, the reply takes the default route, elsewhere.
+    let mut echo = echo_server(false, "1");
+    let out = ask("c1");
+    assert!(!out.success() && out.stdout.is_empty(), "{out}");
+    let _ = echo.kill();
+    let _ = echo.wait();
+
+    let mut echo = echo_server(true, "2");
+    // Meanwhile --remove refuses: the server would lose its steering.
+    let out = bed.ldsaref(&["apply", "--remove"]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr
+            .contains("not removing table inet ldsaref: 1 process"),
+        "{out}"
+    );
+    for c in ["c1", "c2"] {
+        let out = ask(c);
+        assert_eq!(out.stdout.trim(), format!("from {c}"), "{out}");
+    }
+    let status = echo.wait().unwrap();
+    assert!(status.success(), "the echo server failed: {status}");
+
+    // Changed rules: run --cgroup refuses until they are applied.
+    let rules = bed
+        .dir
+        .write(
+            "rules",
+            format!("{rules_text}[{p1}]\n198.51.100.0/24 mark 7\n"),
+        )
+        .display()
+        .to_string();
+    let out = bed.steered(&rules, &p1, "udp 198.18.0.5 7");
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("older than the rules"), "{out}");
+    let out = bed.ldsaref(&["apply", "--rules", &rules]);
+    assert!(out.stdout.contains("replaced"), "{out}");
+    // The new table keeps the catch-all cgroups that exist.
+    let out = bed.in_srv(&["nft", "list", "map", "inet", "ldsaref", "catchall"]);
+    assert!(
+        out.stdout.contains("-saref202.slice\" : 0x80ca0000"),
+        "{out}"
+    );
+    let out = bed.steered(&rules, &p1, "udp 198.18.0.5 7");
+    assert_eq!(answer(&out), "client1: ping", "{out}");
+
+    // `ip netns exec` mounts a fresh /sys: refused with the way out.
+    let out = run_with_timeout(
+        Command::new("ip").args([
+            "netns",
+            "exec",
+            &format!("{}srv", bed.prefix),
+            &cli,
+            "run",
+            "--cgroup",
+            "--rules",
+            &rules,
+            "--profile",
+            &p1,
+            "--",
+            "true",
+        ]),
+        TIMEOUT,
+    );
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("nsenter --net="), "{out}");
+
+    // --remove: the table goes; the cgroups nobody uses too.
+    let out = bed.ldsaref(&["apply", "--remove"]);
+    assert!(out.success(), "{out}");
+    let out = bed.in_srv(&["nft", "list", "tables"]);
+    assert!(!out.stdout.contains("ldsaref\n"), "{out}");
+    assert!(
+        !bed.cgroups[0].exists(),
+        "{} left",
+        bed.cgroups[0].display()
+    );
+    let out = bed.steered(&rules, &p1, "udp 198.18.0.5 7");
+    assert!(
+        out.stderr.contains("no table inet ldsaref is installed"),
+        "{out}"
+    );
+}
+
+/// `ldsaref-NAME.slice`, `-` escaped as systemd does (`\x2d`).
+fn ldsaref_cgroup_name(profile: &str) -> String {
+    format!("ldsaref-{}.slice", profile.replace('-', "\\x2d"))
+}
+
+/// `ldsaref apply ARGS` here, without root.
+fn apply_here(args: &[&str]) -> RunOutput {
+    let mut c = Command::new(cli_path());
+    c.arg("apply").args(args);
+    common::clear_ldsaref_env(&mut c);
+    run_with_timeout(&mut c, TIMEOUT)
+}
+
+#[test]
+fn print_shows_the_table_without_root() {
+    let dir = TempDir::new("cgroup-print");
+    let rules = dir.write(
+        "rules",
+        "198.18.0.0/15 deny\n[client-1]\n198.18.0.0/24 saref 101\n",
+    );
+    let out = apply_here(&["--print", "--rules", &rules.display().to_string()]);
+    assert!(out.success(), "{out}");
+    for want in [
+        "table inet ldsaref\ndelete table inet ldsaref\ntable inet ldsaref {\n",
+        "\t\t\t198.18.0.0/15 . tcp . 0-65535 : goto deny,\n",
+        "\t\t\t198.18.0.0/24 . udp . 0-65535 : goto saref_101,\n",
+        "ldsaref.slice/ldsaref-client\\x2d1.slice\" goto p0\n",
+        "\t\tmeta mark set 0x80650000\n",
+        "\t\tmeta l4proto tcp reject with tcp reset\n",
+    ] {
+        assert!(out.stdout.contains(want), "no {want:?} in {out}");
+    }
+}
+
+#[test]
+fn apply_names_the_line_of_what_it_cannot_do() {
+    let dir = TempDir::new("cgroup-errors");
+    let rules = dir.write(
+        "rules",
+        "[c1]\n198.18.0.0/24 saref 101\n10.0.0.0/8 dev eth0\n",
+    );
+    let path = rules.display().to_string();
+    let out = apply_here(&["--print", "--rules", &path]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("{path}:3: `dev eth0`: the cgroup backend cannot")),
+        "{out}"
+    );
+    assert!(out.stdout.is_empty(), "{out}");
+    // Rules errors are the library's, with the column.
+    let rules = dir.write("rules", "[c1]\n198.18.0.0/33 saref 101\n");
+    let out = apply_here(&["--rules", &path]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr
+            .contains(&format!("{path}:2:1: prefix length 33")),
+        "{out}"
+    );
+    let _ = rules;
+}
+
+#[test]
+fn run_cgroup_refuses_what_it_cannot_do() {
+    let dir = TempDir::new("cgroup-run");
+    let rules = dir.write("rules", "[c1]\n198.18.0.0/24 saref 101\n");
+    let rules = rules.display().to_string();
+    let run = |args: &[&str]| {
+        let mut c = Command::new(cli_path());
+        c.args(["run", "--cgroup", "--rules", &rules]).args(args);
+        common::clear_ldsaref_env(&mut c);
+        run_with_timeout(&mut c, TIMEOUT)
+    };
+    let out = run(&["--", "true"]);
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(out.stderr.contains("--cgroup needs --profile"), "{out}");
+    let out = run(&["--profile", "c1", "--mode", "nfmark", "--", "true"]);
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(
+        out.stderr.contains("--mode is an option of the preload"),
+        "{out}"
+    );
+    let out = run(&["--profile", "c1", "--saref", "0", "--", "true"]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr
+            .contains("--saref/IPSEC_SAREF: SAref 0 out of range"),
+        "{out}"
+    );
+    let out = run(&["--profile", "c9", "--", "true"]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr
+            .contains("unknown profile \"c9\" (the rules have: c1)"),
+        "{out}"
+    );
+    let out = run(&["--allow-unsteered", "--profile", "c1", "--", "true"]);
+    assert_eq!(out.code(), Some(2), "{out}");
+}
