@@ -36,6 +36,7 @@ cycle_up() { # DAEMON N
         pids+=($!)
     done
     wait "${pids[@]}"
+    echo "$(stamp)        initiated"
     for i in 1 2; do
         wait_calls up-client "c$i" "$n" 30 || {
             bad "$tag: up-client for c$i (wanted $n calls so far)" "$(sort -n "$REC/calls.log" 2>/dev/null | tail -n 8)"
@@ -172,6 +173,7 @@ daemon_phase() {
         for i in 1 2; do
             if ! ns_pid "c$i" charon >/dev/null; then
                 client_start "$i" "$daemon" || bad "$tag: cycle $k: restarting c$i's charon"
+                echo "$(stamp)        c$i: charon restarted"
             fi
         done
         ups=$((ups + nsub))

@@ -241,7 +241,7 @@ charon_start() { # NS
     STRONGSWAN_CONF=$E/$ns.strongswan.conf bg ip netns exec "$ns" \
         sh -c 'mount -t tmpfs tmpfs /run && exec /usr/lib/ipsec/charon' >>"$E/$ns.charon.out" 2>&1
     for ((i = 0; i < 300; i++)); do
-        [ -S "$E/$ns.vici" ] && swanctl_ --stats --uri "unix://$E/$ns.vici" >/dev/null 2>&1 && return 0
+        [ -S "$E/$ns.vici" ] && STRONGSWAN_CONF=$E/swanctl.conf timeout 5 swanctl --stats --uri "unix://$E/$ns.vici" >/dev/null 2>&1 && return 0
         sleep 0.1
     done
     return 1
@@ -272,7 +272,7 @@ client_initiate() { # I DAEMON
     local i=$1 c children=net
     [ "$2" = libreswan ] && children="net1 net2"
     for c in $children; do
-        swanctl_ --initiate --child "$c" --timeout 60 --uri "unix://$E/c$i.vici" >>"$E/c$i.initiate.out" 2>&1 || return 1
+        swanctl_ --initiate --child "$c" --timeout 40 --uri "unix://$E/c$i.vici" >>"$E/c$i.initiate.out" 2>&1 || return 1
     done
 }
 
