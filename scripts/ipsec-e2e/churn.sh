@@ -56,7 +56,12 @@ cycle_down_one() { # DAEMON I HOW N
     else
         client_kill "$i"
     fi
-    wait_calls down-client "c$i" "$n" 30 && echo "$(stamp)        c$i: down-client called"
+    wait_calls down-client "c$i" "$n" 30 || return 1
+    echo "$(stamp)        c$i: down-client called"
+    # A client that missed the server's DELETE (pluto busy, a lost
+    # packet) would go on using a dead IKE SA: it forgets it too.
+    [ "$how" = term ] && swanctl_ --terminate --ike srv --force --timeout 5 --uri "unix://$E/c$i.vici" >/dev/null 2>&1
+    return 0
 }
 
 rec_on() { touch "$REC/on"; }
