@@ -168,16 +168,20 @@ def report(a):
     - recovery: for each up-client call for a (client, subnet), the time
       from the call to the first message of that client received on that
       subnet; the worst one counts.
+    - recovery_after_return_ms: the same, from when the call returned.
     - ok_while_down: sends that succeeded more than `grace` s after a
-      down-client call and before the next up-client (nothing protects
-      them: they either leaked or were dropped silently).
+      down-client call returned and before the next up-client (they
+      either leaked, which the wire shows, or were dropped silently,
+      e.g. by libreswan's trap policy).
     """
-    # EPOCH VERB CONN PEER_CLIENT IF_ID EXIT, ordered by EPOCH
-    calls = [l[:5] for l in read(a["calls"]) if len(l) >= 6]
-    calls.sort(key=lambda l: float(l[0]))
-    calls = [[l[0], l[0]] + l[1:] for l in calls]  # [_, t, verb, conn, client]
+    # EPOCH VERB CONN PEER_CLIENT IF_ID EXIT END, ordered by EPOCH
+    raw = [l for l in read(a["calls"]) if len(l) >= 6]
+    raw.sort(key=lambda l: float(l[0]))
+    # [end, start, verb, conn, client]
+    calls = [[l[6] if len(l) > 6 else l[0], l[0], l[1], l[2], l[3]] for l in raw]
     out = {"daemon": a["daemon"], "cycles": a["cycles"], "sent": 0, "refused": 0,
            "delivered": 0, "leaked": a["leaked"], "wrong": 0, "recovery_ms": 0,
+           "recovery_after_return_ms": 0, "updown_call_max_ms": 0,
            "ok_while_down": 0, "ups": 0, "unrecovered": []}
     errnos = {}
     for name, c in a["clients"].items():
@@ -210,11 +214,17 @@ def report(a):
                 out["unrecovered"].append(f"{name} {sub} up at {t:.3f}")
                 continue
             out["recovery_ms"] = max(out["recovery_ms"], int((first - t) * 1000))
-        # down windows per subnet: [down + grace, next up)
+            # the same from when ldsaref updown returned (the rules written)
+            out["recovery_after_return_ms"] = max(out["recovery_after_return_ms"],
+                                                  int(max(0.0, first - float(l[0])) * 1000))
+        for l in mine:
+            out["updown_call_max_ms"] = max(out["updown_call_max_ms"], int((float(l[0]) - float(l[1])) * 1000))
+        # down windows per subnet: [down's return + grace, next up): the
+        # daemon removes its policies once updown has returned
         for l in mine:
             if not l[2].startswith("down"):
                 continue
-            t, sub = float(l[1]), l[4]
+            t, sub = float(l[0]), l[4]
             ups = [float(u[1]) for u in mine if u[2].startswith("up") and u[4] == sub and float(u[1]) > t]
             end = min(ups) if ups else float("inf")
             for s in sends:

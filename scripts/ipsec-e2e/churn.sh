@@ -206,7 +206,7 @@ daemon_phase_end() { # DAEMON VARIANT T0 [SINCE CYCLES]
         other=$(wire_count 'not esp and not arp and not (udp port 500 or udp port 4500) and not net 198.18.0.0/15')
         local conn1 conn2 json
         conn1=$(profile_of "$daemon" 1) conn2=$(profile_of "$daemon" 2)
-        json=$(printf '{"daemon": "%s", "cycles": %d, "leaked": %d, "grace": 1.0, "since": %s, "calls": "%s",
+        json=$(printf '{"daemon": "%s", "cycles": %d, "leaked": %d, "grace": 0.5, "since": %s, "calls": "%s",
             "clients": {"client1": {"send": "%s", "sink": "%s", "conn": "c1"},
                         "client2": {"send": "%s", "sink": "%s", "conn": "c2"}}}' \
             "$tag" "$cycles" "$leaked" "$since" "$REC/calls.log" \
@@ -232,7 +232,8 @@ import json, sys
 r = json.loads(sys.argv[1]); tag = sys.argv[2]
 print(f"SUMMARY {tag}: cycles {r['cycles']}, sent {r['sent']}, refused {r['refused']}, "
       f"delivered {r['delivered']}, leaked {r['leaked']}, wrong {r['wrong']}, "
-      f"worst recovery {r['recovery_ms']} ms (ups {r['ups']}, unrecovered {len(r['unrecovered'])}, "
+      f"worst recovery {r['recovery_ms']} ms (from the call's return {r['recovery_after_return_ms']} ms; "
+      f"longest updown call {r['updown_call_max_ms']} ms; ups {r['ups']}, unrecovered {len(r['unrecovered'])}, "
       f"ok-while-down {r['ok_while_down']}, errnos {r['errnos']})")
 print(f"CHECK {int(r['leaked'] == 0)} {tag}: no cleartext to/from the client networks on the wire ({r['leaked']} packets)")
 print(f"CHECK {int(r['wrong'] == 0)} {tag}: no message in the wrong tunnel ({r['wrong']})")

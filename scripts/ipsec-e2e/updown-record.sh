@@ -6,9 +6,10 @@
 #   updown-record.sh RECDIR LDSAREF updown --dir RULESDIR [options...]
 #
 # RECDIR/calls.log gets one line per call:
-#   EPOCH PLUTO_VERB PLUTO_CONNECTION PLUTO_PEER_CLIENT IF_ID_OUT EXIT
+#   EPOCH PLUTO_VERB PLUTO_CONNECTION PLUTO_PEER_CLIENT IF_ID_OUT EXIT END
 # (EPOCH: seconds.microseconds when the daemon called, which orders the
-# calls; the churn report measures recovery from it). While RECDIR/on
+# calls; the churn report measures recovery from it; END: when ldsaref
+# updown returned, after which the daemon acts). While RECDIR/on
 # exists, the environment of the call is also kept as
 # RECDIR/env/EPOCH-VERB-CONN.env: NAME=value lines, sorted, without any
 # variable whose name says it could hold key material (KEY, SECRET, PSK,
@@ -34,5 +35,5 @@ fi
 "$@"
 rc=$?
 # One short line, appended (O_APPEND): concurrent calls do not mix.
-echo "$t ${PLUTO_VERB:-none} ${PLUTO_CONNECTION:-none} ${PLUTO_PEER_CLIENT:-none} ${PLUTO_IF_ID_OUT:--} $rc" >>"$rec/calls.log"
+echo "$t ${PLUTO_VERB:-none} ${PLUTO_CONNECTION:-none} ${PLUTO_PEER_CLIENT:-none} ${PLUTO_IF_ID_OUT:-${PLUTO_VIRT_INTERFACE:--}} $rc $EPOCHREALTIME" >>"$rec/calls.log"
 exit $rc
