@@ -216,7 +216,7 @@ daemon_phase_end() { # DAEMON VARIANT T0 [SINCE CYCLES]
         if [ "$daemon" = strongswan ]; then
             rekeys=$(grep -c 'CHILD_SA .* established' "$E/srv.charon.log")
         else
-            rekeys=$(grep -c 'IPsec SA established' "$E/pluto.log")
+            rekeys=$(grep -c 'established Child SA\|rekeyed Child SA' "$E/pluto.log")
         fi
         echo "$(stamp)        report: $r"
         if [ "$leaked" != 0 ]; then

@@ -85,6 +85,11 @@ daemon_net_down() {
         ip -n "$ns" xfrm state flush
         ip -n "$ns" xfrm policy flush
     done
+    # The receivers' last TCP connections may still retransmit their FIN:
+    # the clients' block stays, or the next phase's captures would count
+    # them.
+    client_block 1
+    client_block 2
     for i in 1 2; do
         ip -n srv link del "ipsec$i" 2>/dev/null
         ip -n srv route flush table $((200 + i)) 2>/dev/null
@@ -299,7 +304,7 @@ client_kill() { # I
 client_block() { # I
     local dir
     for dir in out; do
-        ip -n "c$1" xfrm policy add src 198.18.0.0/15 dst 203.0.113.1/32 dir $dir action block priority 4000000000 2>/dev/null
+        ip -n "c$1" xfrm policy update src 198.18.0.0/15 dst 203.0.113.1/32 dir $dir action block priority 4000000000
     done
 }
 
