@@ -52,7 +52,14 @@ cycle_down_one() { # DAEMON I HOW N
     local daemon=$1 i=$2 how=$3 n=$4
     echo "$(stamp)        c$i: down ($how)"
     if [ "$how" = term ]; then
-        server_terminate "$daemon" "$i"
+        # A terminate that meets a rekey in progress can fail ("terminating
+        # SA failed"): the operator tries again.
+        local try
+        for try in 1 2 3; do
+            server_terminate "$daemon" "$i"
+            wait_calls down-client "c$i" "$n" 12 && break
+            echo "$(stamp)        c$i: no down-client yet, terminating again"
+        done
     else
         client_kill "$i"
     fi
