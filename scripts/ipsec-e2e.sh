@@ -5,9 +5,20 @@
 # private networks overlap (198.18.0.5 behind both), joined by ESP tunnels
 # that strongSwan negotiates with IKEv2, once with XFRM marks and once with
 # xfrm interfaces, and unmodified programs wrapped by ldsaref choosing the
-# tunnel. The host kernel has no ESP, hence the guest.
+# tunnel. The host kernel has no ESP, hence the guest. Then the daemon
+# phases: the server's IKE daemon, strongSwan and then libreswan (unpacked
+# privately: the two Debian packages conflict), runs `ldsaref updown`
+# itself, and wrapped programs keep sending while the tunnels churn
+# (scripts/ipsec-e2e/churn.sh).
 #
-#   sudo scripts/ipsec-e2e.sh [--no-build] [--timeout SECONDS]
+#   sudo scripts/ipsec-e2e.sh [--no-build] [--timeout SECONDS] [--churn N]
+#        [--only static|churn] [--daemon strongswan|libreswan]
+#        [--variant marks|xfrmi] [--record DIR] [--console FILE]
+#
+# --churn N: cycles per daemon (default 20, what CI runs; 100 is the full
+# run). --record DIR: writes the updown environments the daemons passed as
+# DIR/DAEMON/VARIANT/NN-VERB-CONN.env (e.g. DIR =
+# crates/ldsaref-cli/tests/fixtures/updown).
 #
 # Exit status 0 only when the guest reported that every check passed. The
 # guest's console is shown as it runs; on a failure it also dumps the xfrm
@@ -18,17 +29,51 @@ start=$SECONDS
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 build=1
-timeout_s=1200
+timeout_s=1500
+churn=20 only=all daemons=strongswan+libreswan variants=marks+xfrmi record= keep_console=
 while [ $# -gt 0 ]; do
     case $1 in
     --no-build) build= ;;
     --timeout) timeout_s=$2; shift ;;
-    *) sed -n '10p' "$0" >&2; exit 2 ;;
+    --churn) churn=$2; shift ;;
+    --only) only=$2; shift ;;
+    --daemon) daemons=$2; shift ;;
+    --variant) variants=$2; shift ;;
+    --record) record=$2; shift ;;
+    --console) keep_console=$2; shift ;;
+    *) sed -n '15,17p' "$0" >&2; exit 2 ;;
     esac
     shift
 done
+case $churn in '' | *[!0-9]*) echo "--churn: a number" >&2; exit 2 ;; esac
+case $only in all | static | churn) ;; *) echo "--only: static or churn" >&2; exit 2 ;; esac
+for d in ${daemons//+/ }; do
+    case $d in strongswan | libreswan) ;; *) echo "--daemon: strongswan or libreswan" >&2; exit 2 ;; esac
+done
+if [ -n "$record" ]; then
+    mkdir -p "$record"
+    record=$(cd "$record" && pwd)
+fi
 
 say() { echo "ipsec-e2e: $*"; }
+
+# The updown environments the guest printed between its marker lines, as
+# files under DIR (each DAEMON/VARIANT directory replaced as a whole).
+save_records() { # CONSOLE DIR
+    local out=$2 n
+    n=$(tr -d '\r' <"$1" | awk -v out="$out" '
+        /^LDSAREF-E2E-RECORD-BEGIN / {
+            name = $2
+            if (name ~ /(^|\/)\.\.(\/|$)/ || name ~ /^\//) { name = ""; next }
+            d = name; sub(/\/[^\/]*$/, "", d)
+            if (!(d in cleared)) { system("rm -rf \"" out "/" d "\"; mkdir -p \"" out "/" d "\""); cleared[d] = 1 }
+            file = out "/" name; printf "" >file; n++; next
+        }
+        /^LDSAREF-E2E-RECORD-END/ { if (file != "") close(file); file = ""; next }
+        file != "" { print >>file }
+        END { print n + 0 }')
+    say "recorded $n updown environments under $out"
+}
 finish() {
     local rc=$?
     [ -n "${qemu_pid:-}" ] && kill "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null || true
@@ -49,14 +94,39 @@ fi
 # installed here.
 packages=(qemu-system-x86 qemu-system-data linux-image-amd64 busybox-static cpio kmod gzip
     strongswan-charon strongswan-swanctl python3 curl socat iproute2 nftables tcpdump procps)
+# libreswan's runtime libraries: the package itself conflicts with
+# strongSwan's, so it is only unpacked (below).
+packages+=(libnss3-tools libnss3 libnspr4 libunbound8 libldns3 libevent-core-2.1-7
+    libevent-pthreads-2.1-7 libcap-ng0 libcurl3-nss libaudit1 libpam0g libldap-2.5-0)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+updated=
 if ((${#missing[@]})); then
     say "installing ${missing[*]}"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    updated=1
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# libreswan, unpacked where the guest can see it (not under /run, /mnt,
+# /tmp...: the guest mounts its own there); the guest overlays its
+# /usr/libexec/ipsec onto /usr/libexec.
+lsw_cache=/var/cache/ldsaref-e2e
+lsw=$lsw_cache/root
+if [[ $daemons == *libreswan* ]] && [ "$only" != static ] && [ ! -x "$lsw/usr/libexec/ipsec/pluto" ]; then
+    say "unpacking libreswan into $lsw"
+    mkdir -p "$lsw_cache"
+    [ -n "$updated" ] || DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    rm -f "$lsw_cache"/libreswan_*.deb
+    (cd "$lsw_cache" && apt-get download -q libreswan 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+    deb=$(ls "$lsw_cache"/libreswan_*.deb 2>/dev/null | head -1)
+    [ -n "$deb" ] || { say "apt-get download libreswan failed" >&2; exit 1; }
+    rm -rf "$lsw.new"
+    dpkg -x "$deb" "$lsw.new"
+    rm -rf "$lsw"
+    mv "$lsw.new" "$lsw"
 fi
 
 if [ -n "$build" ]; then
@@ -114,6 +184,7 @@ done < <(for m in virtio_pci 9pnet_virtio 9p; do modprobe -S "$kver" --show-depe
 # The guest's own deadline comes first, so that it can still show where it
 # stood; the host's catches a guest that hangs outright.
 guest_timeout=$((timeout_s > 240 ? timeout_s - 120 : timeout_s / 2))
+guest_opts="only=$only,daemons=$daemons,variants=$variants,churn=$churn,lsw=$lsw"
 cat >"$ird/init" <<INIT
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -127,13 +198,14 @@ mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=262144,cache=loose hostroo
 umount /dev /proc
 # switch_root, not chroot: module autoload (crypto, xfrm) resolves paths
 # from the kernel threads' root.
-exec switch_root /newroot /bin/bash "$here/ipsec-e2e/guest-init.sh" "$here/ipsec-e2e" "$bin" "$guest_timeout"
+exec switch_root /newroot /bin/bash "$here/ipsec-e2e/guest-init.sh" "$here/ipsec-e2e" "$bin" "$guest_timeout" "$guest_opts"
 INIT
 chmod +x "$ird/init"
 (cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) >"$work/initrd.gz"
 
 say "booting the guest (qemu, software emulation; timeout ${timeout_s} s)"
 console=$work/console.log
+: >"$console" # before tail starts: qemu's redirection may come later
 # -net none: the guest has no network device at all, so nothing it sends
 # can leave it; every address it uses lives in its own namespaces.
 timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
@@ -153,6 +225,11 @@ wait "$qemu_pid"
 wait "$tail_pid"
 set -e
 qemu_pid=
+
+[ -z "$keep_console" ] || cp "$console" "$keep_console"
+if [ -n "$record" ]; then
+    save_records "$console" "$record"
+fi
 
 result=$(grep -a '^LDSAREF-E2E-RESULT: ' "$console" | tail -1 | tr -d '\r' || true)
 if [ -z "$result" ]; then

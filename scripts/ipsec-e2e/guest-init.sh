@@ -2,7 +2,7 @@
 # PID 1 of the guest, on the host's / (read-only over 9p): mounts what a
 # Linux userland needs, runs the test with a deadline, reports the result on
 # the serial console as one marker line, and powers off.
-#   guest-init.sh SCRIPTDIR BINDIR TIMEOUT
+#   guest-init.sh SCRIPTDIR BINDIR TIMEOUT [OPTIONS]  (OPTIONS: see guest.sh)
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=/mnt/tmp TMPDIR=/mnt/tmp
 mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -15,10 +15,10 @@ mount -t tmpfs -o mode=755 scratch /mnt
 mkdir -m 1777 /mnt/tmp
 ip link set lo up
 
-dir=$1 bin=$2 deadline=${3:-900}
+dir=$1 bin=$2 deadline=${3:-900} opts=${4:-}
 rc=1
 if [ -x "$dir/guest.sh" ]; then
-    timeout -k 5 "$deadline" "$dir/guest.sh" "$dir" "$bin"
+    timeout -k 5 "$deadline" "$dir/guest.sh" "$dir" "$bin" "$opts"
     rc=$?
 fi
 if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then

@@ -13,12 +13,29 @@
 #          of SAref 101/202, fwmark rules route it towards its client
 #   xfrmi  xfrm interfaces ipsec1/ipsec2 (if_id 1/2), fwmark rules (1/2 and
 #          the mast nfmarks) and the device itself lead into them
+# Then the daemon phases (daemons.sh, churn.sh): the server's IKE daemon,
+# strongSwan then libreswan, runs `ldsaref updown` itself, and wrapped
+# programs keep sending while the tunnels churn.
 # Each check prints "ok" or "FAIL"; the exit status is 0 only when all passed.
-#   guest.sh SCRIPTDIR BINDIR
+#   guest.sh SCRIPTDIR BINDIR [OPTIONS]
+# OPTIONS, one word, comma-separated KEY=VALUE (from ipsec-e2e.sh):
+#   only=all|static|churn   daemons=strongswan+libreswan   churn=N
+#   variants=marks+xfrmi    lsw=DIR (libreswan unpacked on the host)
 set -uo pipefail
 
 dir=$1
 lds=$2/ldsaref
+opt_only=all opt_daemons=strongswan+libreswan opt_churn=20 opt_variants=marks+xfrmi
+IFS=, read -ra _opts <<<"${3:-}"
+for _o in "${_opts[@]}"; do
+    case $_o in
+    only=*) opt_only=${_o#*=} ;;
+    daemons=*) opt_daemons=${_o#*=} ;;
+    churn=*) opt_churn=${_o#*=} ;;
+    variants=*) opt_variants=${_o#*=} ;;
+    lsw=*) LSW=${_o#*=} ;;
+    esac
+done
 E=/mnt/e2e
 mkdir -p "$E"
 passed=0 failed=0 phase_failed=0
@@ -119,6 +136,8 @@ topology_up() {
         # (from 198.18.0.5, to match the tunnel's traffic selectors).
         ip -n "c$i" link add lan type dummy
         ip -n "c$i" addr add 198.18.0.5/24 dev lan
+        # A second subnet for the daemon phases (one updown call per pair).
+        ip -n "c$i" addr add 198.19.0.5/24 dev lan
         ip -n "c$i" link set lan up
         ip -n "c$i" route add 203.0.113.1/32 via "$s" dev c-srv src 198.18.0.5
     done
@@ -193,7 +212,9 @@ EOF
 
 # swanctl needs no plugin for what it does here; without a configuration
 # it tries the whole default list and reports each one missing.
-swanctl_() { STRONGSWAN_CONF=$E/swanctl.conf swanctl "$@"; }
+# Bounded: a daemon that takes the connection but never answers must not
+# hang the test.
+swanctl_() { STRONGSWAN_CONF=$E/swanctl.conf timeout 150 swanctl "$@"; }
 
 ike_up() {
     local style=$1 ns conf i
@@ -447,11 +468,31 @@ modprobe -a esp4 xfrm_user xfrm_interface veth dummy
 echo 'swanctl { load = random }' >"$E/swanctl.conf"
 counts
 topology_up
-if peers_up; then
-    phase marks
-    phase xfrmi
-else
-    dump setup
+if [ "$opt_only" != churn ]; then
+    if peers_up; then
+        phase marks
+        phase xfrmi
+    else
+        dump setup
+    fi
+fi
+if [ "$opt_only" != static ]; then
+    . "$dir/daemons.sh"
+    . "$dir/churn.sh"
+    kill_all_daemons
+    for d in ${opt_daemons//+/ }; do
+        if [ "$d" = libreswan ] && ! libreswan_install; then
+            bad "libreswan: cannot install it in the guest from $LSW"
+            continue
+        fi
+        for v in ${opt_variants//+/ }; do
+            # The churn runs with marks (where a leak would show); the xfrm
+            # interfaces get one cycle (recordings and the same checks).
+            n=$opt_churn
+            [ "$v" = xfrmi ] && n=1
+            daemon_phase "$d" "$v" "$n"
+        done
+    done
 fi
 echo "$(stamp) ==== guest: $passed passed, $failed failed"
 counts

@@ -1,0 +1,251 @@
+#!/usr/bin/python3
+"""The churn phase's long-running programs and its verdict.
+
+  churn.py sink NAME LOG      in a client: UDP and TCP receivers on
+                              198.18.0.5 and 198.19.0.5 (port 9000 both);
+                              logs "TIME PROTO LOCALADDR TAG SEQ" for each
+                              message received.
+  churn.py send NAME LOG      in the server, under `ldsaref run`: sends
+                              tagged messages to both of client NAME's
+                              subnets for as long as it lives, UDP with
+                              sendto (25/s) and TCP (a new connection
+                              each time, 5/s); logs "TIME PROTO DST SEQ
+                              RESULT" per attempt (ok, or the errno name).
+  churn.py report ...         the numbers and the verdict (see report()).
+
+Messages are "TAG SEQ PROTO DST": TAG is the client the sender means,
+so a receiver that gets another tag got it through the wrong tunnel.
+"""
+import errno
+import json
+import os
+import socket
+import sys
+import threading
+import time
+
+DSTS = ["198.18.0.5", "198.19.0.5"]
+PORT = 9000
+UDP_INTERVAL = 0.04
+TCP_INTERVAL = 0.2
+
+
+class Log:
+    """Line log shared by threads, flushed at least every 0.2 s."""
+
+    def __init__(self, path):
+        self.f = open(path, "a", buffering=1 << 16)
+        self.lock = threading.Lock()
+        self.last = time.monotonic()
+
+    def __call__(self, line):
+        with self.lock:
+            self.f.write(line + "\n")
+            now = time.monotonic()
+            if now - self.last > 0.2:
+                self.f.flush()
+                self.last = now
+
+
+def sink(name, logpath):
+    log = Log(logpath)
+
+    def udp(addr):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((addr, PORT))
+        while True:
+            data, _ = s.recvfrom(2048)
+            t = time.time()
+            f = data.decode(errors="replace").split()
+            if len(f) >= 2:
+                log(f"{t:.6f} udp {addr} {f[0]} {f[1]}")
+
+    def tcp_conn(c, addr):
+        c.settimeout(5)
+        buf = b""
+        try:
+            while not buf.endswith(b"\n"):
+                d = c.recv(256)
+                if not d:
+                    break
+                buf += d
+        except OSError:
+            pass
+        c.close()
+        t = time.time()
+        f = buf.decode(errors="replace").split()
+        if len(f) >= 2:
+            log(f"{t:.6f} tcp {addr} {f[0]} {f[1]}")
+
+    def tcp(addr):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((addr, PORT))
+        s.listen(64)
+        while True:
+            c, _ = s.accept()
+            threading.Thread(target=tcp_conn, args=(c, addr), daemon=True).start()
+
+    for a in DSTS:
+        threading.Thread(target=udp, args=(a,), daemon=True).start()
+        threading.Thread(target=tcp, args=(a,), daemon=True).start()
+    print("ready", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def ename(e):
+    return errno.errorcode.get(e.errno, str(e.errno)) if e.errno else type(e).__name__
+
+
+def send(name, logpath):
+    log = Log(logpath)
+
+    def udp():
+        # One unconnected socket for the whole run: sendto each time.
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        seq = 0
+        while True:
+            seq += 1
+            dst = DSTS[seq % 2]
+            t = time.time()
+            try:
+                s.sendto(f"{name} {seq} udp {dst}\n".encode(), (dst, PORT))
+                r = "ok"
+            except OSError as e:
+                r = ename(e)
+            log(f"{t:.6f} udp {dst} {seq} {r}")
+            time.sleep(UDP_INTERVAL)
+
+    def tcp():
+        seq = 0
+        while True:
+            seq += 1
+            dst = DSTS[seq % 2]
+            t = time.time()
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(1.0)
+            try:
+                s.connect((dst, PORT))
+                s.sendall(f"{name} {seq} tcp {dst}\n".encode())
+                r = "ok"
+            except socket.timeout:
+                r = "timeout"
+            except OSError as e:
+                r = ename(e)
+            finally:
+                s.close()
+            log(f"{t:.6f} tcp {dst} {seq} {r}")
+            time.sleep(TCP_INTERVAL)
+
+    threading.Thread(target=udp, daemon=True).start()
+    threading.Thread(target=tcp, daemon=True).start()
+    print("ready", flush=True)
+    while True:
+        time.sleep(3600)
+
+
+def read(path):
+    try:
+        with open(path) as f:
+            return [l.split() for l in f if l.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def subnet(addr):
+    return ".".join(addr.split(".")[:3]) + ".0/24"
+
+
+def report(a):
+    """a: JSON with daemon, cycles, clients {NAME: {send, sink, conn}},
+    calls (calls.log), leaked (packets), grace (s).
+
+    - sent: send attempts; refused: attempts that failed with an errno
+      (EACCES: ldsaref's deny / unknown profile; EPERM: the kernel's
+      policy); delivered: messages received by the right client.
+    - wrong: messages received by a client they were not meant for.
+    - recovery: for each up-client call for a (client, subnet), the time
+      from the call to the first message of that client received on that
+      subnet; the worst one counts.
+    - recovery_after_return_ms: the same, from when the call returned.
+    - ok_while_down: sends that succeeded more than `grace` s after a
+      down-client call returned and before the next up-client (they
+      either leaked, which the wire shows, or were dropped silently,
+      e.g. by libreswan's trap policy).
+    """
+    # EPOCH VERB CONN PEER_CLIENT IF_ID EXIT END, ordered by EPOCH
+    raw = [l for l in read(a["calls"]) if len(l) >= 6]
+    raw.sort(key=lambda l: float(l[0]))
+    # [end, start, verb, conn, client]
+    calls = [[l[6] if len(l) > 6 else l[0], l[0], l[1], l[2], l[3]] for l in raw]
+    out = {"daemon": a["daemon"], "cycles": a["cycles"], "sent": 0, "refused": 0,
+           "delivered": 0, "leaked": a["leaked"], "wrong": 0, "recovery_ms": 0,
+           "recovery_after_return_ms": 0, "updown_call_max_ms": 0,
+           "ok_while_down": 0, "ups": 0, "unrecovered": []}
+    errnos = {}
+    for name, c in a["clients"].items():
+        sends = read(c["send"])
+        recv = read(c["sink"])
+        out["sent"] += len(sends)
+        for s in sends:
+            if s[4] != "ok":
+                out["refused"] += 1
+                errnos[s[4]] = errnos.get(s[4], 0) + 1
+        right = [r for r in recv if r[3] == name]
+        out["wrong"] += len(recv) - len(right)
+        out["delivered"] += len({(r[1], r[4]) for r in right})
+        # up/down events of this client's connection, per subnet
+        mine = [l for l in calls if l[3] == c["conn"] or l[3].startswith(c["conn"] + "/")]
+        for l in mine:
+            if l[2] not in ("up-client", "up-host"):
+                continue
+            t, sub = float(l[1]), l[4]
+            if t < a.get("since", 0):
+                continue  # before the senders ran
+            out["ups"] += 1
+            first = min((float(r[0]) for r in right if subnet(r[2]) == sub and float(r[0]) >= t),
+                        default=None)
+            # a later down of the same subnet ends the wait
+            nxt = [float(d[1]) for d in mine
+                   if d[2].startswith("down") and d[4] == sub and float(d[1]) > t]
+            end = min(nxt) if nxt else None
+            if first is None or (end is not None and first > end):
+                out["unrecovered"].append(f"{name} {sub} up at {t:.3f}")
+                continue
+            out["recovery_ms"] = max(out["recovery_ms"], int((first - t) * 1000))
+            # the same from when ldsaref updown returned (the rules written)
+            out["recovery_after_return_ms"] = max(out["recovery_after_return_ms"],
+                                                  int(max(0.0, first - float(l[0])) * 1000))
+        for l in mine:
+            out["updown_call_max_ms"] = max(out["updown_call_max_ms"], int((float(l[0]) - float(l[1])) * 1000))
+        # down windows per subnet: [down's return + grace, next up): the
+        # daemon removes its policies once updown has returned
+        for l in mine:
+            if not l[2].startswith("down"):
+                continue
+            t, sub = float(l[0]), l[4]
+            ups = [float(u[1]) for u in mine if u[2].startswith("up") and u[4] == sub and float(u[1]) > t]
+            end = min(ups) if ups else float("inf")
+            for s in sends:
+                ts = float(s[0])
+                if s[4] == "ok" and subnet(s[2]) == sub and t + a["grace"] < ts < end:
+                    out["ok_while_down"] += 1
+    out["errnos"] = errnos
+    return out
+
+
+def main():
+    mode = sys.argv[1]
+    if mode == "sink":
+        sink(sys.argv[2], sys.argv[3])
+    elif mode == "send":
+        send(sys.argv[2], sys.argv[3])
+    elif mode == "report":
+        r = report(json.loads(sys.argv[2]))
+        print(json.dumps(r))
+    else:
+        sys.exit(__doc__)
+
+
+main()

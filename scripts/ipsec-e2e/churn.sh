@@ -1,0 +1,277 @@
+# Sourced by guest.sh (after daemons.sh): a daemon phase. The server's IKE
+# daemon (strongSwan or libreswan) runs `ldsaref updown` itself; programs
+# wrapped with `ldsaref run --rules RULES --profile CONN` send to both
+# clients the whole time, never restarted, while the tunnels come up, rekey,
+# are taken down by the server and lost to a peer that vanishes (kill -9,
+# noticed by DPD), and come back, CYCLES times. Then:
+#   - the wire: captures at both ends of both veths, the whole phase; any
+#     packet to or from the client networks that is not ESP/IKE is a leak
+#   - the receivers: a message tagged for the other client is a wrong one
+#   - recovery: from each up-client call to the first message received
+# and the updown environments of the first cycle and of the daemon's stop
+# are printed between marker lines (the host's --record keeps them).
+
+# The profile a program uses to reach client I: the connection's name,
+# the section `ldsaref updown` wrote. strongSwan passes the child's name
+# (c1); libreswan's rightsubnets={a b} makes one connection per subnet
+# ("c1/0x1", "c1/0x2"), whose sections are c1_0x1, c1_0x2: then the first.
+profile_of() { # DAEMON I
+    local f
+    if [ -e "$RULES/c$2.rules" ] || [ "$1" = strongswan ]; then
+        echo "c$2"
+        return
+    fi
+    for f in "$RULES/c$2"_*.rules; do
+        [ -e "$f" ] && basename "$f" .rules && return
+    done
+    echo "c$2"
+}
+
+# Brings both clients' tunnels up (in parallel) and waits until the server
+# has called up-client for each subnet of each; N: the count to reach.
+cycle_up() { # DAEMON N
+    local daemon=$1 n=$2 i pids=()
+    for i in 1 2; do
+        client_initiate "$i" "$daemon" &
+        pids+=($!)
+    done
+    wait "${pids[@]}"
+    echo "$(stamp)        initiated"
+    for i in 1 2; do
+        wait_calls up-client "c$i" "$n" 30 || {
+            bad "$tag: up-client for c$i (wanted $n calls so far)" "$(sort -n "$REC/calls.log" 2>/dev/null | tail -n 8)"
+            return 1
+        }
+    done
+}
+
+# Client I's tunnel goes down: the server terminates it (how=term) or the
+# client vanishes and the server's DPD notices (how=kill); waits for the
+# server's down-client calls (N so far).
+cycle_down_one() { # DAEMON I HOW N
+    local daemon=$1 i=$2 how=$3 n=$4
+    echo "$(stamp)        c$i: down ($how)"
+    if [ "$how" = term ]; then
+        # A terminate that meets a rekey in progress can fail ("terminating
+        # SA failed"): the operator tries again.
+        local try
+        for try in 1 2 3; do
+            server_terminate "$daemon" "$i"
+            wait_calls down-client "c$i" "$n" 12 && break
+            echo "$(stamp)        c$i: no down-client yet, terminating again"
+        done
+    else
+        client_kill "$i"
+    fi
+    wait_calls down-client "c$i" "$n" 30 || return 1
+    echo "$(stamp)        c$i: down-client called"
+    # A client that missed the server's DELETE (pluto busy, a lost
+    # packet) would go on using a dead IKE SA: it forgets it too.
+    [ "$how" = term ] && swanctl_ --terminate --ike srv --force --timeout 5 --uri "unix://$E/c$i.vici" >/dev/null 2>&1
+    return 0
+}
+
+rec_on() { touch "$REC/on"; }
+rec_off() { rm -f "$REC/on"; }
+
+# Prints the recorded environments, renumbered in call order, between
+# marker lines: NAME is DAEMON/VARIANT/NN-VERB-CONN.env.
+print_records() { # DAEMON VARIANT
+    local f n=0 base
+    for f in $(ls "$REC/env" 2>/dev/null | sort); do
+        n=$((n + 1))
+        base=${f#*-}
+        echo "LDSAREF-E2E-RECORD-BEGIN $1/$2/$(printf %02d $n)-$base"
+        cat "$REC/env/$f"
+        echo "LDSAREF-E2E-RECORD-END"
+    done
+    echo "$(stamp)        ($n updown environments recorded for $1/$2)"
+}
+
+wire_count() { # FILTER: packets matching it, summed over the four captures
+    local f total=0 c
+    for f in srv-c1 c1-srv srv-c2 c2-srv; do
+        c=$(tcpdump -n -r "$E/$f.pcap" "$1" 2>/dev/null | wc -l)
+        total=$((total + c))
+    done
+    echo $total
+}
+
+capture_stop() {
+    local ns p
+    for ns in srv c1 c2; do
+        for p in $(ip netns pids "$ns"); do
+            [ "$(cat /proc/"$p"/comm 2>/dev/null)" = tcpdump ] && kill -INT "$p"
+        done
+    done
+    sleep 1
+}
+
+# daemon_phase DAEMON VARIANT CYCLES
+daemon_phase() {
+    local daemon=$1 variant=$2 cycles=$3 i k t=$SECONDS
+    tag=$daemon/$variant
+    phase_failed=0
+    echo "$(stamp) ==== $tag: $daemon runs ldsaref updown; $cycles churn cycles"
+    rm -rf "$REC" "$RULES" "$E"/churn-*.log "$E/c1.initiate.out" "$E/c2.initiate.out"
+    mkdir -p "$REC/env" "$RULES"
+    chmod 755 "$RULES"
+    daemon_net_up "$daemon" "$variant"
+    capture_start
+    rec_on
+    if ! server_start "$daemon" "$variant"; then
+        bad "$tag: the server's $daemon did not start" "$(tail -n 20 "$E/srv.load.out" "$E/pluto.log" "$E/pluto.out" 2>/dev/null)"
+        daemon_phase_end "$daemon" "$variant" "$t"
+        return
+    fi
+    if [ "$daemon" = strongswan ]; then
+        echo "$(stamp)        server swanctl.conf ($variant):"
+        sed 's/^/           | /' "$E/srv.swanctl.conf"
+    else
+        echo "$(stamp)        server ipsec.conf ($variant):"
+        sed 's/^/           | /' "$E/lsw/ipsec.conf"
+    fi
+    for i in 1 2; do
+        client_block "$i"
+        client_start "$i" "$daemon" || bad "$tag: client c$i's charon" "$(cat "$E/c$i.load.out")"
+        bg ip netns exec "c$i" /usr/bin/python3 "$dir/churn.py" sink "client$i" "$E/churn-sink-c$i.log" \
+            >"$E/churn-sink-c$i.out" 2>&1
+    done
+    local nsub
+    nsub=$(wc -w <<<"$SUBNETS")
+    if ! cycle_up "$daemon" "$nsub"; then
+        daemon_phase_end "$daemon" "$variant" "$t"
+        return
+    fi
+    [ "$variant" = xfrmi ] && daemon_xfrmi_routes
+    ok "$tag: both tunnels up, updown called by $daemon ($(wc -l <"$REC/calls.log") calls)"
+    for f in "$RULES"/*; do
+        [ -e "$f" ] && echo "       $f:" && sed 's/^/         | /' "$f"
+    done
+    # The senders: started once the rules exist (ldsaref run refuses an
+    # unknown profile), never restarted.
+    local since
+    since=$(date +%s.%N)
+    for i in 1 2; do
+        bg ip netns exec srv "$lds" run --rules "$RULES" --profile "$(profile_of "$daemon" $i)" --mode nfmark -- \
+            /usr/bin/python3 "$dir/churn.py" send "client$i" "$E/churn-send-c$i.log" >"$E/churn-send-c$i.out" 2>&1
+    done
+    for i in 1 2; do
+        if ! wait_for "$E/churn-send-c$i.out" ready 30; then
+            bad "$tag: the sender for c$i did not start" "$(cat "$E/churn-send-c$i.out")"
+        fi
+    done
+    sleep 4
+    # Each cycle: one client's tunnel terminated by the server, the
+    # other's peer killed (DPD), alternating; a pause while down; both
+    # back up; a hold long enough for a CHILD rekey (lifetimes are short).
+    local downs=$nsub ups=$nsub
+    for ((k = 1; k <= cycles; k++)); do
+        [ "$k" = 2 ] && rec_off
+        local how1=term how2=kill pids=() rc=0
+        ((k % 2 == 0)) && how1=kill how2=term
+        cycle_down_one "$daemon" 1 $how1 "$downs" &
+        pids+=($!)
+        cycle_down_one "$daemon" 2 $how2 "$downs" &
+        pids+=($!)
+        for i in 0 1; do wait "${pids[$i]}" || rc=1; done
+        if [ "$rc" != 0 ]; then
+            bad "$tag: cycle $k: the server did not call down-client for both tunnels" \
+                "$(sort -n "$REC/calls.log" | tail -n 8)" "$(tail -n 5 "$E/srv.terminate.out" 2>/dev/null)"
+            break
+        fi
+        downs=$((downs + nsub))
+        sleep 1
+        for i in 1 2; do
+            if ! ns_pid "c$i" charon >/dev/null; then
+                client_start "$i" "$daemon" || bad "$tag: cycle $k: restarting c$i's charon"
+                echo "$(stamp)        c$i: charon restarted"
+            fi
+        done
+        ups=$((ups + nsub))
+        cycle_up "$daemon" "$ups" || break
+        [ "$variant" = xfrmi ] && daemon_xfrmi_routes
+        echo "$(stamp)        cycle $k/$cycles done ($(wc -l <"$REC/calls.log") updown calls)"
+        sleep 3
+    done
+    rec_on
+    server_stop "$daemon"
+    sleep 1
+    rec_off
+    daemon_phase_end "$daemon" "$variant" "$t" "$since" "$cycles"
+}
+
+# Stops everything of the phase, reads the wire and the logs, prints the
+# summary line and the checks.
+daemon_phase_end() { # DAEMON VARIANT T0 [SINCE CYCLES]
+    local daemon=$1 variant=$2 t=$3 since=${4:-} cycles=${5:-0}
+    capture_stop
+    kill_all_daemons
+    if [ -n "$since" ]; then
+        local leaked other rekeys
+        leaked=$(wire_count 'not esp and not arp and not (udp port 500 or udp port 4500) and net 198.18.0.0/15')
+        other=$(wire_count 'not esp and not arp and not (udp port 500 or udp port 4500) and not net 198.18.0.0/15')
+        local conn1 conn2 json
+        conn1=$(profile_of "$daemon" 1) conn2=$(profile_of "$daemon" 2)
+        json=$(printf '{"daemon": "%s", "cycles": %d, "leaked": %d, "grace": 0.5, "since": %s, "calls": "%s",
+            "clients": {"client1": {"send": "%s", "sink": "%s", "conn": "c1"},
+                        "client2": {"send": "%s", "sink": "%s", "conn": "c2"}}}' \
+            "$tag" "$cycles" "$leaked" "$since" "$REC/calls.log" \
+            "$E/churn-send-c1.log" "$E/churn-sink-c1.log" "$E/churn-send-c2.log" "$E/churn-sink-c2.log")
+        local r
+        r=$(python3 "$dir/churn.py" report "$json")
+        if [ "$daemon" = strongswan ]; then
+            rekeys=$(grep -c 'CHILD_SA .* established' "$E/srv.charon.log")
+        else
+            rekeys=$(grep -c 'established Child SA\|rekeyed Child SA' "$E/pluto.log")
+        fi
+        echo "$(stamp)        report: $r"
+        if [ "$leaked" != 0 ]; then
+            echo "       the cleartext packets (first 20 of each capture):"
+            for f in srv-c1 c1-srv srv-c2 c2-srv; do
+                tcpdump -tt -n -r "$E/$f.pcap" 'not esp and not arp and not (udp port 500 or udp port 4500) and net 198.18.0.0/15' 2>/dev/null |
+                    head -n 20 | sed "s/^/         $f: /"
+            done
+        fi
+        echo "$(stamp)        other non-ESP/IKE/ARP packets on the wire (not to/from the client networks): $other; CHILD SAs established by the server: $rekeys"
+        python3 - "$r" "$tag" <<'EOF' >"$E/churn-verdict"
+import json, sys
+r = json.loads(sys.argv[1]); tag = sys.argv[2]
+print(f"SUMMARY {tag}: cycles {r['cycles']}, sent {r['sent']}, refused {r['refused']}, "
+      f"delivered {r['delivered']}, leaked {r['leaked']}, wrong {r['wrong']}, "
+      f"worst recovery {r['recovery_ms']} ms (from the call's return {r['recovery_after_return_ms']} ms; "
+      f"longest updown call {r['updown_call_max_ms']} ms; ups {r['ups']}, unrecovered {len(r['unrecovered'])}, "
+      f"ok-while-down {r['ok_while_down']}, errnos {r['errnos']})")
+print(f"CHECK {int(r['leaked'] == 0)} {tag}: no cleartext to/from the client networks on the wire ({r['leaked']} packets)")
+print(f"CHECK {int(r['wrong'] == 0)} {tag}: no message in the wrong tunnel ({r['wrong']})")
+okrec = r['recovery_ms'] <= 1000 and not r['unrecovered'] and r['ups'] > 0
+print(f"CHECK {int(okrec)} {tag}: first packet within 1 s of each up-client call (worst {r['recovery_ms']} ms over {r['ups']} calls; unrecovered: {'; '.join(r['unrecovered'][:5]) or 'none'})")
+print(f"CHECK {int(r['delivered'] > 0)} {tag}: messages delivered through the tunnels ({r['delivered']})")
+EOF
+        local line
+        while read -r line; do
+            case $line in
+            SUMMARY*) echo "$(stamp) ${line#SUMMARY }" ;;
+            "CHECK 1 "*) ok "${line#CHECK 1 }" ;;
+            "CHECK 0 "*) bad "${line#CHECK 0 }" ;;
+            esac
+        done <"$E/churn-verdict"
+    fi
+    print_records "$daemon" "$variant"
+    if [ "$phase_failed" != 0 ]; then
+        echo "---- $tag: updown calls (last 30)"
+        sort -n "$REC/calls.log" 2>&1 | tail -n 30
+        echo "---- $tag: rules"
+        head -n 20 "$RULES"/* 2>&1
+        echo "---- server log (last 40 lines; libreswan: its events)"
+        tail -n 40 "$E/srv.charon.log" 2>/dev/null
+        grep -a 'established\|output\|TS_\|NO_PROPOSAL\|liveness\|rekey\|deleting\|ERROR\|failed\|0x2\|terminat' "$E/pluto.log" 2>/dev/null | tail -n 80
+        echo "---- clients: initiate"
+        tail -n 12 "$E"/c?.initiate.out 2>/dev/null
+        echo "---- senders"
+        tail -n 5 "$E"/churn-send-c*.out "$E"/churn-send-c*.log 2>&1
+    fi
+    daemon_net_down
+    counts
+    echo "$(stamp) ==== $tag: done in $((SECONDS - t)) s"
+}
