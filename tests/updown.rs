@@ -773,3 +773,32 @@ print(outcome({"udp-marked": lambda: udp(True), "tcp-marked": tcp, "udp-plain": 
         "unmarked, the route is taken"
     );
 }
+
+/// The index follows the directory: compiled in the background after an
+/// up (updown itself does not wait for it: the daemon waits for updown),
+/// removed with the last rules file.
+#[test]
+fn the_index_follows_the_rules_directory() {
+    let (t, dir) = rules_dir();
+    let index = t.join("rules.d.index");
+    let up = pluto("up-client", "c1", "198.18.0.0/24", "101");
+    let out = updown(&dir, &[], &up);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("compiling in the background"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !index.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(index.exists(), "no index after 10 s");
+    // A valid index: check --compile's reader takes it (explain uses it).
+    let hit = decided_by(&explain(&dir, Some("c1"), "198.18.0.5", "tcp"));
+    assert!(hit.ends_with("198.18.0.0/24 saref 101"), "{hit}");
+    let mut down = up.clone();
+    down[0] = ("PLUTO_VERB", "down-client");
+    let out = updown(&dir, &[], &down);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(
+        !index.exists(),
+        "the index goes with the last rules file: {out}"
+    );
+}

@@ -1,6 +1,6 @@
-//! `ldsaref updown` keeps the cgroup backend's table current: once table
-//! `inet ldsaref` is installed in the network namespace, every change the
-//! daemon makes to the rules directory is applied to it at once, so that
+//! `ldsaref updown --apply` keeps the cgroup backend's table current: once
+//! table `inet ldsaref` is installed in the network namespace, every change
+//! the daemon makes to the rules directory is applied to it at once, so that
 //! a connection going down stops its profile's traffic in the kernel too
 //! (the profile's cgroup then has no rules: fail closed).
 
@@ -39,7 +39,7 @@ fn table(ns: &Netns) -> String {
 fn updown(ns: &Netns, dir: &Path, verb: &str, conn: &str, peer: &str, mark: &str) -> RunOutput {
     let out = ldsaref_in(
         ns,
-        &["updown", "--dir", dir.to_str().unwrap()],
+        &["updown", "--apply", "--dir", dir.to_str().unwrap()],
         &[
             ("PLUTO_VERSION", "1.1"),
             ("PLUTO_VERB", verb),
@@ -109,10 +109,10 @@ fn updown_applies_the_table_again_after_each_change() {
     assert!(!empty.contains("198.19.0.0"), "{empty}");
     assert!(empty.contains("drop"), "{empty}");
 
-    // --no-apply leaves it as it is.
+    // Without --apply the table is left as it is.
     let out = ldsaref_in(
         &ns,
-        &["updown", "--no-apply", "--dir", dir.to_str().unwrap()],
+        &["updown", "--dir", dir.to_str().unwrap()],
         &[
             ("PLUTO_VERB", "up-client"),
             ("PLUTO_CONNECTION", &c1),

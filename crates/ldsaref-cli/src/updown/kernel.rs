@@ -21,7 +21,8 @@
 //! xfrm interfaces need none: a packet routed into one without a policy
 //! is dropped by the interface.
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
 use super::call::{Sa, Selector};
 
@@ -101,12 +102,45 @@ pub fn interface_in(listing: &str, id: u32) -> Option<String> {
 pub struct Ip;
 
 impl Ip {
-    fn run(args: &[String]) -> Result<String, String> {
+    fn path() -> &'static str {
         // The daemons give their scripts a minimal PATH, or none.
-        let ip = ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
-            .unwrap_or("ip");
+            .unwrap_or("ip")
+    }
+
+    /// Several commands in one `ip -batch -`: one process, not one each
+    /// (the daemon waits for updown).
+    fn batch(cmds: &[Vec<String>]) -> Result<(), String> {
+        let ip = Ip::path();
+        let mut child = Command::new(ip)
+            .args(["-batch", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("{ip}: {e}"))?;
+        let text: String = cmds.iter().map(|c| c.join(" ") + "\n").collect();
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(text.as_bytes())
+                .map_err(|e| format!("{ip}: {e}"))?;
+        }
+        let out = child.wait_with_output().map_err(|e| format!("{ip}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "ip -batch ({}): {}",
+                text.trim_end().replace('\n', "; "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ))
+        }
+    }
+
+    fn run(args: &[String]) -> Result<String, String> {
+        let ip = Ip::path();
         let out = Command::new(ip)
             .args(args)
             .output()
@@ -128,10 +162,7 @@ impl Xfrm for Ip {
         let Sa::Mark { value, mask } = *sa else {
             return Ok(());
         };
-        for cmd in block_commands(sel, value, mask) {
-            Ip::run(&cmd)?;
-        }
-        Ok(())
+        Ip::batch(&block_commands(sel, value, mask))
     }
 
     fn interface(&self, id: u32) -> Result<String, String> {

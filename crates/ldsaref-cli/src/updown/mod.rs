@@ -16,7 +16,7 @@
 
 mod call;
 mod conn_file;
-mod fsio;
+pub(crate) mod fsio;
 mod kernel;
 
 use std::fs;
@@ -50,11 +50,16 @@ pub struct UpdownArgs {
     /// running); empty (its section without rules: the global rules apply)
     #[arg(long = "on-down", value_enum, default_value_t = OnDown::Remove)]
     pub on_down: OnDown,
-    /// Leave the cgroup backend's table alone (by default, when table inet
-    /// ldsaref is installed in this network namespace, it is applied again
-    /// from the directory's rules after each change)
-    #[arg(long = "no-apply")]
-    pub no_apply: bool,
+    /// Also apply the rules to the cgroup backend's table (ldsaref apply)
+    /// after each change, when table inet ldsaref is installed in this
+    /// network namespace (systemd machines: the ldsaref-apply.path unit does
+    /// it for the system rules)
+    #[arg(long)]
+    pub apply: bool,
+    /// Compile the directory's index after each change, in the background
+    /// (not an option: the unit tests turn it off)
+    #[arg(skip = true)]
+    pub compile_index: bool,
     /// Do not install the fallback XFRM block policy behind a mark rule
     /// (then a marked packet sent after the daemon removed its policy
     /// follows the mark's route, in the clear if that route allows it)
@@ -227,11 +232,12 @@ pub fn updown_with(
     refresh(args)
 }
 
-/// What else follows the rules directory: the compiled index (a stale one
-/// is never used, so failing to write it only costs speed, and is a
-/// warning) and, where the cgroup backend's table is installed in this
-/// network namespace, the table (it must drop what the directory no longer
-/// steers, so failing that is an error).
+/// What else follows the rules directory: the compiled index, rebuilt by
+/// a child left running in the background (the daemon waits for updown,
+/// and holds the tunnel's negotiation meanwhile; until the index is there,
+/// programs find it stale and parse the rules, which are right), and with
+/// `--apply` the cgroup backend's table (it must drop what the directory
+/// no longer steers, so failing that is an error).
 fn refresh(args: &UpdownArgs) -> Result<(), String> {
     let location = if args.dir == std::path::Path::new(files::SYSTEM_DIR) {
         Location::System
@@ -245,13 +251,10 @@ fn refresh(args: &UpdownArgs) -> Result<(), String> {
         if fs::remove_file(&index).is_ok() {
             println!("ldsaref: {}: removed", index.display());
         }
-    } else {
-        match crate::index::compile_for(&location) {
-            Ok(path) => println!("ldsaref: {}: compiled", path.display()),
-            Err(e) => eprintln!("ldsaref updown: warning: the index was not compiled ({e}); programs parse the rules until it is"),
-        }
+    } else if args.compile_index {
+        compile_in_background(&location, &args.dir);
     }
-    if args.no_apply || !matches!(crate::nft::installed_fingerprint(), Ok(Some(_))) {
+    if !args.apply || !matches!(crate::nft::installed_fingerprint(), Ok(Some(_))) {
         return Ok(());
     }
     let set = match crate::settings::load_rules(&location)? {
@@ -263,6 +266,41 @@ fn refresh(args: &UpdownArgs) -> Result<(), String> {
     crate::apply::install(&set).map_err(|e| {
         format!("the rules are written, but table inet ldsaref could not follow them: {e}")
     })
+}
+
+/// `ldsaref compile --lock DIR [--rules DIR]`, not waited for: it takes
+/// the directory's lock, so it compiles after any updown still changing
+/// it, and the last one compiles the last rules. Its output goes nowhere:
+/// the daemon reads updown's until every holder of the pipe is gone.
+fn compile_in_background(location: &Location, dir: &std::path::Path) {
+    use std::process::{Command, Stdio};
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("ldsaref updown: warning: the index is not compiled ({e})");
+            return;
+        }
+    };
+    let mut c = Command::new(exe);
+    c.arg("compile").arg("--lock").arg(dir);
+    match location {
+        Location::Explicit(p) => {
+            c.arg("--rules").arg(p);
+        }
+        Location::System => {
+            c.env_remove(ldsaref_rules::settings::vars::LDSAREF_RULES);
+        }
+    }
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    match c.spawn() {
+        Ok(_) => println!(
+            "ldsaref: {}: compiling in the background",
+            location.index_path().display()
+        ),
+        Err(e) => eprintln!("ldsaref updown: warning: the index is not compiled ({e})"),
+    }
 }
 
 /// `ldsaref updown`: exit 0 done (or nothing to do), 1 with a message.
@@ -336,7 +374,8 @@ mod tests {
             global: false,
             on_down: OnDown::Remove,
             no_block_policy: false,
-            no_apply: true,
+            apply: false,
+            compile_index: false,
         }
     }
 
@@ -554,7 +593,8 @@ mod recordings {
             global: false,
             on_down: OnDown::Remove,
             no_block_policy: false,
-            no_apply: true,
+            apply: false,
+            compile_index: false,
         };
         let kernel = Kernel::default();
         let mut calls: Vec<_> = fs::read_dir(rec)
@@ -652,7 +692,8 @@ mod recordings {
             global: false,
             on_down: OnDown::Remove,
             no_block_policy: false,
-            no_apply: true,
+            apply: false,
+            compile_index: false,
         };
         let kernel = Kernel::default();
         let mut calls: Vec<_> = fs::read_dir(&dir)
