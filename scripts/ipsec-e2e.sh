@@ -29,7 +29,7 @@ start=$SECONDS
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 build=1
-timeout_s=1500
+timeout_s=2400
 churn=20 only=all daemons=strongswan+libreswan variants=marks+xfrmi record= keep_console=
 while [ $# -gt 0 ]; do
     case $1 in
