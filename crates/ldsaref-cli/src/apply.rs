@@ -306,7 +306,14 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
         print!("{}", d.batch());
         return Ok(());
     }
-    install(&load(&location)?)
+    install(&load(&location)?)?;
+    // The preload's programs read the same rules: their index follows
+    // (a failure only costs them speed: a stale index is never used).
+    match crate::index::compile_for(&location) {
+        Ok(path) => println!("ldsaref: {}: compiled", path.display()),
+        Err(e) => eprintln!("ldsaref: warning: the index was not compiled: {e}"),
+    }
+    Ok(())
 }
 
 /// Installs the table of `set` (unless the installed one is it already:
