@@ -169,19 +169,24 @@ pub struct Maps {
     pub v6: Vec<Element>,
 }
 
+/// Whether `dest` leaves as IPv6, and its key in that family's maps: a
+/// v4-mapped destination of an AF_INET6 socket leaves as an IPv4 packet.
+pub(crate) fn family_key(dest: IpAddr) -> (bool, u128) {
+    match dest {
+        IpAddr::V4(a) => (false, u128::from(u32::from(a))),
+        IpAddr::V6(a) => match a.to_ipv4_mapped() {
+            Some(a4) => (false, u128::from(u32::from(a4))),
+            None => (true, u128::from(a)),
+        },
+    }
+}
+
 impl Maps {
     /// The verdict of the element covering the destination, read as the
     /// kernel reads an interval map.
     pub fn lookup(&self, dest: IpAddr, proto: Proto, port: u16) -> Option<Verdict> {
-        let (elements, key) = match dest {
-            IpAddr::V4(a) => (&self.v4, u128::from(u32::from(a))),
-            IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                // A v4-mapped destination of an AF_INET6 socket leaves as
-                // an IPv4 packet.
-                Some(a4) => (&self.v4, u128::from(u32::from(a4))),
-                None => (&self.v6, u128::from(a)),
-            },
-        };
+        let (v6, key) = family_key(dest);
+        let elements = if v6 { &self.v6 } else { &self.v4 };
         elements
             .iter()
             .find(|e| e.contains(key, proto, port))
@@ -274,10 +279,7 @@ impl Compiled {
         port: u16,
     ) -> Option<Verdict> {
         self.profiles.iter().find(|p| p.name == profile)?;
-        let ipv4 = match dest {
-            IpAddr::V4(_) => true,
-            IpAddr::V6(a) => a.to_ipv4_mapped().is_some(),
-        };
+        let ipv4 = !family_key(dest).0;
         self.decide(profile, dest, proto, port)
             .or_else(|| catch_all.filter(|_| ipv4).map(Verdict::Saref))
     }
@@ -328,10 +330,7 @@ impl Rendered {
         port: u16,
     ) -> Option<Verdict> {
         let (_, layout) = self.profiles.iter().find(|(n, _)| n == profile)?;
-        let ipv4 = match dest {
-            IpAddr::V4(_) => true,
-            IpAddr::V6(a) => a.to_ipv4_mapped().is_some(),
-        };
+        let ipv4 = !family_key(dest).0;
         layout
             .lookup(dest, proto, port)
             .or_else(|| self.global.lookup(dest, proto, port))

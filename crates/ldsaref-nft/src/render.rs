@@ -172,13 +172,8 @@ impl Layout {
     /// chain's first matching rule; `None` where the section decides
     /// nothing (the table goes on to the next section).
     pub fn lookup(&self, dest: IpAddr, proto: Proto, port: u16) -> Option<Verdict> {
-        let (elements, key) = match dest {
-            IpAddr::V4(a) => (&self.v4, u128::from(u32::from(a))),
-            IpAddr::V6(a) => match a.to_ipv4_mapped() {
-                Some(a4) => (&self.v4, u128::from(u32::from(a4))),
-                None => (&self.v6, u128::from(a)),
-            },
-        };
+        let (v6, key) = crate::family_key(dest);
+        let elements = if v6 { &self.v6 } else { &self.v4 };
         let i = elements.partition_point(|(_, hi, _)| *hi < key);
         let &(lo, _, target) = elements.get(i)?;
         if lo > key {
