@@ -45,21 +45,14 @@ impl Drop for Mapping {
 }
 
 /// Maps the index at `path` if there is one and it passes the checks of
-/// `files::check_index_metadata` (on the open file, so the file checked
-/// is the file mapped). `Ok(None)`: there is none.
+/// `files::open_index` (on the open file, so the file checked is the file
+/// mapped). `Ok(None)`: there is none.
 pub fn map(path: &Path) -> Result<Option<Bytes>, String> {
-    let file = match File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    files::check_index_metadata(&meta, path, euid)?;
-    let len = usize::try_from(meta.len()).map_err(|e| format!("{}: {e}", path.display()))?;
+    let Some((file, len)) = files::open_index(path, euid)? else {
+        return Ok(None);
+    };
     if len == 0 {
         return Err(format!("corrupt: {} is empty", path.display()));
     }

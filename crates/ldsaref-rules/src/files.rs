@@ -214,11 +214,11 @@ pub fn check_index_metadata(meta: &fs::Metadata, path: &Path, euid: u32) -> Resu
     Ok(())
 }
 
-/// Reads the index at `path` into memory (for the command; the library
-/// maps it instead), after [`check_index_metadata`]. `Ok(None)` if there
-/// is none.
-pub fn read_index(path: &Path, euid: u32) -> Result<Option<Bytes>, String> {
-    let mut file = match fs::File::open(path) {
+/// Opens the index at `path` and checks it ([`check_index_metadata`]) on
+/// the open file, so that the file checked is the file read or mapped;
+/// with its length. `Ok(None)` if there is none.
+pub fn open_index(path: &Path, euid: u32) -> Result<Option<(fs::File, usize)>, String> {
+    let file = match fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("{}: {e}", path.display())),
@@ -228,6 +228,16 @@ pub fn read_index(path: &Path, euid: u32) -> Result<Option<Bytes>, String> {
         .map_err(|e| format!("{}: {e}", path.display()))?;
     check_index_metadata(&meta, path, euid)?;
     let len = usize::try_from(meta.len()).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some((file, len)))
+}
+
+/// Reads the index at `path` into memory (for the command; the library
+/// maps it instead), after [`check_index_metadata`]. `Ok(None)` if there
+/// is none.
+pub fn read_index(path: &Path, euid: u32) -> Result<Option<Bytes>, String> {
+    let Some((mut file, len)) = open_index(path, euid)? else {
+        return Ok(None);
+    };
     let bytes =
         AlignedBytes::read(&mut file, len).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Some(Arc::new(bytes)))
