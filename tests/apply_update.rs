@@ -11,27 +11,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use common::bed::{cgroup2_mount, ldsaref_cgroup_name, Cgroups};
 use common::{cli_path, run_with_timeout, Netns, RunOutput, TempDir};
-
-struct Cgroups(Vec<PathBuf>);
-
-impl Drop for Cgroups {
-    fn drop(&mut self) {
-        for d in &self.0 {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
-}
-
-fn cgroup2_mount() -> Option<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        (right.starts_with("cgroup2 ") && left.split(' ').nth(3) == Some("/"))
-            .then(|| left.split(' ').nth(4).map(PathBuf::from))
-            .flatten()
-    })
-}
 
 /// The table's lines, sorted (the kernel lists chains in creation order).
 fn table(ns: &Netns) -> Vec<String> {
@@ -74,7 +55,7 @@ fn apply_replaces_only_what_changed() {
     let _cgroups = Cgroups(
         [&a, &b]
             .iter()
-            .map(|p| slice.join(format!("ldsaref-{}.slice", p.replace('-', "\\x2d"))))
+            .map(|p| slice.join(ldsaref_cgroup_name(p)))
             .collect(),
     );
     let ns = Netns::new();

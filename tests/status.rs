@@ -7,10 +7,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::bed::{cgroup2_mount, ldsaref_cgroup_name, Cgroups};
 use common::{cli_path, run_with_timeout, Netns, RunOutput, TempDir};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -80,26 +80,6 @@ fn status_lists_a_preloaded_program() {
 }
 
 /// The profile's cgroups, removed on drop (after the processes).
-struct Cgroups(Vec<PathBuf>);
-
-impl Drop for Cgroups {
-    fn drop(&mut self) {
-        for d in self.0.iter().rev() {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
-}
-
-fn cgroup2_mount() -> Option<PathBuf> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    text.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        (right.starts_with("cgroup2 ") && left.split(' ').nth(3) == Some("/"))
-            .then(|| left.split(' ').nth(4).map(PathBuf::from))
-            .flatten()
-    })
-}
-
 #[test]
 fn status_lists_a_program_in_its_cgroup() {
     require_root!();
@@ -222,9 +202,4 @@ fn sleeping_child_of(r: &mut Running) -> u32 {
         assert!(Instant::now() < deadline, "the program never ran");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// `ldsaref-NAME.slice`, `-` escaped as systemd does.
-fn ldsaref_cgroup_name(profile: &str) -> String {
-    format!("ldsaref-{}.slice", profile.replace('-', "\\x2d"))
 }

@@ -67,6 +67,23 @@ pub fn ldsaref_slice(test: &str) -> Option<PathBuf> {
     Some(mount.join("ldsaref.slice"))
 }
 
+/// Cgroups a test made, removed when it ends (children listed after
+/// their parents: removed in reverse), then their parent (`ldsaref.slice`)
+/// if nothing else uses it.
+pub struct Cgroups(pub Vec<PathBuf>);
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        for d in self.0.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+        if let Some(parent) = self.0.first().and_then(|c| c.parent()) {
+            // rmdir refuses a cgroup with children or processes.
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
 /// `ldsaref-NAME.slice`, `-` escaped as systemd does (`\x2d`).
 pub fn ldsaref_cgroup_name(profile: &str) -> String {
     format!("ldsaref-{}.slice", profile.replace('-', "\\x2d"))
