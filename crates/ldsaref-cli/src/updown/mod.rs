@@ -581,8 +581,13 @@ mod recordings {
 
     /// Replays one recording; returns the state left and the blocks asked for.
     fn replay(rec: &Path) -> (BTreeMap<String, Vec<String>>, BTreeSet<String>) {
+        replay_first(rec, usize::MAX)
+    }
+
+    /// Replays the first `n` calls of a recording.
+    fn replay_first(rec: &Path, n: usize) -> (BTreeMap<String, Vec<String>>, BTreeSet<String>) {
         let scratch = std::env::temp_dir().join(format!(
-            "ldsaref-updown-replay-{}-{}",
+            "ldsaref-updown-replay-{}-{n}-{}",
             std::process::id(),
             rec.display().to_string().replace('/', "_")
         ));
@@ -604,7 +609,7 @@ mod recordings {
             .collect();
         calls.sort();
         assert!(!calls.is_empty(), "{}", rec.display());
-        for call in &calls {
+        for call in calls.iter().take(n) {
             let env = parse_env(&fs::read_to_string(call).unwrap());
             let get = |k: &str| env.get(k).cloned();
             let shown = call.display();
@@ -682,37 +687,9 @@ mod recordings {
     /// (traffic waits for the SA, never leaves in the clear) until unroute.
     #[test]
     fn libreswan_keeps_the_rule_while_routed() {
-        let dir = fixtures().join("libreswan/marks");
-        let scratch =
-            std::env::temp_dir().join(format!("ldsaref-updown-trap-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&scratch);
-        let args = UpdownArgs {
-            dir: scratch.join("rules.d"),
-            mark: None,
-            global: false,
-            on_down: OnDown::Remove,
-            no_block_policy: false,
-            apply: false,
-            compile_index: false,
-        };
-        let kernel = Kernel::default();
-        let mut calls: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        calls.sort();
         // Up to the first churn cycle's four downs (13..16): terminated,
         // still routed.
-        for call in calls
-            .iter()
-            .filter(|p| p.extension().is_some_and(|x| x == "env"))
-            .take(16)
-        {
-            let env = parse_env(&fs::read_to_string(call).unwrap());
-            updown_with(&args, &|k: &str| env.get(k).cloned(), &kernel).unwrap();
-        }
-        let state = rules_in(&args.dir);
-        let _ = fs::remove_dir_all(&scratch);
+        let (state, _) = replay_first(&fixtures().join("libreswan/marks"), 16);
         assert_eq!(
             state,
             BTreeMap::from([
