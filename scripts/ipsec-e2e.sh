@@ -93,7 +93,7 @@ fi
 # Everything the guest runs comes from the host's filesystem, so it is
 # installed here.
 packages=(qemu-system-x86 qemu-system-data linux-image-amd64 busybox-static cpio kmod gzip
-    strongswan-charon strongswan-swanctl python3 curl socat iproute2 nftables tcpdump procps)
+    strongswan-charon strongswan-swanctl python3 curl socat iproute2 nftables tcpdump procps golang-go)
 # libreswan's runtime libraries: the package itself conflicts with
 # strongSwan's, so it is only unpacked (below).
 packages+=(libnss3-tools libnss3 libnspr4 libunbound8 libldns3 libevent-core-2.1-7
@@ -184,7 +184,15 @@ done < <(for m in virtio_pci 9pnet_virtio 9p; do modprobe -S "$kver" --show-depe
 # The guest's own deadline comes first, so that it can still show where it
 # stood; the host's catches a guest that hangs outright.
 guest_timeout=$((timeout_s > 240 ? timeout_s - 120 : timeout_s / 2))
-guest_opts="only=$only,daemons=$daemons,variants=$variants,churn=$churn,lsw=$lsw"
+# The churn's static sender for the cgroup backend (Go, CGO_ENABLED=0).
+gosender=
+if [ "$only" != static ]; then
+    say "building the churn's Go sender (CGO_ENABLED=0)"
+    (cd "$here/ipsec-e2e/gosender" && CGO_ENABLED=0 go build -o "$work/gosender" .) &&
+        gosender=$work/gosender
+    [ -n "$gosender" ] || { say "cannot build scripts/ipsec-e2e/gosender" >&2; exit 1; }
+fi
+guest_opts="only=$only,daemons=$daemons,variants=$variants,churn=$churn,lsw=$lsw,gosender=$gosender"
 cat >"$ird/init" <<INIT
 #!/bin/busybox sh
 /bin/busybox --install -s /bin

@@ -262,7 +262,7 @@ pub fn warn_on_error() -> bool {
 }
 
 /// How often the rules are looked at.
-const RELOAD_INTERVAL_MS: i64 = 500;
+const RELOAD_INTERVAL_MS: i64 = 100;
 
 /// The configuration in force, loaded on first call.
 pub fn current() -> Guard<Arc<Config>> {
@@ -290,7 +290,7 @@ fn secure_execution() -> bool {
 }
 
 /// The coarse monotonic clock (a vDSO read, a few nanoseconds, with the
-/// resolution of a scheduler tick, which is plenty for a 500 ms period),
+/// resolution of a scheduler tick, which is plenty for a 100 ms period),
 /// packed as `seconds << 30 | nanoseconds`: ordered like the time itself
 /// (nanoseconds stay below 2^30), and no division on every call.
 fn now() -> i64 {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{python3, EmuLog, Event, TempDir};
 
-/// How long a change may take to be seen: the library looks every 500 ms;
+/// How long a change may take to be seen: the library looks every 100 ms;
 /// the margin is for a loaded machine. The measured latency is printed.
 const DEADLINE: Duration = Duration::from_secs(3);
 

@@ -158,80 +158,111 @@ def subnet(addr):
 
 
 def report(a):
-    """a: JSON with daemon, cycles, clients {NAME: {send, sink, conn}},
-    calls (calls.log), leaked (packets), grace (s).
+    """a: JSON with daemon, cycles, calls (calls.log), leaked (packets),
+    grace (s), since, logs (the phase's directory), backends {NAME: PREFIX}
+    (library: "", cgroup: "g"; see churn.sh).
 
     - sent: send attempts; refused: attempts that failed with an errno
       (EACCES: ldsaref's deny / unknown profile; EPERM: the kernel's
-      policy); delivered: messages received by the right client.
+      policy or the cgroup table's drop); delivered: messages received
+      by the right client.
     - wrong: messages received by a client they were not meant for.
     - recovery: for each up-client call for a (client, subnet), the time
       from the call to the first message of that client received on that
-      subnet; the worst one counts.
+      subnet; the worst one counts. Per backend: each backend's own
+      messages.
     - recovery_after_return_ms: the same, from when the call returned.
     - ok_while_down: sends that succeeded more than `grace` s after a
       down-client call returned and before the next up-client (they
       either leaked, which the wire shows, or were dropped silently,
       e.g. by libreswan's trap policy).
+    The totals are over all backends; "backends" has each one's numbers.
     """
     # EPOCH VERB CONN PEER_CLIENT IF_ID EXIT END, ordered by EPOCH
     raw = [l for l in read(a["calls"]) if len(l) >= 6]
     raw.sort(key=lambda l: float(l[0]))
     # [end, start, verb, conn, client]
     calls = [[l[6] if len(l) > 6 else l[0], l[0], l[1], l[2], l[3]] for l in raw]
-    out = {"daemon": a["daemon"], "cycles": a["cycles"], "sent": 0, "refused": 0,
-           "delivered": 0, "leaked": a["leaked"], "wrong": 0, "recovery_ms": 0,
-           "recovery_after_return_ms": 0, "updown_call_max_ms": 0,
-           "ok_while_down": 0, "ups": 0, "unrecovered": []}
-    errnos = {}
-    for name, c in a["clients"].items():
-        sends = read(c["send"])
-        recv = read(c["sink"])
-        out["sent"] += len(sends)
-        for s in sends:
-            if s[4] != "ok":
-                out["refused"] += 1
-                errnos[s[4]] = errnos.get(s[4], 0) + 1
-        right = [r for r in recv if r[3] == name]
-        out["wrong"] += len(recv) - len(right)
-        out["delivered"] += len({(r[1], r[4]) for r in right})
-        # up/down events of this client's connection, per subnet
-        mine = [l for l in calls if l[3] == c["conn"] or l[3].startswith(c["conn"] + "/")]
+
+    def blank():
+        return {"sent": 0, "refused": 0, "delivered": 0, "wrong": 0, "recovery_ms": 0,
+                "recovery_after_return_ms": 0, "ok_while_down": 0, "ups": 0,
+                "unrecovered": [], "slowest": [], "errnos": {}}
+
+    def of(prefix, seq):
+        return seq.startswith(prefix) and seq[len(prefix):].isdigit()
+
+    out = {"daemon": a["daemon"], "cycles": a["cycles"], "leaked": a["leaked"],
+           "updown_call_max_ms": 0, **blank()}
+    per = {b: blank() for b in a["backends"]}
+    logs = a["logs"]
+    for i in (1, 2):
+        name, conn = f"client{i}", f"c{i}"
+        recv = read(f"{logs}/churn-sink-c{i}.log")
+        mine = [l for l in calls if l[3] == conn or l[3].startswith(conn + "/")]
         for l in mine:
-            if l[2] not in ("up-client", "up-host"):
-                continue
-            t, sub = float(l[1]), l[4]
-            if t < a.get("since", 0):
-                continue  # before the senders ran
-            out["ups"] += 1
-            first = min((float(r[0]) for r in right if subnet(r[2]) == sub and float(r[0]) >= t),
-                        default=None)
-            # a later down of the same subnet ends the wait
-            nxt = [float(d[1]) for d in mine
-                   if d[2].startswith("down") and d[4] == sub and float(d[1]) > t]
-            end = min(nxt) if nxt else None
-            if first is None or (end is not None and first > end):
-                out["unrecovered"].append(f"{name} {sub} up at {t:.3f}")
-                continue
-            out["recovery_ms"] = max(out["recovery_ms"], int((first - t) * 1000))
-            # the same from when ldsaref updown returned (the rules written)
-            out["recovery_after_return_ms"] = max(out["recovery_after_return_ms"],
-                                                  int(max(0.0, first - float(l[0])) * 1000))
-        for l in mine:
-            out["updown_call_max_ms"] = max(out["updown_call_max_ms"], int((float(l[0]) - float(l[1])) * 1000))
-        # down windows per subnet: [down's return + grace, next up): the
-        # daemon removes its policies once updown has returned
-        for l in mine:
-            if not l[2].startswith("down"):
-                continue
-            t, sub = float(l[0]), l[4]
-            ups = [float(u[1]) for u in mine if u[2].startswith("up") and u[4] == sub and float(u[1]) > t]
-            end = min(ups) if ups else float("inf")
+            out["updown_call_max_ms"] = max(out["updown_call_max_ms"],
+                                            int((float(l[0]) - float(l[1])) * 1000))
+        for backend, prefix in a["backends"].items():
+            o = per[backend]
+            sends = read(f"{logs}/churn-{'send' if backend == 'library' else 'gosend'}-c{i}.log")
+            got = [r for r in recv if len(r) >= 5 and of(prefix, r[4])]
+            o["sent"] += len(sends)
             for s in sends:
-                ts = float(s[0])
-                if s[4] == "ok" and subnet(s[2]) == sub and t + a["grace"] < ts < end:
-                    out["ok_while_down"] += 1
-    out["errnos"] = errnos
+                if s[4] != "ok":
+                    o["refused"] += 1
+                    o["errnos"][s[4]] = o["errnos"].get(s[4], 0) + 1
+            right = [r for r in got if r[3] == name]
+            o["wrong"] += len(got) - len(right)
+            o["delivered"] += len({(r[1], r[4]) for r in right})
+            for l in mine:
+                if l[2] not in ("up-client", "up-host"):
+                    continue
+                t, sub = float(l[1]), l[4]
+                if t < a.get("since", 0):
+                    continue  # before the senders ran
+                o["ups"] += 1
+                first = min((float(r[0]) for r in right if subnet(r[2]) == sub and float(r[0]) >= t),
+                            default=None)
+                # a later down of the same subnet ends the wait
+                nxt = [float(d[1]) for d in mine
+                       if d[2].startswith("down") and d[4] == sub and float(d[1]) > t]
+                end = min(nxt) if nxt else None
+                if first is None or (end is not None and first > end):
+                    o["unrecovered"].append(f"{backend} {name} {sub} up at {t:.3f}")
+                    continue
+                o["recovery_ms"] = max(o["recovery_ms"], int((first - t) * 1000))
+                o["slowest"].append([int((first - t) * 1000),
+                                     f"{backend} {name} {sub} up at {t:.3f} (returned {float(l[0]):.3f}), first at {first:.3f}"])
+                # the same from when ldsaref updown returned (the rules written)
+                o["recovery_after_return_ms"] = max(o["recovery_after_return_ms"],
+                                                    int(max(0.0, first - float(l[0])) * 1000))
+            # down windows per subnet: [down's return + grace, next up): the
+            # daemon removes its policies once updown has returned
+            for l in mine:
+                if not l[2].startswith("down"):
+                    continue
+                t, sub = float(l[0]), l[4]
+                ups = [float(u[1]) for u in mine if u[2].startswith("up") and u[4] == sub and float(u[1]) > t]
+                end = min(ups) if ups else float("inf")
+                for s in sends:
+                    ts = float(s[0])
+                    if s[4] == "ok" and subnet(s[2]) == sub and t + a["grace"] < ts < end:
+                        o["ok_while_down"] += 1
+        # messages of no backend's form count as wrong too
+        out["wrong"] += sum(1 for r in recv
+                            if len(r) < 5 or not any(of(p, r[4]) for p in a["backends"].values()))
+    for o in per.values():
+        o["slowest"] = [d for _, d in sorted(o["slowest"], reverse=True)[:3]]
+        for k in ("sent", "refused", "delivered", "wrong", "ok_while_down", "ups"):
+            out[k] += o[k]
+        for k in ("recovery_ms", "recovery_after_return_ms"):
+            out[k] = max(out[k], o[k])
+        out["unrecovered"] += o["unrecovered"]
+        out["slowest"] += o["slowest"]
+        for e, n in o["errnos"].items():
+            out["errnos"][e] = out["errnos"].get(e, 0) + n
+    out["backends"] = per
     return out
 
 

@@ -63,6 +63,10 @@ cycle_down_one() { # DAEMON I HOW N
         done
     else
         client_kill "$i"
+        # The peer reboots at once: its new charon knows nothing of the
+        # old IKE SA (the server's DPD still has to notice), and is ready
+        # to initiate by the time the server has given up on it.
+        client_start "$i" "$daemon" && echo "$(stamp)        c$i: charon restarted"
     fi
     wait_calls down-client "c$i" "$n" 30 || return 1
     echo "$(stamp)        c$i: down-client called"
@@ -114,6 +118,10 @@ daemon_phase() {
     tag=$daemon/$variant
     phase_failed=0
     echo "$(stamp) ==== $tag: $daemon runs ldsaref updown; $cycles churn cycles"
+    # The cgroup backend rides along with marks: a static Go sender per
+    # client under `ldsaref run --cgroup`, which no preload reaches.
+    CGROUP=
+    [ "$variant" = marks ] && [ -n "${GOSENDER:-}" ] && CGROUP=1
     rm -rf "$REC" "$RULES" "$E"/churn-*.log "$E/c1.initiate.out" "$E/c2.initiate.out"
     mkdir -p "$REC/env" "$RULES"
     chmod 755 "$RULES"
@@ -157,9 +165,13 @@ daemon_phase() {
         bg ip netns exec srv "$lds" run --rules "$RULES" --profile "$(profile_of "$daemon" $i)" --mode nfmark -- \
             /usr/bin/python3 "$dir/churn.py" send "client$i" "$E/churn-send-c$i.log" >"$E/churn-send-c$i.out" 2>&1
     done
+    [ -n "$CGROUP" ] && cgroup_senders_start "$daemon"
     for i in 1 2; do
         if ! wait_for "$E/churn-send-c$i.out" ready 30; then
             bad "$tag: the sender for c$i did not start" "$(cat "$E/churn-send-c$i.out")"
+        fi
+        if [ -n "$CGROUP" ] && ! wait_for "$E/churn-gosend-c$i.out" ready 30; then
+            bad "$tag: the cgroup sender for c$i did not start" "$(cat "$E/churn-gosend-c$i.out")"
         fi
     done
     sleep 4
@@ -202,23 +214,58 @@ daemon_phase() {
     daemon_phase_end "$daemon" "$variant" "$t" "$since" "$cycles"
 }
 
+# The cgroup backend's side of a phase, as its recipe in the README says:
+# table inet ldsaref applied once (updown --apply keeps it current from
+# then on), the operator's route for the first lookup (no route to the
+# client networks in the server's main table; `dev lo`, so nothing unmarked
+# leaves, and the source the tunnels' policies name), and a static Go
+# sender per client in its profile's cgroup.
+cgroup_senders_start() { # DAEMON
+    local i out
+    ip -n srv route add 198.18.0.0/15 dev lo src 203.0.113.1
+    if ! out=$(ip netns exec srv "$lds" apply --rules "$RULES" 2>&1); then
+        bad "$tag: ldsaref apply" "$out"
+        return 1
+    fi
+    echo "$(stamp)        ldsaref apply: $out"
+    for i in 1 2; do
+        bg ip netns exec srv "$lds" run --cgroup --rules "$RULES" --profile "$(profile_of "$1" $i)" -- \
+            "$GOSENDER" "client$i" "$E/churn-gosend-c$i.log" >"$E/churn-gosend-c$i.out" 2>&1
+    done
+}
+
+cgroup_senders_stop() {
+    local p
+    for p in $(ip netns pids srv 2>/dev/null); do
+        [ "$(cat /proc/"$p"/comm 2>/dev/null)" = gosender ] && kill -9 "$p"
+    done
+    sleep 0.3
+    ip netns exec srv "$lds" apply --rules "$RULES" --remove >/dev/null 2>&1
+    ip -n srv route del 198.18.0.0/15 dev lo 2>/dev/null
+    CGROUP=
+}
+
 # Stops everything of the phase, reads the wire and the logs, prints the
 # summary line and the checks.
 daemon_phase_end() { # DAEMON VARIANT T0 [SINCE CYCLES]
     local daemon=$1 variant=$2 t=$3 since=${4:-} cycles=${5:-0}
     capture_stop
     kill_all_daemons
+    local backends=""
+    [ -n "$CGROUP" ] && backends=', "cgroup": "g"'
+    [ -n "$CGROUP" ] && cgroup_senders_stop
     if [ -n "$since" ]; then
         local leaked other rekeys
         leaked=$(wire_count 'not esp and not arp and not (udp port 500 or udp port 4500) and net 198.18.0.0/15')
         other=$(wire_count 'not esp and not arp and not (udp port 500 or udp port 4500) and not net 198.18.0.0/15')
         local conn1 conn2 json
         conn1=$(profile_of "$daemon" 1) conn2=$(profile_of "$daemon" 2)
+        # senders per backend: the library's (its log churn-send-cI.log,
+        # plain sequence numbers) and, with the cgroup backend, the Go
+        # sender's (churn-gosend-cI.log, sequence numbers "gN")
         json=$(printf '{"daemon": "%s", "cycles": %d, "leaked": %d, "grace": 0.5, "since": %s, "calls": "%s",
-            "clients": {"client1": {"send": "%s", "sink": "%s", "conn": "c1"},
-                        "client2": {"send": "%s", "sink": "%s", "conn": "c2"}}}' \
-            "$tag" "$cycles" "$leaked" "$since" "$REC/calls.log" \
-            "$E/churn-send-c1.log" "$E/churn-sink-c1.log" "$E/churn-send-c2.log" "$E/churn-sink-c2.log")
+            "backends": {"library": ""%s}, "logs": "%s"}' \
+            "$tag" "$cycles" "$leaked" "$since" "$REC/calls.log" "$backends" "$E")
         local r
         r=$(python3 "$dir/churn.py" report "$json")
         if [ "$daemon" = strongswan ]; then
@@ -243,6 +290,11 @@ print(f"SUMMARY {tag}: cycles {r['cycles']}, sent {r['sent']}, refused {r['refus
       f"worst recovery {r['recovery_ms']} ms (from the call's return {r['recovery_after_return_ms']} ms; "
       f"longest updown call {r['updown_call_max_ms']} ms; ups {r['ups']}, unrecovered {len(r['unrecovered'])}, "
       f"ok-while-down {r['ok_while_down']}, errnos {r['errnos']})")
+for b, o in r["backends"].items():
+    print(f"SUMMARY {tag} [{b}]: sent {o['sent']}, refused {o['refused']}, delivered {o['delivered']}, "
+          f"wrong {o['wrong']}, worst recovery {o['recovery_ms']} ms (from the call's return "
+          f"{o['recovery_after_return_ms']} ms), ups {o['ups']}, ok-while-down {o['ok_while_down']}, "
+          f"errnos {o['errnos']}; slowest: {'; '.join(o['slowest']) or 'none'}")
 print(f"CHECK {int(r['leaked'] == 0)} {tag}: no cleartext to/from the client networks on the wire ({r['leaked']} packets)")
 print(f"CHECK {int(r['wrong'] == 0)} {tag}: no message in the wrong tunnel ({r['wrong']})")
 # Recovery: a hard check that every tunnel that came back carried the
@@ -253,8 +305,9 @@ print(f"CHECK {int(r['wrong'] == 0)} {tag}: no message in the wrong tunnel ({r['
 # emulator as much as ldsaref; it is reported, not failed on.
 okrec = r['recovery_ms'] <= 10000 and not r['unrecovered'] and r['ups'] > 0
 print(f"CHECK {int(okrec)} {tag}: every tunnel back up carried the running senders again within 10 s of its up-client call (worst {r['recovery_ms']} ms over {r['ups']} calls; unrecovered: {'; '.join(r['unrecovered'][:5]) or 'none'})")
-print(f"TARGET {tag}: first packet within 1 s of each up-client call: {'met' if r['recovery_ms'] <= 1000 else 'NOT met'} (worst {r['recovery_ms']} ms from the call, {r['recovery_after_return_ms']} ms from its return)")
-print(f"CHECK {int(r['delivered'] > 0)} {tag}: messages delivered through the tunnels ({r['delivered']})")
+for b, o in r["backends"].items():
+    print(f"TARGET {tag} [{b}]: first packet within 1 s of each up-client call: {'met' if o['recovery_ms'] <= 1000 else 'NOT met'} (worst {o['recovery_ms']} ms from the call, {o['recovery_after_return_ms']} ms from its return)")
+    print(f"CHECK {int(o['delivered'] > 0)} {tag} [{b}]: messages delivered through the tunnels ({o['delivered']})")
 EOF
         local line
         while read -r line; do

@@ -18,7 +18,10 @@ RULES=$E/rules.d                         # what `ldsaref updown` writes
 REC=$E/rec                               # the wrapper's records
 SUBNETS="198.18.0.0/24 198.19.0.0/24"
 
-updown_cmd() { echo "$dir/updown-record.sh $REC $lds updown --dir $RULES"; }
+# With the cgroup backend in the phase (CGROUP=1), updown also keeps
+# table inet ldsaref current (--apply), as an operator using it would.
+CGROUP=
+updown_cmd() { echo "$dir/updown-record.sh $REC $lds updown --dir $RULES${CGROUP:+ --apply}"; }
 
 # Server side of both daemons, per variant: marks 1/2 with fwmark routes
 # to the client in the clear (exactly what would leak once the daemon's
@@ -450,7 +453,7 @@ kill_all_daemons() {
     local ns p
     for ns in srv c1 c2; do
         for p in $(ip netns pids "$ns" 2>/dev/null); do
-            case $(cat /proc/"$p"/comm 2>/dev/null) in charon | pluto | tcpdump | python3) kill -9 "$p" ;; esac
+            case $(cat /proc/"$p"/comm 2>/dev/null) in charon | pluto | tcpdump | python3 | gosender) kill -9 "$p" ;; esac
         done
     done
     sleep 0.3

@@ -21,6 +21,7 @@
 # OPTIONS, one word, comma-separated KEY=VALUE (from ipsec-e2e.sh):
 #   only=all|static|churn   daemons=strongswan+libreswan   churn=N
 #   variants=marks+xfrmi    lsw=DIR (libreswan unpacked on the host)
+#   gosender=PATH (the cgroup backend's static sender, built on the host)
 set -uo pipefail
 
 dir=$1
@@ -34,6 +35,7 @@ for _o in "${_opts[@]}"; do
     churn=*) opt_churn=${_o#*=} ;;
     variants=*) opt_variants=${_o#*=} ;;
     lsw=*) LSW=${_o#*=} ;;
+    gosender=*) GOSENDER=${_o#*=} ;;
     esac
 done
 E=/mnt/e2e
@@ -479,6 +481,9 @@ fi
 if [ "$opt_only" != static ]; then
     . "$dir/daemons.sh"
     . "$dir/churn.sh"
+    # The cgroup backend's hierarchy (the guest's init mounts only what
+    # the rest needs).
+    [ -n "${GOSENDER:-}" ] && mount -t cgroup2 cgroup2 /sys/fs/cgroup
     kill_all_daemons
     for d in ${opt_daemons//+/ }; do
         if [ "$d" = libreswan ] && ! libreswan_install; then

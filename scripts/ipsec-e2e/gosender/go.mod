@@ -1,0 +1,3 @@
+module ldsaref.test/gosender
+
+go 1.19
