@@ -14,9 +14,11 @@
 //!   per kind of socket, with a human description for `explain` and logs.
 //! - [`probe`]: what this kernel and these privileges support.
 //! - [`mapped`]: the compiled rules index, mapped read-only.
+//! - [`xfrm`]: outbound XFRM block policies over netlink (`ldsaref updown`).
 
 pub mod cmsg;
 pub mod mapped;
 pub mod op;
 pub mod opts;
 pub mod probe;
+pub mod xfrm;

@@ -1,7 +1,7 @@
-//! What `ldsaref updown` asks of the kernel's IPsec layer, through
-//! iproute2's `ip` (on every IPsec gateway, and what the daemons' own
-//! updown scripts use): the fallback block policy behind a marked
-//! connection, and the name of the xfrm interface with a given id.
+//! What `ldsaref updown` asks of the kernel's IPsec layer: the fallback
+//! block policy behind a marked connection (over netlink, in process:
+//! `ldsaref_kernel::xfrm`), and the name of the xfrm interface with a
+//! given id (through iproute2's `ip`, on every IPsec gateway).
 //!
 //! # Why a block policy
 //!
@@ -21,8 +21,10 @@
 //! xfrm interfaces need none: a packet routed into one without a policy
 //! is dropped by the interface.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::process::Command;
+
+use ldsaref_kernel::xfrm::{self, OutPolicy};
 
 use super::call::{Sa, Selector};
 
@@ -80,6 +82,49 @@ pub fn block_commands(sel: &Selector, value: u32, mask: u32) -> Vec<Vec<String>>
         .collect()
 }
 
+/// The same policies as [`block_commands`], for netlink.
+pub fn block_policies(sel: &Selector, value: u32, mask: u32) -> Result<Vec<OutPolicy>, String> {
+    let (net, len) = match sel.peer.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (sel.peer.as_str(), None),
+    };
+    let dst: IpAddr = net
+        .parse()
+        .map_err(|_| format!("PLUTO_PEER_CLIENT={}: not a network", sel.peer))?;
+    let full = if dst.is_ipv4() { 32 } else { 128 };
+    let len: u8 = match len {
+        Some(l) => l
+            .parse()
+            .ok()
+            .filter(|l| *l <= full)
+            .ok_or_else(|| format!("PLUTO_PEER_CLIENT={}: bad prefix length", sel.peer))?,
+        None => full,
+    };
+    let halves: [IpAddr; 2] = if dst.is_ipv4() {
+        [
+            Ipv4Addr::new(0, 0, 0, 0).into(),
+            Ipv4Addr::new(128, 0, 0, 0).into(),
+        ]
+    } else {
+        [
+            Ipv6Addr::UNSPECIFIED.into(),
+            Ipv6Addr::new(0x8000, 0, 0, 0, 0, 0, 0, 0).into(),
+        ]
+    };
+    Ok(halves
+        .into_iter()
+        .map(|src| OutPolicy {
+            src: (src, 1),
+            dst: (dst, len),
+            proto: sel.proto,
+            dport: if sel.proto != 0 { sel.port } else { 0 },
+            mark: value,
+            mask,
+            priority: BLOCK_PRIORITY,
+        })
+        .collect())
+}
+
 /// The interface with `if_id` `id` in `ip -d -o link show type xfrm`'s
 /// output (one interface a line: `12: ipsec1@s-c1: <…> … xfrm if_id 0x1 …`).
 pub fn interface_in(listing: &str, id: u32) -> Option<String> {
@@ -98,7 +143,7 @@ pub fn interface_in(listing: &str, id: u32) -> Option<String> {
     })
 }
 
-/// The real kernel, through `ip`.
+/// The real kernel: netlink for policies, `ip` for interfaces.
 pub struct Ip;
 
 impl Ip {
@@ -108,35 +153,6 @@ impl Ip {
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
             .unwrap_or("ip")
-    }
-
-    /// Several commands in one `ip -batch -`: one process, not one each
-    /// (the daemon waits for updown).
-    fn batch(cmds: &[Vec<String>]) -> Result<(), String> {
-        let ip = Ip::path();
-        let mut child = Command::new(ip)
-            .args(["-batch", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("{ip}: {e}"))?;
-        let text: String = cmds.iter().map(|c| c.join(" ") + "\n").collect();
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(text.as_bytes())
-                .map_err(|e| format!("{ip}: {e}"))?;
-        }
-        let out = child.wait_with_output().map_err(|e| format!("{ip}: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "ip -batch ({}): {}",
-                text.trim_end().replace('\n', "; "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
     }
 
     fn run(args: &[String]) -> Result<String, String> {
@@ -162,7 +178,13 @@ impl Xfrm for Ip {
         let Sa::Mark { value, mask } = *sa else {
             return Ok(());
         };
-        Ip::batch(&block_commands(sel, value, mask))
+        // Both halves on one netlink socket; a refusal names the policy
+        // as `ip` would write it.
+        let policies = block_policies(sel, value, mask)?;
+        xfrm::send(&policies).map_err(|(i, e)| {
+            let cmds = block_commands(sel, value, mask);
+            format!("ip {}: {e}", cmds[i.min(cmds.len() - 1)].join(" "))
+        })
     }
 
     fn interface(&self, id: u32) -> Result<String, String> {
@@ -209,6 +231,47 @@ mod tests {
             text,
             "xfrm policy update src 8000::/1 dst 2001:db8:1::/48 dir out mark 0x2 mask 0xff action block priority 4294967040"
         );
+    }
+
+    #[test]
+    fn netlink_policies_are_the_commands_policies() {
+        let sel = Selector {
+            mine: "-".into(),
+            peer: "198.18.0.0/24".into(),
+            proto: 17,
+            port: 53,
+        };
+        let p = block_policies(&sel, 0x8065_0000, u32::MAX).unwrap();
+        let shown: Vec<String> = p
+            .iter()
+            .map(|p| {
+                format!(
+                    "xfrm policy update src {}/{} dst {}/{} proto {} dport {} dir out mark {:#x} mask {:#x} action block priority {}",
+                    p.src.0, p.src.1, p.dst.0, p.dst.1, p.proto, p.dport, p.mark, p.mask, p.priority
+                )
+            })
+            .collect();
+        let cmds: Vec<String> = block_commands(&sel, 0x8065_0000, u32::MAX)
+            .iter()
+            .map(|c| c.join(" "))
+            .collect();
+        assert_eq!(shown, cmds);
+        let v6 = Selector {
+            mine: "-".into(),
+            peer: "2001:db8:1::5".into(),
+            proto: 0,
+            port: 0,
+        };
+        let p = block_policies(&v6, 2, 0xff).unwrap();
+        assert_eq!(p[1].src, ("8000::".parse().unwrap(), 1));
+        assert_eq!(p[1].dst, ("2001:db8:1::5".parse().unwrap(), 128));
+        let bad = Selector {
+            peer: "198.18.0.0/33".into(),
+            ..sel
+        };
+        assert!(block_policies(&bad, 1, 1)
+            .unwrap_err()
+            .contains("bad prefix length"));
     }
 
     #[test]
