@@ -252,19 +252,20 @@ proptest! {
                     _ => None,
                 };
                 let policy = Policy::new(Some(set.clone()), Some(name), saref).unwrap();
+                let mark_catch_all = match catch_all {
+                    Some(CatchKind::Mark(value)) => Some(Verdict::Mark {
+                        value,
+                        mask: u32::MAX,
+                    }),
+                    _ => None,
+                };
                 for &dest in &dests {
                     for proto in [Proto::Tcp, Proto::Udp] {
                         for &port in &ports {
                             let want = policy
                                 .decide(dest, proto, port)
                                 .map(|d| Verdict::of(d.action).unwrap())
-                                .or_else(|| match catch_all {
-                                    Some(CatchKind::Mark(value)) => Some(Verdict::Mark {
-                                        value,
-                                        mask: u32::MAX,
-                                    }),
-                                    _ => None,
-                                });
+                                .or(mark_catch_all);
                             let got = compiled.decide_with(name, catch_all, dest, proto, port);
                             let rendered = table.decide_with(name, catch_all, dest, proto, port);
                             prop_assert_eq!(
