@@ -5,7 +5,9 @@
 //! over TCP (IPv4 and IPv6) and unconnected UDP; unwrapped it reaches
 //! neither; `deny` fails at once (TCP `ECONNREFUSED`, UDP `EPERM`) and the
 //! clients receive nothing; a cgroup of `ldsaref.slice` without rules in
-//! the table has its output dropped (fail closed).
+//! the table has its output dropped (fail closed); the per-process
+//! catch-alls (`--saref N`: IPv4 only; `--mark V[/M]`: IPv4 and IPv6)
+//! mark what the profile's rules leave undecided.
 //!
 //! The route is chosen inside connect()/sendto(), before netfilter: in the
 //! bed's shape "no route to the client networks" the call fails with
