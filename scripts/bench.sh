@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The benchmarks: one table, printed and written to BENCHMARKS.md with the
-# command and the machine, and a plot in docs/bench-scaling.png.
+# command and the machine, and plots in docs/bench-scaling.png and (the
+# cgroup backend, scripts/bench/cgroup.sh) docs/bench-cgroup.png.
 #
 #   sudo scripts/bench.sh          # a few minutes: reduced counts
 #   sudo scripts/bench.sh --full   # the sizes the targets are stated for:
@@ -286,7 +287,8 @@ cat "$root/target/bench-index.md" >&2 || true
 # ---------------------------------------------------------------------
 step "the cgroup backend at scale (scripts/bench/cgroup.sh)"
 if ((full)); then cg_sizes="0 10000 100000 1000000"; else cg_sizes="0 10000 100000"; fi
-ROUNDS=$rounds scripts/bench/cgroup.sh --sizes "$cg_sizes" --markdown BENCHMARKS.md
+ROUNDS=$rounds scripts/bench/cgroup.sh --sizes "$cg_sizes" --markdown BENCHMARKS.md \
+    --plot docs/bench-cgroup.png --raw "$root/target/bench-cgroup-raw.tsv"
 
 # ---------------------------------------------------------------------
 step "report"

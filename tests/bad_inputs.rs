@@ -273,7 +273,7 @@ const MALFORMED: &[(&str, &[u8], &str)] = &[
     ("uppercase-proto", b"192.0.2.0/24 TCP saref 5\n", ":1:14: unknown protocol \"TCP\" (keywords are lowercase: tcp)"),
     ("port-70000", b"192.0.2.0/24 tcp 70000 saref 5\n", ":1:18: port 70000 out of range (1..65535)"),
     ("port-range-reversed", b"192.0.2.0/24 tcp 30-20 saref 5\n", ":1:18: port range 30-20 is reversed"),
-    ("mark-mask-0", b"192.0.2.0/24 mark 0x5/0\n", ":1:19: mark mask is 0: the rule would change no bit of the mark"),
+    ("mark-mask-0", b"192.0.2.0/24 mark 0x5/0\n", ":1:19: mark mask is 0: no bit of the mark would change"),
     ("mark-outside-mask", b"192.0.2.0/24 mark 0x15/0xf\n", ":1:19: mark value 0x15 has bits outside its mask 0xf"),
     ("dev-name-too-long", b"192.0.2.0/24 dev abcdefghijklmnopq\n", ":1:18: interface name \"abcdefghijklmnopq\" is 17 bytes long (at most 15)"),
     ("reflect-tcp", b"192.0.2.0/24 tcp 53 reflect\n", ":1:21: reflect applies to UDP only, not tcp"),

@@ -5,7 +5,9 @@
 //! over TCP (IPv4 and IPv6) and unconnected UDP; unwrapped it reaches
 //! neither; `deny` fails at once (TCP `ECONNREFUSED`, UDP `EPERM`) and the
 //! clients receive nothing; a cgroup of `ldsaref.slice` without rules in
-//! the table has its output dropped (fail closed).
+//! the table has its output dropped (fail closed); the per-process
+//! catch-alls (`--saref N`: IPv4 only; `--mark V[/M]`: IPv4 and IPv6)
+//! mark what the profile's rules leave undecided.
 //!
 //! The route is chosen inside connect()/sendto(), before netfilter: in the
 //! bed's shape "no route to the client networks" the call fails with
@@ -280,6 +282,64 @@ fn a_static_binary_is_steered_by_its_cgroup() {
     let out = bed.steered(&rules, &pc, "udp 198.18.0.5 7");
     assert!(answer(&out).starts_with("error "), "{out}");
 
+    // A catch-all mark (run --cgroup --mark, the cgroup backend's own):
+    // IPv4 and IPv6; on the packets it reaches (mark 0) a mask changes
+    // nothing, as the library's `mark V/M` on a socket without a mark,
+    // so `0x2/0xff` marks 2 (the bed routes fwmark 1 and 2 like the mast
+    // marks of 101 and 202), in the same cgroup as `--mark 2`.
+    let mark_cgroup = |v: &str| {
+        slice.join(ldsaref_cgroup_name(&pc)).join(format!(
+            "{}-mark{v}.slice",
+            ldsaref_cgroup_name(&pc).trim_end_matches(".slice")
+        ))
+    };
+    bed.cgroups.push(mark_cgroup("0x1"));
+    bed.cgroups.push(mark_cgroup("0x2"));
+    let client = bed.client.display().to_string();
+    let with_mark = |mark: &str, what: &str| {
+        let mut args = vec![
+            "run",
+            "--cgroup",
+            "--rules",
+            &rules,
+            "--profile",
+            &pc,
+            "--mark",
+            mark,
+            "--",
+            &client,
+        ];
+        args.extend(what.split(' '));
+        bed.ldsaref(&args)
+    };
+    for (mark, name) in [("1", "client1"), ("0x2/0xff", "client2")] {
+        let out = with_mark(mark, "udp 198.18.0.5 7");
+        assert_eq!(
+            answer(&out),
+            format!("{name}: ping"),
+            "--mark {mark}: {out}"
+        );
+        let out = with_mark(mark, "tcp 198.18.0.5 80");
+        assert_eq!(answer(&out), name, "--mark {mark}: {out}");
+        let out = with_mark(mark, "tcp 2001:db8:18::5 80");
+        assert_eq!(answer(&out), name, "--mark {mark}: {out}");
+        // The profile's rules first.
+        failed_at_once(&with_mark(mark, "udp 198.51.100.1 7"), "EPERM");
+    }
+    for v in ["0x1", "0x2"] {
+        assert!(
+            mark_cgroup(v).is_dir(),
+            "{} was not made",
+            mark_cgroup(v).display()
+        );
+    }
+    let out = bed.in_srv(&["nft", "list", "map", "inet", "ldsaref", "catchall6"]);
+    assert!(
+        out.stdout.contains("-mark0x2.slice\" : 0x00000002"),
+        "{out}"
+    );
+    assert!(!out.stdout.contains("-saref202.slice"), "{out}");
+
     let before = (bed.hits("c1"), bed.hits("c2"));
     // Unwrapped: neither tunnel.
     let out = bed.unwrapped("udp 198.18.0.5 7");
@@ -414,6 +474,16 @@ fn a_static_binary_is_steered_by_its_cgroup() {
     let out = bed.in_srv(&["nft", "list", "map", "inet", "ldsaref", "catchall"]);
     assert!(
         out.stdout.contains("-saref202.slice\" : 0x80ca0000"),
+        "{out}"
+    );
+    assert!(
+        out.stdout.contains("-mark0x1.slice\" : 0x00000001"),
+        "{out}"
+    );
+    let out = bed.in_srv(&["nft", "list", "map", "inet", "ldsaref", "catchall6"]);
+    assert!(
+        out.stdout.contains("-mark0x1.slice\" : 0x00000001")
+            && !out.stdout.contains("-saref202.slice"),
         "{out}"
     );
     let out = bed.steered(&rules, &p1, "udp 198.18.0.5 7");
@@ -604,6 +674,80 @@ fn run_cgroup_refuses_what_it_cannot_do() {
     assert!(
         out.stderr
             .contains("--saref/IPSEC_SAREF: SAref 0 out of range"),
+        "{out}"
+    );
+    // --mark: the rules' own mark parser and its messages.
+    for (mark, message) in [
+        (
+            "zz",
+            "--mark: invalid mark value \"zz\" (expected a number, decimal or 0x hex)",
+        ),
+        (
+            "0x1/",
+            "--mark: invalid mark mask \"\" (expected a number, decimal or 0x hex)",
+        ),
+        (
+            "0x100000000",
+            "--mark: mark value 0x100000000 out of range (at most 0xffffffff)",
+        ),
+        (
+            "0x5/0",
+            "--mark: mark mask is 0: no bit of the mark would change",
+        ),
+        (
+            "0x15/0xf",
+            "--mark: mark value 0x15 has bits outside its mask 0xf",
+        ),
+        ("0/0xff", "--mark: mark value 0 would steer nothing"),
+    ] {
+        let out = run(&["--profile", "c1", "--mark", mark, "--", "true"]);
+        assert_eq!(out.code(), Some(1), "{out}");
+        assert!(out.stderr.contains(message), "{out}");
+    }
+    let out = run(&[
+        "--profile",
+        "c1",
+        "--mark",
+        "1",
+        "--saref",
+        "5",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.code(), Some(2), "{out}");
+    let mut c = Command::new(cli_path());
+    c.args(["run", "--cgroup", "--rules", &rules]).args([
+        "--profile",
+        "c1",
+        "--mark",
+        "1",
+        "--",
+        "true",
+    ]);
+    common::clear_ldsaref_env(&mut c);
+    c.env("IPSEC_SAREF", "5");
+    let out = run_with_timeout(&mut c, TIMEOUT);
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(out.stderr.contains("--mark and IPSEC_SAREF"), "{out}");
+    // The library has no catch-all mark.
+    let mut c = Command::new(cli_path());
+    c.args([
+        "run",
+        "--rules",
+        &rules,
+        "--profile",
+        "c1",
+        "--mark",
+        "1",
+        "--",
+        "true",
+    ]);
+    common::clear_ldsaref_env(&mut c);
+    let out = run_with_timeout(&mut c, TIMEOUT);
+    assert_eq!(out.code(), Some(2), "{out}");
+    assert!(
+        out.stderr
+            .contains("--mark is a catch-all of the cgroup backend"),
         "{out}"
     );
     let out = run(&["--profile", "c9", "--", "true"]);

@@ -3,6 +3,7 @@
 #
 #   sudo scripts/bench/cgroup.sh [--sizes "0 10000 100000 1000000"] [--out FILE]
 #                                [--markdown BENCHMARKS.md]
+#                                [--plot docs/bench-cgroup.png] [--raw FILE]
 #
 # In a network namespace of its own (loopback only, deleted on exit), a
 # program in the profile cgroup ldsaref.slice/ldsaref-bench.slice sends
@@ -26,6 +27,10 @@
 # with the command and the machine). Figures are medians
 # over ROUNDS rounds (default 3), CPU ns per call (user + system of the
 # program: what the kernel's hooks cost it), and wall ns per call.
+# --raw keeps the per-round figures (LABEL, udp|tcp, wall ns, CPU ns per
+# call); --plot draws the per-call CPU cost against the rules from them
+# (scripts/bench/cgroup_plot.py, python3-matplotlib), without touching
+# any markdown: `--plot` alone leaves BENCHMARKS.md as it is.
 set -euo pipefail
 
 main() {
@@ -33,13 +38,17 @@ cd "$(dirname "$0")/../.."
 sizes="0 10000 100000 1000000"
 out=""
 markdown=""
+plot=""
+raw_copy=""
 command_line="scripts/bench/cgroup.sh${*:+ $*}"
 while (($#)); do
     case $1 in
         --sizes) sizes=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         --markdown) markdown=$2; shift 2 ;;
-        -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
+        --plot) plot=$2; shift 2 ;;
+        --raw) raw_copy=$2; shift 2 ;;
+        -h | --help) sed -n '2,33p' "$0"; exit 0 ;;
         *) echo "cgroup.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -239,6 +248,12 @@ print("|---|---|")
 for k, name in (('fresh', 'into an empty namespace'), ('unchanged', 'the same rules again'), ('one_connection', 'one connection changed (its 2-rule section replaced alone)')):
     print(f"| {name} | {statistics.median(a[k]):.3f} |")
 EOF
+[ -z "$raw_copy" ] || cp "$raw" "$raw_copy"
+if [ -n "$plot" ]; then
+    /usr/bin/python3 scripts/bench/cgroup_plot.py "$raw" "$plot" --title \
+        "sudo ROUNDS=$rounds $command_line; $(nproc) cores, kernel $(uname -r), $(nft --version | cut -d' ' -f1-2)"
+    echo "plot: $plot" >&2
+fi
 if [ -n "$markdown" ]; then
     {
         echo "<!-- bench-cgroup:begin -->"

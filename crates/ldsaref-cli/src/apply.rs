@@ -117,7 +117,7 @@ pub fn desired(compiled: Compiled, cg: Option<&Cgroup2>, create: bool) -> Result
             id.map_or("-".to_owned(), |i| i.to_string())
         ));
     }
-    // The catch-all cgroups (run --cgroup --saref) that exist keep their
+    // The catch-all cgroups (run --cgroup --saref/--mark) that exist keep their
     // map elements; they are the processes', not the rules', so they are
     // not in the fingerprint.
     let catch_alls: Vec<CatchAll> = match cg {
@@ -137,8 +137,10 @@ pub fn desired(compiled: Compiled, cg: Option<&Cgroup2>, create: bool) -> Result
     // /sys/fs/cgroup) or from the host (on a hybrid one, `unified/`) is
     // the same table.
     let shape = fingerprint(&format!(
-        "layout {}\n{ids}chains {:?}\n",
-        SECTION_CHAIN, compiled.chains
+        "layout {} {}\n{ids}chains {:?}\n",
+        SECTION_CHAIN,
+        ldsaref_nft::LAYOUT_VERSION,
+        compiled.chains
     ));
     let mut all = format!("shape {shape}\nglobal {}\n", compiled.global_fingerprint);
     for p in &compiled.profiles {

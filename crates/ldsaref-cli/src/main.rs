@@ -30,7 +30,7 @@ const EXIT_CODES: &str = "\
 Exit status:
   0    success
   1    invalid configuration: rules file (file:line:col: message), variable or profile;
-       `run` with nothing to steer (no rules apply, no --saref)
+       `run` with nothing to steer (no rules apply, no --saref or --cgroup --mark)
   2    usage error
   126  the program cannot be executed, or LD_PRELOAD would not reach it
   127  the program was not found";
@@ -90,6 +90,11 @@ enum Command {
         /// `ldsaref apply` installed, and exec CMD without LD_PRELOAD
         #[arg(long, conflicts_with = "allow_unsteered")]
         cgroup: bool,
+        /// With --cgroup: a catch-all mark, V or V/MASK (decimal or 0x
+        /// hex, as a rule's `mark`): what the rules leave undecided, IPv4
+        /// and IPv6, gets mark V (the library has no catch-all mark)
+        #[arg(long, value_name = "V[/M]", conflicts_with = "saref")]
+        mark: Option<String>,
         /// The program and its arguments
         #[arg(
             required = true,
@@ -169,14 +174,24 @@ fn main() -> ExitCode {
         Command::Run {
             steer,
             cgroup: true,
+            mark,
             command,
             ..
-        } => run::run_cgroup(&steer, &command),
+        } => run::run_cgroup(&steer, mark.as_deref(), &command),
+        Command::Run { mark: Some(_), .. } => {
+            eprintln!(
+                "ldsaref: --mark is a catch-all of the cgroup backend (run --cgroup --profile P \
+                 --mark V[/M]); the library has no catch-all mark (its only one is --saref, \
+                 IPSEC_SAREF)"
+            );
+            2
+        }
         Command::Run {
             steer,
             allow_unsteered,
             cgroup: false,
             command,
+            mark: None,
         } => run::run(&steer, allow_unsteered, &command),
         Command::Check { file, compile } => settings::check(file.as_deref(), compile),
         Command::Compile { rules, lock } => {

@@ -122,8 +122,9 @@ pub fn run(opts: &SteerOpts, allow_unsteered: bool, command: &[OsString]) -> u8 
 /// the rules give, moves this process into the profile's cgroup and
 /// replaces it with `command` (same PID, no LD_PRELOAD): the kernel steers
 /// every socket of the program and its children, whatever creates them.
-pub fn run_cgroup(opts: &SteerOpts, command: &[OsString]) -> u8 {
-    match prepare_cgroup(opts) {
+/// `mark`: `--mark V[/M]`, a catch-all mark instead of a catch-all SAref.
+pub fn run_cgroup(opts: &SteerOpts, mark: Option<&str>, command: &[OsString]) -> u8 {
+    match prepare_cgroup(opts, mark) {
         // A cgroup2 view ldsaref mounted for itself (under `ip netns
         // exec`) goes: the program sees the mounts it would have seen.
         Ok(cg) => cg.leave(),
@@ -144,7 +145,55 @@ pub fn run_cgroup(opts: &SteerOpts, command: &[OsString]) -> u8 {
     }
 }
 
-fn prepare_cgroup(opts: &SteerOpts) -> Result<crate::cgroup::Cgroup2, (u8, String)> {
+/// The catch-all of `run --cgroup`: `--mark` (read as a rules file's
+/// `mark` action is, with its messages), else `--saref`/`IPSEC_SAREF` (as
+/// the library reads `IPSEC_SAREF`).
+fn catch_kind(
+    opts: &SteerOpts,
+    mark: Option<&str>,
+) -> Result<Option<ldsaref_nft::CatchKind>, (u8, String)> {
+    let saref = opts
+        .saref
+        .clone()
+        .or_else(|| settings::get(&Overrides::new(), vars::IPSEC_SAREF));
+    if let Some(text) = mark {
+        if saref.is_some() {
+            // (--saref with --mark is clap's usage error.)
+            return Err((
+                2,
+                "--mark and IPSEC_SAREF (set in the environment) are both catch-alls: give \
+                 one (unset IPSEC_SAREF, or drop --mark)"
+                    .to_owned(),
+            ));
+        }
+        let (value, _mask) =
+            ldsaref_rules::Action::parse_mark(text).map_err(|e| (1, format!("--mark: {e}")))?;
+        // What the library's `mark V/M` gives a socket without a mark,
+        // and the table only reaches packets without one: V.
+        if value == 0 {
+            return Err((
+                1,
+                format!(
+                    "--mark: mark value 0 would steer nothing ({text:?}: the packets it would \
+                     mark have mark 0 already)"
+                ),
+            ));
+        }
+        return Ok(Some(ldsaref_nft::CatchKind::Mark(value)));
+    }
+    match saref {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<ldsaref_rules::Saref>()
+            .map(|n| Some(ldsaref_nft::CatchKind::Saref(n.get())))
+            .map_err(|e| (1, format!("--saref/IPSEC_SAREF: {e}"))),
+    }
+}
+
+fn prepare_cgroup(
+    opts: &SteerOpts,
+    mark: Option<&str>,
+) -> Result<crate::cgroup::Cgroup2, (u8, String)> {
     let none = Overrides::new();
     let preload_only = [
         ("--mode", opts.mode.is_some()),
@@ -158,21 +207,15 @@ fn prepare_cgroup(opts: &SteerOpts) -> Result<crate::cgroup::Cgroup2, (u8, Strin
             format!("{name} is an option of the preload; it has no meaning with --cgroup"),
         ));
     }
-    // The catch-all SAref, read as the library reads IPSEC_SAREF.
-    let saref = match opts
-        .saref
-        .clone()
-        .or_else(|| settings::get(&none, vars::IPSEC_SAREF))
-    {
-        None => None,
-        Some(v) => Some(
-            v.parse::<ldsaref_rules::Saref>()
-                .map_err(|e| (1, format!("--saref/IPSEC_SAREF: {e}")))?,
-        ),
+    let catch = catch_kind(opts, mark)?;
+    let saref = match catch {
+        Some(ldsaref_nft::CatchKind::Saref(n)) => ldsaref_rules::Saref::new(u32::from(n)),
+        _ => None,
     };
     let location = crate::apply::location(opts.rules.as_deref()).map_err(|e| (1, e))?;
     // Nothing to steer (no rules, or none for this profile, and no
-    // catch-all): refused, as `run` without --cgroup refuses it.
+    // catch-all): refused, as `run` without --cgroup refuses it. (A
+    // catch-all mark steers whatever the rules say.)
     let set = settings::load_rules(&location).map_err(|e| (1, e))?;
     let profile_opt = opts
         .profile
@@ -183,7 +226,8 @@ fn prepare_cgroup(opts: &SteerOpts) -> Result<crate::cgroup::Cgroup2, (u8, Strin
             .as_deref()
             .is_some_and(|p| s.profile(p).is_some())
     });
-    if set.is_none() || known {
+    let mark_catch_all = matches!(catch, Some(ldsaref_nft::CatchKind::Mark(_)));
+    if !mark_catch_all && (set.is_none() || known) {
         let policy =
             ldsaref_rules::Policy::new(set, profile_opt.as_deref().filter(|_| known), saref)
                 .map_err(|e| (1, e.to_string()))?;
@@ -194,7 +238,8 @@ fn prepare_cgroup(opts: &SteerOpts) -> Result<crate::cgroup::Cgroup2, (u8, Strin
     let profile = profile_opt.ok_or((
         2,
         "--cgroup needs --profile (or LDSAREF_PROFILE): a process is steered by its \
-             profile's cgroup (for --saref alone, an empty section `[NAME]` in the rules will do)"
+             profile's cgroup (for --saref or --mark alone, an empty section `[NAME]` in the rules \
+             will do)"
             .to_owned(),
     ))?;
     // The rules and the profile first: their errors say more.
@@ -242,26 +287,33 @@ fn prepare_cgroup(opts: &SteerOpts) -> Result<crate::cgroup::Cgroup2, (u8, Strin
         }
         Some(_) => {}
     }
-    let rel = match saref {
+    let rel = match catch {
         None => rel,
-        Some(n) => {
-            // Its own cgroup below the profile's, and its element in the
-            // table's catch-all map (a path nft resolves now; `apply`
+        Some(kind) => {
+            // Its own cgroup below the profile's, and its elements in the
+            // table's catch-all maps (a path nft resolves now; `apply`
             // keeps the elements of the catch-all cgroups that exist).
             let c = ldsaref_nft::CatchAll {
                 profile: profile.clone(),
-                saref: n.get(),
+                kind,
             };
             let rel = c.cgroup();
             cg.ensure(&rel).map_err(|e| (1, e))?;
             let prefix = cg.nft_prefix().map_err(|e| (1, e))?;
-            crate::nft::run_batch(&format!(
-                "add element {} {} {{ \"{prefix}{rel}\" : {:#010x} }}\n",
-                ldsaref_nft::TABLE,
-                ldsaref_nft::CATCH_ALL_MAP,
-                ldsaref_nft::mast_mark(n.get())
-            ))
-            .map_err(|e| (1, e))?;
+            let mut batch = String::new();
+            for (map, wanted) in [
+                (ldsaref_nft::CATCH_ALL_MAP, true),
+                (ldsaref_nft::CATCH_ALL_MAP6, kind.ipv6()),
+            ] {
+                if wanted {
+                    batch.push_str(&format!(
+                        "add element {} {map} {{ \"{prefix}{rel}\" : {:#010x} }}\n",
+                        ldsaref_nft::TABLE,
+                        kind.mark()
+                    ));
+                }
+            }
+            crate::nft::run_batch(&batch).map_err(|e| (1, e))?;
             rel
         }
     };

@@ -53,7 +53,8 @@ pub struct Steered {
     pub pid: u32,
     /// Which backend.
     pub backend: Backend,
-    /// Its catch-all SAref (IPSEC_SAREF, or the catch-all cgroup).
+    /// Its catch-all SAref (IPSEC_SAREF, or the catch-all cgroup's), or
+    /// `mark=0xV` (a `run --cgroup --mark` catch-all cgroup).
     pub saref: Option<String>,
     /// `/proc/PID/comm`.
     pub command: String,
@@ -200,11 +201,11 @@ fn procs_of(dir: &std::path::Path) -> Vec<u32> {
 /// The processes in the profiles' cgroups.
 fn cgroup_processes(cg: &Cgroup2) -> Vec<Steered> {
     let mut v = Vec::new();
-    let entry = |pid, profile: Option<String>, saref: Option<u16>| Steered {
+    let entry = |pid, profile: Option<String>, saref: Option<String>| Steered {
         profile,
         pid,
         backend: Backend::Cgroup,
-        saref: saref.map(|n| n.to_string()),
+        saref,
         command: comm(pid),
     };
     // Directly in ldsaref.slice: no profile (the table drops its output).
@@ -220,9 +221,9 @@ fn cgroup_processes(cg: &Cgroup2) -> Vec<Steered> {
             v.push(entry(pid, Some(profile.clone()), None));
         }
         for child in cg.children(&rel) {
-            let saref = CatchAll::from_dir_name(&profile, &child).map(|c| c.saref);
+            let saref = CatchAll::from_dir_name(&profile, &child).map(|c| c.kind.label());
             for pid in procs_of(&cg.dir(&format!("{rel}/{child}"))) {
-                v.push(entry(pid, Some(profile.clone()), saref));
+                v.push(entry(pid, Some(profile.clone()), saref.clone()));
             }
         }
     }

@@ -49,7 +49,9 @@
 //!   chain). Route-type chains re-route a packet whose mark changed.
 //! - `dev IFNAME` cannot be done per packet: [`compile`] refuses it.
 //!
-//! The catch-all SAref (`IPSEC_SAREF`) is per process, not in the table.
+//! A catch-all (`IPSEC_SAREF`, `run --cgroup --saref N` or `--mark V`) is
+//! per process: a cgroup of its own, an element of the table's `catchall`
+//! maps, not in the rules' maps (see [`CatchAll`]).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -64,8 +66,8 @@ use std::net::IpAddr;
 use ldsaref_rules::{Action, Proto, RuleSet};
 
 pub use render::{
-    fingerprint, Layout, PortPieces, Target, CATCH_ALL_MAP, COMMENT_PREFIX, FINGERPRINT_CHAIN,
-    SECTION_CHAIN, SHAPE_CHAIN,
+    fingerprint, Layout, PortPieces, Target, CATCH_ALL_MAP, CATCH_ALL_MAP6, COMMENT_PREFIX,
+    FINGERPRINT_CHAIN, LAYOUT_VERSION, SECTION_CHAIN, SHAPE_CHAIN,
 };
 
 /// The nftables family and name of the table.
@@ -267,21 +269,21 @@ impl Compiled {
     }
 
     /// [`decide`](Self::decide) for a process that also has a catch-all
-    /// SAref (`run --cgroup --saref N`, in the catch-all's cgroup): where
-    /// the maps decide nothing, IPv4 packets (v4-mapped destinations
-    /// included) get its mast nfmark.
+    /// (`run --cgroup --saref N` or `--mark V`, in the catch-all's cgroup):
+    /// where the maps decide nothing, IPv4 packets (v4-mapped destinations
+    /// included) get the mast nfmark of N, and packets of both families
+    /// mark V (see [`CatchKind::verdict`]).
     pub fn decide_with(
         &self,
         profile: &str,
-        catch_all: Option<u16>,
+        catch_all: Option<CatchKind>,
         dest: IpAddr,
         proto: Proto,
         port: u16,
     ) -> Option<Verdict> {
         self.profiles.iter().find(|p| p.name == profile)?;
-        let ipv4 = !family_key(dest).0;
         self.decide(profile, dest, proto, port)
-            .or_else(|| catch_all.filter(|_| ipv4).map(Verdict::Saref))
+            .or_else(|| catch_all.and_then(|c| c.verdict(dest)))
     }
 
     /// The table as it is rendered ([`Layout`]: address maps, then port
@@ -324,17 +326,16 @@ impl Rendered {
     pub fn decide_with(
         &self,
         profile: &str,
-        catch_all: Option<u16>,
+        catch_all: Option<CatchKind>,
         dest: IpAddr,
         proto: Proto,
         port: u16,
     ) -> Option<Verdict> {
         let (_, layout) = self.profiles.iter().find(|(n, _)| n == profile)?;
-        let ipv4 = !family_key(dest).0;
         layout
             .lookup(dest, proto, port)
             .or_else(|| self.global.lookup(dest, proto, port))
-            .or_else(|| catch_all.filter(|_| ipv4).map(Verdict::Saref))
+            .or_else(|| catch_all.and_then(|c| c.verdict(dest)))
     }
 }
 
@@ -467,18 +468,71 @@ pub fn cgroup_path(profile: &str) -> String {
     format!("{SLICE}/{}", cgroup_name(profile))
 }
 
-/// A process's catch-all SAref in the kernel (`ldsaref run --cgroup
-/// --profile P --saref N`): its own cgroup below P's,
-/// `ldsaref.slice/ldsaref-P.slice/ldsaref-P-sarefN.slice` (a nested slice,
-/// as systemd names them), which the table's `catchall` map gives the mast
-/// nfmark of N for what the rules leave undecided (IPv4 only, as the
-/// library's `IPSEC_SAREF`).
+/// What a catch-all gives the packets the rules leave undecided:
+/// `run --cgroup --saref N` (as the library's `IPSEC_SAREF`: IPv4 only,
+/// the mast nfmark of N) or `run --cgroup --mark V[/M]` (IPv4 and IPv6:
+/// mark V; the packet's mark is 0 there, since a mark the program set
+/// leaves the packet alone, and on a socket without a mark the library's
+/// `mark V/M` sets V too, so the mask changes nothing).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CatchKind {
+    /// A catch-all SAref, in `1..=32767`.
+    Saref(u16),
+    /// A catch-all mark, never 0.
+    Mark(u32),
+}
+
+impl CatchKind {
+    /// The mark the packets get.
+    pub fn mark(self) -> u32 {
+        match self {
+            CatchKind::Saref(n) => mast_mark(n),
+            CatchKind::Mark(v) => v,
+        }
+    }
+
+    /// Whether it applies to IPv6 destinations too (a mark does; an
+    /// SAref, as `IPSEC_SAREF`, is IPv4 only).
+    pub fn ipv6(self) -> bool {
+        matches!(self, CatchKind::Mark(_))
+    }
+
+    /// The verdict it gives a packet to `dest` that no rule decides.
+    pub fn verdict(self, dest: IpAddr) -> Option<Verdict> {
+        let v6 = family_key(dest).0;
+        match self {
+            CatchKind::Saref(n) if !v6 => Some(Verdict::Saref(n)),
+            CatchKind::Saref(_) => None,
+            CatchKind::Mark(value) => Some(Verdict::Mark {
+                value,
+                mask: u32::MAX,
+            }),
+        }
+    }
+
+    /// What `ldsaref status` shows: `N` for an SAref, `mark=0xV`.
+    pub fn label(self) -> String {
+        match self {
+            CatchKind::Saref(n) => n.to_string(),
+            CatchKind::Mark(v) => format!("mark={v:#x}"),
+        }
+    }
+}
+
+/// A process's catch-all in the kernel (`ldsaref run --cgroup --profile P
+/// --saref N` or `--mark V[/M]`): its own cgroup below P's (a nested slice,
+/// as systemd names them),
+/// `ldsaref.slice/ldsaref-P.slice/ldsaref-P-sarefN.slice` or
+/// `…/ldsaref-P-mark0xV.slice` (V in lowercase hex: one cgroup per mark
+/// the packets get, whatever mask was written), which the table's
+/// `catchall` map (IPv4) and, for a mark, `catchall6` map (IPv6) give
+/// its mark for what the rules leave undecided.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct CatchAll {
     /// The profile.
     pub profile: String,
-    /// The SAref.
-    pub saref: u16,
+    /// The SAref or mark.
+    pub kind: CatchKind,
 }
 
 impl CatchAll {
@@ -487,32 +541,46 @@ impl CatchAll {
         format!(
             "{}/{}",
             cgroup_path(&self.profile),
-            catch_all_name(&self.profile, self.saref)
+            catch_all_name(&self.profile, self.kind)
         )
     }
 
-    /// The catch-all a directory below `profile`'s cgroup stands for.
+    /// The catch-all a directory below `profile`'s cgroup stands for (only
+    /// the names [`cgroup`](Self::cgroup) writes).
     pub fn from_dir_name(profile: &str, name: &str) -> Option<CatchAll> {
         let base = cgroup_name(profile);
         let stem = base.strip_suffix(".slice")?;
-        let n = name
-            .strip_prefix(stem)?
-            .strip_prefix("-saref")?
-            .strip_suffix(".slice")?;
-        if n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let saref = n.parse::<u16>().ok().filter(|v| (1..=0x7fff).contains(v))?;
+        let rest = name.strip_prefix(stem)?.strip_suffix(".slice")?;
+        let kind = if let Some(n) = rest.strip_prefix("-saref") {
+            if n.starts_with('0') || !n.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            CatchKind::Saref(n.parse::<u16>().ok().filter(|v| (1..=0x7fff).contains(v))?)
+        } else {
+            let hex = rest.strip_prefix("-mark0x")?;
+            if hex.starts_with('0')
+                || !hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return None;
+            }
+            CatchKind::Mark(u32::from_str_radix(hex, 16).ok()?)
+        };
         Some(CatchAll {
             profile: profile.to_owned(),
-            saref,
+            kind,
         })
     }
 }
 
-fn catch_all_name(profile: &str, saref: u16) -> String {
+fn catch_all_name(profile: &str, kind: CatchKind) -> String {
     let base = cgroup_name(profile);
-    format!("{}-saref{saref}.slice", base.trim_end_matches(".slice"))
+    let stem = base.trim_end_matches(".slice");
+    match kind {
+        CatchKind::Saref(n) => format!("{stem}-saref{n}.slice"),
+        CatchKind::Mark(v) => format!("{stem}-mark{v:#x}.slice"),
+    }
 }
 
 #[cfg(test)]
@@ -531,7 +599,7 @@ mod tests {
     fn catch_all_cgroups() {
         let c = CatchAll {
             profile: "client-1".to_owned(),
-            saref: 101,
+            kind: CatchKind::Saref(101),
         };
         assert_eq!(
             c.cgroup(),
@@ -546,10 +614,32 @@ mod tests {
             "ldsaref-client\\x2d1-saref040.slice",
             "ldsaref-client\\x2d1-saref40000.slice",
             "ldsaref-c2-saref1.slice",
+            "ldsaref-client\\x2d1-mark0x0.slice",
+            "ldsaref-client\\x2d1-mark0x01.slice",
+            "ldsaref-client\\x2d1-mark0xA.slice",
+            "ldsaref-client\\x2d1-mark0x100000000.slice",
+            "ldsaref-client\\x2d1-mark0x.slice",
+            "ldsaref-client\\x2d1-mark1.slice",
             "x",
         ] {
             assert_eq!(CatchAll::from_dir_name("client-1", bad), None, "{bad}");
         }
+        let m = CatchAll {
+            profile: "client-1".to_owned(),
+            kind: CatchKind::Mark(0x8065_0000),
+        };
+        assert_eq!(
+            m.cgroup(),
+            "ldsaref.slice/ldsaref-client\\x2d1.slice/ldsaref-client\\x2d1-mark0x80650000.slice"
+        );
+        assert_eq!(
+            CatchAll::from_dir_name("client-1", "ldsaref-client\\x2d1-mark0x80650000.slice"),
+            Some(m)
+        );
+        assert_eq!(
+            CatchAll::from_dir_name("c1", "ldsaref-c1-mark0xffffffff.slice").map(|c| c.kind.mark()),
+            Some(u32::MAX)
+        );
     }
 
     #[test]

@@ -209,9 +209,10 @@ fn full_mark(v: Verdict) -> Option<u32> {
     }
 }
 
-/// The version of the table's layout, in every section's fingerprint: a
-/// new layout replaces every section.
-pub(crate) const LAYOUT_VERSION: u32 = 2;
+/// The version of the table's layout, in every section's fingerprint and
+/// in the shape `ldsaref apply` records: a new layout replaces the whole
+/// table (3: the IPv6 catch-all map `catchall6`).
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Whether a verdict has a chain in the table.
 pub(crate) fn has_chain(v: Verdict) -> bool {
@@ -372,8 +373,11 @@ pub fn fingerprint(text: &str) -> String {
 /// `nft list chains` shows cheaply.
 pub const FINGERPRINT_CHAIN: &str = "rules_";
 
-/// The map of the catch-all cgroups to their marks.
+/// The map of the catch-all cgroups to their marks, for IPv4 packets
+/// (every catch-all).
 pub const CATCH_ALL_MAP: &str = "catchall";
+/// The same for IPv6 packets (the `--mark` catch-alls only).
+pub const CATCH_ALL_MAP6: &str = "catchall6";
 
 /// The prefix of the table's comment.
 pub const COMMENT_PREFIX: &str = "ldsaref rules ";
@@ -571,26 +575,36 @@ impl Compiled {
             s,
             "\t\tmeta nfproto ipv4 meta mark set socket cgroupv2 level 3 map @{CATCH_ALL_MAP}"
         )?;
+        writeln!(
+            s,
+            "\t\tmeta nfproto ipv6 meta mark set socket cgroupv2 level 3 map @{CATCH_ALL_MAP6}"
+        )?;
         writeln!(s, "\t}}")?;
         writeln!(
             s,
-            "\t# The catch-all SArefs of run --cgroup --saref, IPv4 only."
+            "\t# The catch-alls of run --cgroup: --saref (IPv4 only) and --mark."
         )?;
-        writeln!(s, "\tmap {CATCH_ALL_MAP} {{")?;
-        writeln!(s, "\t\ttype cgroupsv2 : mark")?;
-        if !catch_alls.is_empty() {
-            writeln!(s, "\t\telements = {{")?;
-            for c in catch_alls {
-                writeln!(
-                    s,
-                    "\t\t\t\"{root}{}\" : {:#010x},",
-                    c.cgroup(),
-                    crate::mast_mark(c.saref)
-                )?;
+        for (map, v6) in [(CATCH_ALL_MAP, false), (CATCH_ALL_MAP6, true)] {
+            writeln!(s, "\tmap {map} {{")?;
+            writeln!(s, "\t\ttype cgroupsv2 : mark")?;
+            let mut these = catch_alls
+                .iter()
+                .filter(|c| !v6 || c.kind.ipv6())
+                .peekable();
+            if these.peek().is_some() {
+                writeln!(s, "\t\telements = {{")?;
+                for c in these {
+                    writeln!(
+                        s,
+                        "\t\t\t\"{root}{}\" : {:#010x},",
+                        c.cgroup(),
+                        c.kind.mark()
+                    )?;
+                }
+                writeln!(s, "\t\t}}")?;
             }
-            writeln!(s, "\t\t}}")?;
+            writeln!(s, "\t}}")?;
         }
-        writeln!(s, "\t}}")?;
         for (i, p) in self.profiles.iter().enumerate() {
             writeln!(s)?;
             writeln!(s, "\t# [{}]: cgroup {}", p.name, p.cgroup())?;

@@ -1,6 +1,6 @@
 //! Small rule sets and the exact table text they give.
 
-use ldsaref_nft::{compile, CatchAll, Verdict};
+use ldsaref_nft::{compile, CatchAll, CatchKind, Verdict};
 use ldsaref_rules::{Proto, RuleSet};
 
 fn table(text: &str, prefix: &str) -> String {
@@ -25,11 +25,11 @@ table inet ldsaref {
 	comment "ldsaref rules (ldsaref apply)"
 	chain rules_0123456789abcdef {
 	}
-	chain sum_global_88ee97f347581b12 {
+	chain sum_global_881beba6e1b909a6 {
 	}
-	chain sum_p0_1d55c8bb8a0895e1 {
+	chain sum_p0_731d3756960d773e {
 	}
-	chain sum_p1_8f3b96d6db104d69 {
+	chain sum_p1_73bbb3b852b23420 {
 	}
 
 	# The global rules, after a profile's own.
@@ -65,9 +65,13 @@ table inet ldsaref {
 	}
 	chain tail {
 		meta nfproto ipv4 meta mark set socket cgroupv2 level 3 map @catchall
+		meta nfproto ipv6 meta mark set socket cgroupv2 level 3 map @catchall6
 	}
-	# The catch-all SArefs of run --cgroup --saref, IPv4 only.
+	# The catch-alls of run --cgroup: --saref (IPv4 only) and --mark.
 	map catchall {
+		type cgroupsv2 : mark
+	}
+	map catchall6 {
 		type cgroupsv2 : mark
 	}
 
@@ -130,9 +134,9 @@ table inet ldsaref {
 	comment "ldsaref rules (ldsaref apply)"
 	chain rules_0123456789abcdef {
 	}
-	chain sum_global_b366ebbc88e1dc6a {
+	chain sum_global_ed4b88ed63982791 {
 	}
-	chain sum_p0_1fb50ed6d1200590 {
+	chain sum_p0_409c742c34558cf7 {
 	}
 
 	# The global rules, after a profile's own.
@@ -165,9 +169,13 @@ table inet ldsaref {
 	}
 	chain tail {
 		meta nfproto ipv4 meta mark set socket cgroupv2 level 3 map @catchall
+		meta nfproto ipv6 meta mark set socket cgroupv2 level 3 map @catchall6
 	}
-	# The catch-all SArefs of run --cgroup --saref, IPv4 only.
+	# The catch-alls of run --cgroup: --saref (IPv4 only) and --mark.
 	map catchall {
+		type cgroupsv2 : mark
+	}
+	map catchall6 {
 		type cgroupsv2 : mark
 	}
 
@@ -312,30 +320,63 @@ fn catch_alls_are_map_elements() {
     let got = c.render(
         "unified/",
         "f",
-        &[CatchAll {
-            profile: "c1".to_owned(),
-            saref: 202,
-        }],
+        &[
+            CatchAll {
+                profile: "c1".to_owned(),
+                kind: CatchKind::Saref(202),
+            },
+            CatchAll {
+                profile: "c1".to_owned(),
+                kind: CatchKind::Mark(0x200),
+            },
+        ],
     );
     let want = "\tmap catchall {\n\t\ttype cgroupsv2 : mark\n\t\telements = {\n\t\t\t\
                 \"unified/ldsaref.slice/ldsaref-c1.slice/ldsaref-c1-saref202.slice\" : 0x80ca0000,\n\
+                \t\t\t\"unified/ldsaref.slice/ldsaref-c1.slice/ldsaref-c1-mark0x200.slice\" : 0x00000200,\n\
+                \t\t}\n\t}\n\
+                \tmap catchall6 {\n\t\ttype cgroupsv2 : mark\n\t\telements = {\n\t\t\t\
+                \"unified/ldsaref.slice/ldsaref-c1.slice/ldsaref-c1-mark0x200.slice\" : 0x00000200,\n\
                 \t\t}\n\t}\n";
     assert!(got.contains(want), "{got}");
+    let saref = Some(CatchKind::Saref(202));
+    let mark = Some(CatchKind::Mark(0x200));
     let a = |s: &str| s.parse().unwrap();
     assert_eq!(
-        c.decide_with("c1", Some(202), a("198.18.0.5"), Proto::Udp, 7),
+        c.decide_with("c1", saref, a("198.18.0.5"), Proto::Udp, 7),
         Some(Verdict::Saref(101))
     );
     assert_eq!(
-        c.decide_with("c1", Some(202), a("192.0.2.1"), Proto::Udp, 7),
+        c.decide_with("c1", saref, a("192.0.2.1"), Proto::Udp, 7),
         Some(Verdict::Saref(202))
     );
     assert_eq!(
-        c.decide_with("c1", Some(202), a("::ffff:192.0.2.1"), Proto::Tcp, 7),
+        c.decide_with("c1", saref, a("::ffff:192.0.2.1"), Proto::Tcp, 7),
         Some(Verdict::Saref(202))
     );
     assert_eq!(
-        c.decide_with("c1", Some(202), a("2001:db8::1"), Proto::Tcp, 7),
+        c.decide_with("c1", saref, a("2001:db8::1"), Proto::Tcp, 7),
         None
     );
+    // A mark: both families, the rules first.
+    let m = Some(Verdict::Mark {
+        value: 0x200,
+        mask: u32::MAX,
+    });
+    assert_eq!(
+        c.decide_with("c1", mark, a("198.18.0.5"), Proto::Udp, 7),
+        Some(Verdict::Saref(101))
+    );
+    for dest in ["192.0.2.1", "::ffff:192.0.2.1", "2001:db8::1"] {
+        assert_eq!(
+            c.decide_with("c1", mark, a(dest), Proto::Tcp, 7),
+            m,
+            "{dest}"
+        );
+        assert_eq!(
+            c.rendered().decide_with("c1", mark, a(dest), Proto::Udp, 7),
+            m,
+            "{dest}"
+        );
+    }
 }

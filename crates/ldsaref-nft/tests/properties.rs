@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use proptest::prelude::*;
 
-use ldsaref_nft::{compile, Element, Verdict};
+use ldsaref_nft::{compile, CatchKind, Element, Verdict};
 use ldsaref_rules::{Action, Dest, Policy, PortRange, Proto, ProtoMatch, RuleSet, Saref};
 
 /// Few networks, so that generated rules nest and share bounds.
@@ -237,28 +237,37 @@ proptest! {
         let dests = probes(&specs, seed);
         let ports = port_probes(&specs, port_seed);
         for name in PROFILES {
-            for catch_all in [None, Saref::new(catch_seed)] {
-                let policy = Policy::new(Some(set.clone()), Some(name), catch_all).unwrap();
+            // The library's catch-all SAref, and the cgroup backend's
+            // catch-all mark (the library has none: where no rule decides,
+            // the mark).
+            let mark = catch_seed.wrapping_mul(0x9e37_79b9) | 1;
+            let kinds = [
+                None,
+                Saref::new(catch_seed).map(|s| CatchKind::Saref(s.get())),
+                Some(CatchKind::Mark(mark)),
+            ];
+            for catch_all in kinds {
+                let saref = match catch_all {
+                    Some(CatchKind::Saref(n)) => Saref::new(u32::from(n)),
+                    _ => None,
+                };
+                let policy = Policy::new(Some(set.clone()), Some(name), saref).unwrap();
+                let mark_catch_all = match catch_all {
+                    Some(CatchKind::Mark(value)) => Some(Verdict::Mark {
+                        value,
+                        mask: u32::MAX,
+                    }),
+                    _ => None,
+                };
                 for &dest in &dests {
                     for proto in [Proto::Tcp, Proto::Udp] {
                         for &port in &ports {
                             let want = policy
                                 .decide(dest, proto, port)
-                                .map(|d| Verdict::of(d.action).unwrap());
-                            let got = compiled.decide_with(
-                                name,
-                                catch_all.map(Saref::get),
-                                dest,
-                                proto,
-                                port,
-                            );
-                            let rendered = table.decide_with(
-                                name,
-                                catch_all.map(Saref::get),
-                                dest,
-                                proto,
-                                port,
-                            );
+                                .map(|d| Verdict::of(d.action).unwrap())
+                                .or(mark_catch_all);
+                            let got = compiled.decide_with(name, catch_all, dest, proto, port);
+                            let rendered = table.decide_with(name, catch_all, dest, proto, port);
                             prop_assert_eq!(
                                 rendered, want,
                                 "rendered: [{}] catch-all {:?} {} {} {}\n{}", name, catch_all, dest, proto, port, text

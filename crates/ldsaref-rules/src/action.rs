@@ -34,6 +34,16 @@ impl Action {
     /// The mask of a `mark` action written without one.
     pub const FULL_MASK: u32 = u32::MAX;
 
+    /// A mark written `N` or `N/MASK` (each decimal or `0x` hex; the mask
+    /// is [`Action::FULL_MASK`] when not given), as the `mark` action of a
+    /// rules file reads it, with the same messages (without the position):
+    /// `(value, mask)`, the value never having bits outside the mask, the
+    /// mask never 0. `ldsaref run --cgroup --mark` reads its catch-all mark
+    /// with it.
+    pub fn parse_mark(text: &str) -> Result<(u32, u32), String> {
+        crate::parse::mark_text(text)
+    }
+
     /// The keyword that starts this action in a rules file.
     pub fn keyword(&self) -> &'static str {
         match self {
@@ -99,6 +109,31 @@ mod tests {
         ];
         for (action, text) in cases {
             assert_eq!(action.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn marks_parse_as_the_rules_read_them() {
+        assert_eq!(Action::parse_mark("0x200"), Ok((0x200, u32::MAX)));
+        assert_eq!(Action::parse_mark("512/0xFF00"), Ok((0x200, 0xff00)));
+        assert_eq!(Action::parse_mark("0"), Ok((0, u32::MAX)));
+        for (text, message) in [
+            (
+                "zz",
+                "invalid mark value \"zz\" (expected a number, decimal or 0x hex)",
+            ),
+            (
+                "1/",
+                "invalid mark mask \"\" (expected a number, decimal or 0x hex)",
+            ),
+            (
+                "0x100000000",
+                "mark value 0x100000000 out of range (at most 0xffffffff)",
+            ),
+            ("1/0", "mark mask is 0: no bit of the mark would change"),
+            ("0x15/0xf", "mark value 0x15 has bits outside its mask 0xf"),
+        ] {
+            assert_eq!(Action::parse_mark(text), Err(message.to_owned()), "{text}");
         }
     }
 }

@@ -60,22 +60,28 @@ pub(crate) fn parse(keyword: Keyword, cursor: &mut Cursor<'_>) -> Result<Action,
 
 /// `N` or `N/MASK`, each decimal or `0x` hex.
 fn mark(arg: Token<'_>) -> Result<Action, Fault> {
-    let (value_text, mask_text) = match arg.text.split_once('/') {
+    let (value, mask) = mark_text(arg.text).map_err(|message| Fault::new(arg.at, message))?;
+    Ok(Action::Mark { value, mask })
+}
+
+/// The value and mask of a mark written `N` or `N/MASK` (each decimal or
+/// `0x` hex; the mask is [`Action::FULL_MASK`] when not given): the
+/// rules' `mark` action and `ldsaref run --cgroup --mark` read marks
+/// with it, and so give the same messages.
+pub(crate) fn mark_text(text: &str) -> Result<(u32, u32), String> {
+    let (value_text, mask_text) = match text.split_once('/') {
         Some((value, mask)) => (value, Some(mask)),
-        None => (arg.text, None),
+        None => (text, None),
     };
     let number = |what: &str, text: &str| {
         let q = shown(text);
-        fields::decimal_or_hex(text).map_err(|e| {
-            let message = match e {
-                fields::NumError::Invalid => {
-                    format!("invalid mark {what} {q:?} (expected a number, decimal or 0x hex)")
-                }
-                fields::NumError::TooBig => {
-                    format!("mark {what} {q} out of range (at most 0xffffffff)")
-                }
-            };
-            Fault::new(arg.at, message)
+        fields::decimal_or_hex(text).map_err(|e| match e {
+            fields::NumError::Invalid => {
+                format!("invalid mark {what} {q:?} (expected a number, decimal or 0x hex)")
+            }
+            fields::NumError::TooBig => {
+                format!("mark {what} {q} out of range (at most 0xffffffff)")
+            }
         })
     };
     let value = number("value", value_text)?;
@@ -84,16 +90,12 @@ fn mark(arg: Token<'_>) -> Result<Action, Fault> {
         None => Action::FULL_MASK,
     };
     if mask == 0 {
-        return Err(Fault::new(
-            arg.at,
-            "mark mask is 0: the rule would change no bit of the mark",
-        ));
+        return Err("mark mask is 0: no bit of the mark would change".to_owned());
     }
     if value & !mask != 0 {
-        return Err(Fault::new(
-            arg.at,
-            format!("mark value {value:#x} has bits outside its mask {mask:#x}"),
+        return Err(format!(
+            "mark value {value:#x} has bits outside its mask {mask:#x}"
         ));
     }
-    Ok(Action::Mark { value, mask })
+    Ok((value, mask))
 }

@@ -12,6 +12,7 @@ mod rule_line;
 use crate::{Action, Dest, PortRange, ProtoMatch};
 use lexer::{Token, Tokens};
 
+pub(crate) use action::mark_text;
 pub(crate) use header::check_profile_name;
 #[cfg(test)]
 pub(crate) use lexer::lines;
