@@ -640,7 +640,11 @@ impl Compiled {
             s,
             "\t\t# Fail closed: a cgroup whose profile has no rules here."
         )?;
-        writeln!(s, "\t\toifname \"lo\" return")?;
+        // Traffic to this host passes. Not "oifname lo": an operator's
+        // route of the client networks to lo (the no-route gateway's
+        // remedy) would let a dropped profile's sends "succeed" into the
+        // loopback, where the program would never learn they failed.
+        writeln!(s, "\t\tfib daddr type local return")?;
         writeln!(s, "\t\tdrop")?;
         writeln!(s, "\t}}")?;
         writeln!(s)?;

@@ -233,7 +233,7 @@ table inet ldsaref {
 		meta mark != 0 return
 		socket cgroupv2 level 2 "ldsaref.slice/ldsaref-c1.slice" goto p0
 		# Fail closed: a cgroup whose profile has no rules here.
-		oifname "lo" return
+		fib daddr type local return
 		drop
 	}
 
