@@ -146,7 +146,7 @@ pub fn nothing_to_steer(policy: &Policy, location: &Location) -> Option<String> 
     }
     const FIX: &str = "write rules (see ldsaref-rules(5); `ldsaref check` checks them), \
                        point --rules (LDSAREF_RULES) at them, or give a catch-all --saref N \
-                       (IPSEC_SAREF)";
+                       (IPSEC_SAREF; with --cgroup, --mark V too)";
     let Some(set) = policy.rules() else {
         return Some(format!(
             "nothing to steer: no rules file ({}) and no --saref (IPSEC_SAREF), so the program \
