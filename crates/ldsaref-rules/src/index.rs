@@ -273,12 +273,12 @@ impl Index {
     }
 }
 
-/// Read access to the arrays of an index, by element: owned ([`Slices`],
-/// the index built in this process) or mapped from a file
-/// ([`crate::compiled`], which reads each element in place, checked).
-/// One lookup ([`IndexView::lookup`], [`trie::candidate`]) over both, so
-/// one precedence. Every accessor is bounds-checked and `None` past the
-/// end, whatever the arrays hold.
+/// Read access to the arrays of an index, by element: the index built in
+/// this process (`&Index`), or borrowed slices ([`Slices`]: of that index,
+/// or of a compiled index's bytes, see [`crate::compiled`]). One lookup
+/// ([`IndexView::lookup`], [`trie::candidate`]) over both, so one
+/// precedence. Every accessor is bounds-checked and `None` past the end,
+/// whatever the arrays hold.
 pub(crate) trait Arrays<'a>: Copy {
     /// The root of set `set`'s trie of `family` (0: IPv4, 1: IPv6).
     fn root(self, set: usize, family: usize) -> Option<Root>;
