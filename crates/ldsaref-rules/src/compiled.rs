@@ -436,8 +436,8 @@ impl Compiled {
 
     /// The arrays a decision reads, borrowed from the bytes `self` holds.
     #[inline(always)]
-    fn arrays(&self) -> Cast<'_> {
-        self.arrays
+    fn arrays(&self) -> &Cast<'_> {
+        &self.arrays
     }
 
     fn data(&self) -> &[u8] {
@@ -462,8 +462,8 @@ impl Compiled {
 
     /// The lookup's arrays, read in place.
     #[inline]
-    pub(crate) fn view(&self) -> IndexView<Slices<'_>> {
-        IndexView(self.arrays().lookup)
+    pub(crate) fn view(&self) -> IndexView<&Slices<'_>> {
+        IndexView(&self.arrays().lookup)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -548,7 +548,9 @@ impl Compiled {
         Some((found, self.action(found)))
     }
 
-    /// The action of rule `i` (`deny` if it does not decode).
+    /// The action of rule `i` (`deny` if it does not decode, as
+    /// [`decode_action`] would say). Built in place rather than through an
+    /// `Option`: this is on every decision's path.
     #[inline]
     fn action(&self, i: u32) -> Action {
         let arrays = self.arrays();
@@ -556,17 +558,23 @@ impl Compiled {
         let Some(&[kind, value, mask]) = arrays.actions.get(i) else {
             return Action::Deny;
         };
-        let action = match kind {
-            0 => Saref::new(value).map(Action::Saref),
-            1 => Some(Action::Mark { value, mask }),
-            2 => arrays.records.get(i).and_then(decode_action),
-            3 => Some(Action::Reflect),
-            4 => Some(Action::Pass),
-            5 => Some(Action::Deny),
-            _ => None,
-        };
-        action.unwrap_or(Action::Deny)
+        // The commonest first: a valid `saref` (kind 0, and a value in
+        // range) is one comparison. A kind 0 that is not falls to `deny`.
+        if let Some(saref) = Saref::tagged(u64::from(kind) << 32 | u64::from(value)) {
+            return Action::Saref(saref);
+        }
+        match kind {
+            1 if mark_holds(value, mask) => Action::Mark { value, mask },
+            2 => match arrays.records.get(i).and_then(decode_action) {
+                Some(action) => action,
+                None => Action::Deny,
+            },
+            3 => Action::Reflect,
+            4 => Action::Pass,
+            _ => Action::Deny,
+        }
     }
+
 
     fn decode(&self, r: &RuleRecord) -> Option<Rule> {
         let dest = match (r.family, r.len) {
@@ -657,10 +665,17 @@ impl Compiled {
     }
 }
 
+/// What the parser guarantees of a `mark` (see [`Action::Mark`]): a mask,
+/// and no bit of the value outside it.
+#[inline(always)]
+fn mark_holds(value: u32, mask: u32) -> bool {
+    mask != 0 && value & !mask == 0
+}
+
 fn decode_action(r: &RuleRecord) -> Option<Action> {
     Some(match r.action {
         0 => Action::Saref(Saref::new(r.value)?),
-        1 => Action::Mark {
+        1 if mark_holds(r.value, r.mask) => Action::Mark {
             value: r.value,
             mask: r.mask,
         },

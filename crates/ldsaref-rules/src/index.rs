@@ -334,6 +334,39 @@ impl<'a> Arrays<'a> for Slices<'a> {
     }
 }
 
+/// Slices kept somewhere (a compiled index's, see [`crate::compiled`]),
+/// read where they are rather than copied into the lookup.
+impl<'a> Arrays<'a> for &'a Slices<'a> {
+    #[inline(always)]
+    fn root(self, set: usize, family: usize) -> Option<Root> {
+        (*self).root(set, family)
+    }
+    #[inline(always)]
+    fn block(self, i: usize) -> Option<Block> {
+        (*self).block(i)
+    }
+    #[inline(always)]
+    fn result(self, i: usize) -> Option<u32> {
+        (*self).result(i)
+    }
+    #[inline(always)]
+    fn prefix(self, i: usize) -> Option<PrefixRules> {
+        (*self).prefix(i)
+    }
+    #[inline(always)]
+    fn direct_prefix(self, rule: usize) -> Option<u32> {
+        (*self).direct_prefix(rule)
+    }
+    #[inline(always)]
+    fn more(self) -> &'a [[u32; 3]] {
+        self.more
+    }
+    #[inline(always)]
+    fn entries(self) -> &'a [Entry] {
+        self.entries
+    }
+}
+
 /// The index built in this process, read directly (no [`Slices`] to
 /// assemble on every lookup).
 impl<'a> Arrays<'a> for &'a Index {
