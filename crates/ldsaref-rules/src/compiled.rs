@@ -55,7 +55,7 @@ use crate::trie::{Block, Root, NONE};
 use crate::{Action, Dest, IfName, Origin, PortRange, ProfileId, Proto, ProtoMatch, Rule, Saref};
 
 /// The format version: any change of layout or meaning bumps it.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 const MAGIC: [u8; 8] = *b"LDSAIDX\n";
 const ENDIAN: u32 = 0x0102_0304;
 /// Sections start at multiples of this (a cache line, and more than the
@@ -80,7 +80,7 @@ enum Section {
     Profiles,
     Sources,
     Strings,
-    /// What deciding reads of a rule, dense: [kind, value, mask] (see
+    /// What deciding reads of a rule, dense: [value, kind, mask] (see
     /// [`RuleRecord`]; for `dev`, the name is in the rule's record).
     Actions,
 }
@@ -236,7 +236,7 @@ pub(crate) struct Compiled {
 #[derive(Clone, Copy, Default)]
 struct Cast<'a> {
     lookup: Slices<'a>,
-    /// The dense actions: [kind, value, mask].
+    /// The dense actions: [value, kind, mask].
     actions: &'a [[u32; 3]],
     records: &'a [RuleRecord],
 }
@@ -555,7 +555,7 @@ impl Compiled {
     fn action(&self, i: u32) -> Action {
         let arrays = self.arrays();
         let i = i as usize;
-        let Some(&[kind, value, mask]) = arrays.actions.get(i) else {
+        let Some(&[value, kind, mask]) = arrays.actions.get(i) else {
             return Action::Deny;
         };
         // The commonest first: a valid `saref` (kind 0, and a value in
@@ -775,7 +775,7 @@ pub(crate) fn write(parts: &Parts<'_>, sources: &[Fingerprint]) -> Vec<u8> {
     let records: Vec<RuleRecord> = parts.rules.iter().map(encode_rule).collect();
     let actions: Vec<[u32; 3]> = records
         .iter()
-        .map(|r| [u32::from(r.action), r.value, r.mask])
+        .map(|r| [r.value, u32::from(r.action), r.mask])
         .collect();
     let v = parts.view;
     let sections: [&[u8]; SECTIONS] = [

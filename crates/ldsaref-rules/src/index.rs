@@ -283,6 +283,8 @@ pub(crate) trait Arrays<'a>: Copy {
     /// The root of set `set`'s trie of `family` (0: IPv4, 1: IPv6).
     fn root(self, set: usize, family: usize) -> Option<Root>;
     fn block(self, i: usize) -> Option<Block>;
+    /// The 8-byte unit `i` of the blocks (a leaf), read alone.
+    fn unit(self, i: usize) -> Option<u64>;
     fn result(self, i: usize) -> Option<u32>;
     fn prefix(self, i: usize) -> Option<PrefixRules>;
     fn direct_prefix(self, rule: usize) -> Option<u32>;
@@ -311,6 +313,10 @@ impl<'a> Arrays<'a> for Slices<'a> {
     #[inline(always)]
     fn block(self, i: usize) -> Option<Block> {
         self.blocks.get(i).copied()
+    }
+    #[inline(always)]
+    fn unit(self, i: usize) -> Option<u64> {
+        self.blocks.get(i / 4).map(|b| b.unit(i % 4))
     }
     #[inline(always)]
     fn result(self, i: usize) -> Option<u32> {
@@ -346,6 +352,10 @@ impl<'a> Arrays<'a> for &'a Slices<'a> {
         (*self).block(i)
     }
     #[inline(always)]
+    fn unit(self, i: usize) -> Option<u64> {
+        (*self).unit(i)
+    }
+    #[inline(always)]
     fn result(self, i: usize) -> Option<u32> {
         (*self).result(i)
     }
@@ -377,6 +387,10 @@ impl<'a> Arrays<'a> for &'a Index {
     #[inline(always)]
     fn block(self, i: usize) -> Option<Block> {
         self.tries.arrays().0.get(i).copied()
+    }
+    #[inline(always)]
+    fn unit(self, i: usize) -> Option<u64> {
+        self.tries.arrays().0.get(i / 4).map(|b| b.unit(i % 4))
     }
     #[inline(always)]
     fn result(self, i: usize) -> Option<u32> {

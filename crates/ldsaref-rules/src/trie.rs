@@ -67,6 +67,14 @@ pub(crate) struct Prefix {
 #[repr(C, align(32))]
 pub(crate) struct Block([u64; 4]);
 
+impl Block {
+    /// Unit `i % 4` (a leaf), read where it is.
+    #[inline(always)]
+    pub(crate) fn unit(&self, i: usize) -> u64 {
+        self.0[i % 4]
+    }
+}
+
 /// A node, as [`Node::encode`] packs it into a [`Block`].
 #[derive(Clone, Copy, Default, Debug)]
 struct Node {
@@ -506,10 +514,9 @@ pub(crate) fn candidate<'a>(arrays: impl Arrays<'a>, root: Root, key: u128) -> (
             let leaves = node.children & node.marks;
             let unit = (node.first_child as usize + nodes.count_ones() as usize) * 4
                 + (leaves & (bit - 1)).count_ones() as usize;
-            let Some(block) = arrays.block(unit / 4) else {
+            let Some(leaf) = arrays.unit(unit).map(Leaf) else {
                 break;
             };
-            let leaf = Leaf(block.0[unit % 4]);
             return (leaf.lookup(key, depth + STRIDE), exact);
         } else if node.depth & INLINE != 0 {
             let value = if node.marks & bit != 0 {
