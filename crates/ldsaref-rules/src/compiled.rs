@@ -19,7 +19,9 @@
 //!   what a decision, a log line and `explain` say), the file and profile
 //!   names (offset and length in the string table), the `SourceRecord`s
 //!   of the files the index was compiled from, the string table, and the
-//!   action of each rule again, dense (12 bytes: what deciding reads).
+//!   action of each rule again, dense (12 bytes: what deciding reads:
+//!   value, kind and mask, the value first so that value and kind read
+//!   as one 64-bit word, which for a valid `saref` is one comparison).
 //!
 //! # Trust
 //!
@@ -32,7 +34,9 @@
 //! Instead every read is checked where it happens (the lookup's indices,
 //! the parent walk that must go to smaller prefixes, the records' fields),
 //! so that an index corrupt past its header gives no panic, no loop and no
-//! read out of bounds; a rule record that does not decode is `deny`.
+//! read out of bounds; an action or a rule record that does not decode
+//! (an SAref out of range, a `mark` with no mask or with bits outside it,
+//! an unknown kind) is `deny`.
 //!
 //! Opening casts each section once to a typed slice of the bytes (the
 //! checks above make every cast succeed), and decisions read those slices
@@ -42,6 +46,10 @@
 //! this depends on what the arrays hold, nor on the bytes staying as they
 //! were when opened. Keeping the slices beside the bytes they borrow is
 //! the crate's one `unsafe` (a lifetime extension, see `detach`).
+//!
+//! Version 2: leaves hold their prefix's bits and length (see `trie`),
+//! and the dense actions are [value, kind, mask] (version 1: [kind,
+//! value, mask], and leaves as depth and slot span).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -575,7 +583,6 @@ impl Compiled {
         }
     }
 
-
     fn decode(&self, r: &RuleRecord) -> Option<Rule> {
         let dest = match (r.family, r.len) {
             (0, 0) => Dest::Any,
@@ -861,6 +868,45 @@ impl AsRef<[u8]> for AlignedBytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whatever the dense actions hold, a decision gets a valid action:
+    /// the one stored, or `deny`.
+    #[test]
+    fn actions_that_do_not_decode_are_deny() {
+        let set = crate::RuleSet::parse("10.0.0.0/8 dev ipsec0\n", "t").unwrap();
+        let good = set.compile(&[]).unwrap();
+        let head = Header::read_from_bytes(&good[..std::mem::size_of::<Header>()]).unwrap();
+        let at = head.sections[Section::Actions as usize][0] as usize;
+        let saref = |v| Action::Saref(Saref::new(v).unwrap());
+        let mark = |value, mask| Action::Mark { value, mask };
+        let dev = Action::Dev(IfName::new("ipsec0").unwrap());
+        let cases = [
+            // [value, kind, mask]
+            ([1, 0, 0], saref(1)),
+            ([32767, 0, 7], saref(32767)),
+            ([0, 0, 0], Action::Deny),
+            ([32768, 0, 0], Action::Deny),
+            ([u32::MAX, 0, 0], Action::Deny),
+            ([5, 1 << 31, 0], Action::Deny),
+            ([0x200, 1, 0xff00], mark(0x200, 0xff00)),
+            ([0, 1, u32::MAX], mark(0, u32::MAX)),
+            ([0x200, 1, 0], Action::Deny),
+            ([0x201, 1, 0xff00], Action::Deny),
+            ([0, 2, 0], dev),
+            ([0, 3, 0], Action::Reflect),
+            ([0, 4, 0], Action::Pass),
+            ([0, 5, 0], Action::Deny),
+            ([0, 6, 0], Action::Deny),
+            ([1, u32::MAX, 1], Action::Deny),
+        ];
+        for (stored, want) in cases {
+            let mut b = good.clone();
+            b[at..at + 12].copy_from_slice(stored.as_bytes());
+            let c = Compiled::open(Arc::new(AlignedBytes::new(&b))).unwrap();
+            assert_eq!(c.action(0), want, "{stored:?}");
+            assert_eq!(c.action(1), Action::Deny, "no rule 1");
+        }
+    }
 
     #[test]
     fn records_have_their_sizes() {
