@@ -571,8 +571,12 @@ impl Compiled {
         if let Some(saref) = Saref::tagged(u64::from(kind) << 32 | u64::from(value)) {
             return Action::Saref(saref);
         }
+        // A valid `mark` (kind 1, a mask, no bit of the value outside it):
+        // one test of kind and value together, then the mask.
+        if (kind ^ 1) | (value & !mask) == 0 && mask != 0 {
+            return Action::Mark { value, mask };
+        }
         match kind {
-            1 if mark_holds(value, mask) => Action::Mark { value, mask },
             2 => match arrays.records.get(i).and_then(decode_action) {
                 Some(action) => action,
                 None => Action::Deny,
