@@ -19,7 +19,9 @@
 //!   what a decision, a log line and `explain` say), the file and profile
 //!   names (offset and length in the string table), the `SourceRecord`s
 //!   of the files the index was compiled from, the string table, and the
-//!   action of each rule again, dense (12 bytes: what deciding reads).
+//!   action of each rule again, dense (12 bytes: what deciding reads:
+//!   value, kind and mask, the value first so that value and kind read
+//!   as one 64-bit word, which for a valid `saref` is one comparison).
 //!
 //! # Trust
 //!
@@ -32,12 +34,22 @@
 //! Instead every read is checked where it happens (the lookup's indices,
 //! the parent walk that must go to smaller prefixes, the records' fields),
 //! so that an index corrupt past its header gives no panic, no loop and no
-//! read out of bounds; a rule record that does not decode is `deny`.
+//! read out of bounds; an action or a rule record that does not decode
+//! (an SAref out of range, a `mark` with no mask or with bits outside it,
+//! an unknown kind) is `deny`.
 //!
-//! Reads go through `Mapped`, which implements the lookup's
-//! `Arrays` by copying each element out of the bytes after checking it
-//! lies inside its section: the one lookup (`IndexView`) runs over the
-//! mapped file as over the index built in this process.
+//! Opening casts each section once to a typed slice of the bytes (the
+//! checks above make every cast succeed), and decisions read those slices
+//! as the lookup reads the index built in this process: the same
+//! `Slices`, the same code (`IndexView`), every element read through
+//! `get` (its one bounds check). Nothing is read unchecked, so none of
+//! this depends on what the arrays hold, nor on the bytes staying as they
+//! were when opened. Keeping the slices beside the bytes they borrow is
+//! the crate's one `unsafe` (a lifetime extension, see `detach`).
+//!
+//! Version 2: leaves hold their prefix's bits and length (see `trie`),
+//! and the dense actions are [value, kind, mask] (version 1: [kind,
+//! value, mask], and leaves as depth and slot span).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -45,13 +57,13 @@ use std::sync::Arc;
 
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
-use crate::index::{in_sets, proto_code, Arrays, Entry, IndexView, PrefixRules, Slices};
+use crate::index::{in_sets, proto_code, Entry, IndexView, PrefixRules, Slices};
 use crate::key::Family;
 use crate::trie::{Block, Root, NONE};
 use crate::{Action, Dest, IfName, Origin, PortRange, ProfileId, Proto, ProtoMatch, Rule, Saref};
 
 /// The format version: any change of layout or meaning bumps it.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 const MAGIC: [u8; 8] = *b"LDSAIDX\n";
 const ENDIAN: u32 = 0x0102_0304;
 /// Sections start at multiples of this (a cache line, and more than the
@@ -76,7 +88,7 @@ enum Section {
     Profiles,
     Sources,
     Strings,
-    /// What deciding reads of a rule, dense: [kind, value, mask] (see
+    /// What deciding reads of a rule, dense: [value, kind, mask] (see
     /// [`RuleRecord`]; for `dev`, the name is in the rule's record).
     Actions,
 }
@@ -215,13 +227,53 @@ impl fmt::Display for Refusal {
 /// The bytes of an index, held by whoever mapped or read them.
 pub type Bytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
-/// A validated index: its bytes and where each section is.
+/// A validated index: its bytes, where each section is, and the arrays a
+/// decision reads, cast once by [`Compiled::open`].
 #[derive(Clone)]
 pub(crate) struct Compiled {
     bytes: Bytes,
     sections: [(usize, usize); SECTIONS],
     rules: usize,
     flags: u32,
+    /// Borrowed from `bytes` (see [`detach`]): never handed out for
+    /// longer than a borrow of `self`, see [`Compiled::arrays`].
+    arrays: Cast<'static>,
+}
+
+/// The sections a decision reads, as typed slices of the index's bytes.
+#[derive(Clone, Copy, Default)]
+struct Cast<'a> {
+    lookup: Slices<'a>,
+    /// The dense actions: [value, kind, mask].
+    actions: &'a [[u32; 3]],
+    records: &'a [RuleRecord],
+}
+
+/// `cast`, with its lifetime extended to `'static`, so that [`Compiled`]
+/// can keep the slices beside the `Arc` that owns the bytes they borrow
+/// (a self-reference, which safe Rust cannot spell).
+///
+/// Sound because, as `Compiled` uses it:
+/// - the slices point into `*bytes` (the `AsRef` of the `Arc` the same
+///   `Compiled` holds, and every clone of it holds a clone of the `Arc`),
+///   and an `Arc`'s pointee neither moves nor drops while the `Arc` lives;
+/// - `AsRef::as_ref(&self) -> &[u8]` promises its slice for as long as the
+///   pointee is borrowed shared, and the pointee of an `Arc` that is kept
+///   can be borrowed shared for as long as it is kept (no `&mut` to it can
+///   exist: `Compiled` never calls `Arc::get_mut`); this is the reasoning
+///   of `StableDeref`-based crates such as `yoke`;
+/// - the field is private, and [`Compiled::arrays`] returns it with the
+///   lifetime of `&self` (`Cast` is covariant), so no `'static` borrow
+///   escapes, and no borrow outlives the `Compiled` it came from.
+///
+/// Every read of the slices is still bounds-checked (`get`): this only
+/// spares each decision re-deriving them from the bytes.
+#[allow(unsafe_code)]
+fn detach(cast: Cast<'_>) -> Cast<'static> {
+    // SAFETY: see above: `cast` borrows the bytes of the `Arc` that the
+    // `Compiled` storing the result holds for as long as it exists, and
+    // only `Compiled::arrays` reads the result, shortened to `&self`.
+    unsafe { std::mem::transmute::<Cast<'_>, Cast<'static>>(cast) }
 }
 
 fn cast<T: FromBytes + Immutable + KnownLayout>(bytes: &[u8]) -> Option<&[T]> {
@@ -274,11 +326,12 @@ impl Compiled {
             };
             sections[i] = (off as usize, end as usize);
         }
-        let compiled = Compiled {
+        let mut compiled = Compiled {
             rules: head.rules as usize,
             flags: head.flags,
             sections,
             bytes: bytes.clone(),
+            arrays: Cast::default(),
         };
         // Every array casts (aligned, whole records), and the counts agree.
         let counts = [
@@ -370,7 +423,29 @@ impl Compiled {
                 "set and profile counts disagree".to_owned(),
             ));
         }
+        // Every section casts (checked above): each array once, here,
+        // rather than on every read of one of its elements.
+        let cast = Cast {
+            lookup: Slices {
+                roots: compiled.array(Section::Roots),
+                blocks: compiled.array(Section::Blocks),
+                results: compiled.array(Section::Results),
+                prefixes: compiled.array(Section::Prefixes),
+                more: compiled.array(Section::More),
+                entries: compiled.array(Section::Entries),
+                direct_prefix: compiled.array(Section::DirectPrefix),
+            },
+            actions: compiled.array(Section::Actions),
+            records: compiled.array(Section::Rules),
+        };
+        compiled.arrays = detach(cast);
         Ok(compiled)
+    }
+
+    /// The arrays a decision reads, borrowed from the bytes `self` holds.
+    #[inline(always)]
+    fn arrays(&self) -> &Cast<'_> {
+        &self.arrays
     }
 
     fn data(&self) -> &[u8] {
@@ -395,11 +470,8 @@ impl Compiled {
 
     /// The lookup's arrays, read in place.
     #[inline]
-    pub(crate) fn view(&self) -> IndexView<Mapped<'_>> {
-        IndexView(Mapped {
-            data: self.data(),
-            sections: &self.sections,
-        })
+    pub(crate) fn view(&self) -> IndexView<&Slices<'_>> {
+        IndexView(&self.arrays().lookup)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -453,7 +525,8 @@ impl Compiled {
     /// The rule `i`; a record that does not decode (a corrupt index) is
     /// `any deny`, with no origin: fail closed.
     pub(crate) fn rule(&self, i: u32) -> Rule {
-        self.array::<RuleRecord>(Section::Rules)
+        self.arrays()
+            .records
             .get(i as usize)
             .and_then(|r| self.decode(r))
             .unwrap_or(Rule {
@@ -469,15 +542,7 @@ impl Compiled {
             })
     }
 
-    #[inline]
-    fn mapped(&self) -> Mapped<'_> {
-        Mapped {
-            data: self.data(),
-            sections: &self.sections,
-        }
-    }
-
-    /// The rule that decides, and its action, with one look at the bytes.
+    /// The rule that decides, and its action.
     #[inline]
     pub(crate) fn decide(
         &self,
@@ -487,9 +552,39 @@ impl Compiled {
         proto: Proto,
         port: u16,
     ) -> Option<(u32, Action)> {
-        let mapped = self.mapped();
-        let found = in_sets(IndexView(mapped), profile, family, key, proto, port)?;
-        Some((found, mapped.action(found)))
+        let found = in_sets(self.view(), profile, family, key, proto, port)?;
+        Some((found, self.action(found)))
+    }
+
+    /// The action of rule `i` (`deny` if it does not decode, as
+    /// [`decode_action`] would say). Built in place rather than through an
+    /// `Option`: this is on every decision's path.
+    #[inline]
+    fn action(&self, i: u32) -> Action {
+        let arrays = self.arrays();
+        let i = i as usize;
+        let Some(&[value, kind, mask]) = arrays.actions.get(i) else {
+            return Action::Deny;
+        };
+        // The commonest first: a valid `saref` (kind 0, and a value in
+        // range) is one comparison. A kind 0 that is not falls to `deny`.
+        if let Some(saref) = Saref::tagged(u64::from(kind) << 32 | u64::from(value)) {
+            return Action::Saref(saref);
+        }
+        // A valid `mark` (kind 1, a mask, no bit of the value outside it):
+        // one test of kind and value together, then the mask.
+        if (kind ^ 1) | (value & !mask) == 0 && mask != 0 {
+            return Action::Mark { value, mask };
+        }
+        match kind {
+            2 => match arrays.records.get(i).and_then(decode_action) {
+                Some(action) => action,
+                None => Action::Deny,
+            },
+            3 => Action::Reflect,
+            4 => Action::Pass,
+            _ => Action::Deny,
+        }
     }
 
     fn decode(&self, r: &RuleRecord) -> Option<Rule> {
@@ -581,109 +676,17 @@ impl Compiled {
     }
 }
 
-/// The arrays of a mapped index, each element read where it is: its
-/// bounds checked against its section (which `open` checked against the
-/// file), then cast in place (a sized cast: an alignment check).
-#[derive(Clone, Copy)]
-pub(crate) struct Mapped<'a> {
-    data: &'a [u8],
-    sections: &'a [(usize, usize); SECTIONS],
-}
-
-impl<'a> Mapped<'a> {
-    #[inline(always)]
-    fn bytes(self, section: Section, i: usize, size: usize) -> Option<&'a [u8]> {
-        let (start, end) = self.sections[section as usize];
-        // Indices come from u32 values; past that, nothing. Then no sum
-        // below can overflow: `start` is at most the file's size (at most
-        // isize::MAX), `i * size` below 2^32 * 64.
-        if i > u32::MAX as usize {
-            return None;
-        }
-        let at = start + i * size;
-        let stop = at + size;
-        if stop > end {
-            return None;
-        }
-        self.data.get(at..stop)
-    }
-
-    /// Element `i` of a section, copied out (no alignment to check).
-    #[inline(always)]
-    fn item<T: FromBytes>(self, section: Section, i: usize) -> Option<T> {
-        T::read_from_bytes(self.bytes(section, i, std::mem::size_of::<T>())?).ok()
-    }
-
-    #[inline(always)]
-    fn word(self, section: Section, i: usize) -> Option<u32> {
-        let b = self.bytes(section, i, 4)?;
-        Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    /// The action of rule `i` (`deny` if it does not decode).
-    #[inline]
-    fn action(self, i: u32) -> Action {
-        let i = i as usize;
-        let Some(a) = self.item::<[u32; 3]>(Section::Actions, i) else {
-            return Action::Deny;
-        };
-        let [kind, value, mask] = a;
-        let action = match kind {
-            0 => Saref::new(value).map(Action::Saref),
-            1 => Some(Action::Mark { value, mask }),
-            2 => self
-                .item::<RuleRecord>(Section::Rules, i)
-                .and_then(|r| decode_action(&r)),
-            3 => Some(Action::Reflect),
-            4 => Some(Action::Pass),
-            5 => Some(Action::Deny),
-            _ => None,
-        };
-        action.unwrap_or(Action::Deny)
-    }
-
-    fn all<T: FromBytes + Immutable + KnownLayout>(self, section: Section) -> &'a [T] {
-        let (start, end) = self.sections[section as usize];
-        self.data
-            .get(start..end)
-            .and_then(cast::<T>)
-            .unwrap_or_default()
-    }
-}
-
-impl<'a> Arrays<'a> for Mapped<'a> {
-    #[inline(always)]
-    fn root(self, set: usize, family: usize) -> Option<Root> {
-        self.item::<Root>(Section::Roots, set.checked_mul(2)?.checked_add(family & 1)?)
-    }
-    #[inline(always)]
-    fn block(self, i: usize) -> Option<Block> {
-        self.item(Section::Blocks, i)
-    }
-    #[inline(always)]
-    fn result(self, i: usize) -> Option<u32> {
-        self.word(Section::Results, i)
-    }
-    #[inline(always)]
-    fn prefix(self, i: usize) -> Option<PrefixRules> {
-        self.item(Section::Prefixes, i)
-    }
-    #[inline(always)]
-    fn direct_prefix(self, rule: usize) -> Option<u32> {
-        self.word(Section::DirectPrefix, rule)
-    }
-    fn more(self) -> &'a [[u32; 3]] {
-        self.all(Section::More)
-    }
-    fn entries(self) -> &'a [Entry] {
-        self.all(Section::Entries)
-    }
+/// What the parser guarantees of a `mark` (see [`Action::Mark`]): a mask,
+/// and no bit of the value outside it.
+#[inline(always)]
+fn mark_holds(value: u32, mask: u32) -> bool {
+    mask != 0 && value & !mask == 0
 }
 
 fn decode_action(r: &RuleRecord) -> Option<Action> {
     Some(match r.action {
         0 => Action::Saref(Saref::new(r.value)?),
-        1 => Action::Mark {
+        1 if mark_holds(r.value, r.mask) => Action::Mark {
             value: r.value,
             mask: r.mask,
         },
@@ -783,7 +786,7 @@ pub(crate) fn write(parts: &Parts<'_>, sources: &[Fingerprint]) -> Vec<u8> {
     let records: Vec<RuleRecord> = parts.rules.iter().map(encode_rule).collect();
     let actions: Vec<[u32; 3]> = records
         .iter()
-        .map(|r| [u32::from(r.action), r.value, r.mask])
+        .map(|r| [r.value, u32::from(r.action), r.mask])
         .collect();
     let v = parts.view;
     let sections: [&[u8]; SECTIONS] = [
@@ -869,6 +872,45 @@ impl AsRef<[u8]> for AlignedBytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whatever the dense actions hold, a decision gets a valid action:
+    /// the one stored, or `deny`.
+    #[test]
+    fn actions_that_do_not_decode_are_deny() {
+        let set = crate::RuleSet::parse("10.0.0.0/8 dev ipsec0\n", "t").unwrap();
+        let good = set.compile(&[]).unwrap();
+        let head = Header::read_from_bytes(&good[..std::mem::size_of::<Header>()]).unwrap();
+        let at = head.sections[Section::Actions as usize][0] as usize;
+        let saref = |v| Action::Saref(Saref::new(v).unwrap());
+        let mark = |value, mask| Action::Mark { value, mask };
+        let dev = Action::Dev(IfName::new("ipsec0").unwrap());
+        let cases = [
+            // [value, kind, mask]
+            ([1, 0, 0], saref(1)),
+            ([32767, 0, 7], saref(32767)),
+            ([0, 0, 0], Action::Deny),
+            ([32768, 0, 0], Action::Deny),
+            ([u32::MAX, 0, 0], Action::Deny),
+            ([5, 1 << 31, 0], Action::Deny),
+            ([0x200, 1, 0xff00], mark(0x200, 0xff00)),
+            ([0, 1, u32::MAX], mark(0, u32::MAX)),
+            ([0x200, 1, 0], Action::Deny),
+            ([0x201, 1, 0xff00], Action::Deny),
+            ([0, 2, 0], dev),
+            ([0, 3, 0], Action::Reflect),
+            ([0, 4, 0], Action::Pass),
+            ([0, 5, 0], Action::Deny),
+            ([0, 6, 0], Action::Deny),
+            ([1, u32::MAX, 1], Action::Deny),
+        ];
+        for (stored, want) in cases {
+            let mut b = good.clone();
+            b[at..at + 12].copy_from_slice(stored.as_bytes());
+            let c = Compiled::open(Arc::new(AlignedBytes::new(&b))).unwrap();
+            assert_eq!(c.action(0), want, "{stored:?}");
+            assert_eq!(c.action(1), Action::Deny, "no rule 1");
+        }
+    }
 
     #[test]
     fn records_have_their_sizes() {

@@ -273,16 +273,18 @@ impl Index {
     }
 }
 
-/// Read access to the arrays of an index, by element: owned ([`Slices`],
-/// the index built in this process) or mapped from a file
-/// ([`crate::compiled`], which reads each element in place, checked).
-/// One lookup ([`IndexView::lookup`], [`trie::candidate`]) over both, so
-/// one precedence. Every accessor is bounds-checked and `None` past the
-/// end, whatever the arrays hold.
+/// Read access to the arrays of an index, by element: the index built in
+/// this process (`&Index`), or borrowed slices ([`Slices`]: of that index,
+/// or of a compiled index's bytes, see [`crate::compiled`]). One lookup
+/// ([`IndexView::lookup`], [`trie::candidate`]) over both, so one
+/// precedence. Every accessor is bounds-checked and `None` past the end,
+/// whatever the arrays hold.
 pub(crate) trait Arrays<'a>: Copy {
     /// The root of set `set`'s trie of `family` (0: IPv4, 1: IPv6).
     fn root(self, set: usize, family: usize) -> Option<Root>;
     fn block(self, i: usize) -> Option<Block>;
+    /// The 8-byte unit `i` of the blocks (a leaf), read alone.
+    fn unit(self, i: usize) -> Option<u64>;
     fn result(self, i: usize) -> Option<u32>;
     fn prefix(self, i: usize) -> Option<PrefixRules>;
     fn direct_prefix(self, rule: usize) -> Option<u32>;
@@ -313,6 +315,10 @@ impl<'a> Arrays<'a> for Slices<'a> {
         self.blocks.get(i).copied()
     }
     #[inline(always)]
+    fn unit(self, i: usize) -> Option<u64> {
+        self.blocks.get(i / 4).map(|b| b.unit(i % 4))
+    }
+    #[inline(always)]
     fn result(self, i: usize) -> Option<u32> {
         self.results.get(i).copied()
     }
@@ -334,6 +340,43 @@ impl<'a> Arrays<'a> for Slices<'a> {
     }
 }
 
+/// Slices kept somewhere (a compiled index's, see [`crate::compiled`]),
+/// read where they are rather than copied into the lookup.
+impl<'a> Arrays<'a> for &'a Slices<'a> {
+    #[inline(always)]
+    fn root(self, set: usize, family: usize) -> Option<Root> {
+        (*self).root(set, family)
+    }
+    #[inline(always)]
+    fn block(self, i: usize) -> Option<Block> {
+        (*self).block(i)
+    }
+    #[inline(always)]
+    fn unit(self, i: usize) -> Option<u64> {
+        (*self).unit(i)
+    }
+    #[inline(always)]
+    fn result(self, i: usize) -> Option<u32> {
+        (*self).result(i)
+    }
+    #[inline(always)]
+    fn prefix(self, i: usize) -> Option<PrefixRules> {
+        (*self).prefix(i)
+    }
+    #[inline(always)]
+    fn direct_prefix(self, rule: usize) -> Option<u32> {
+        (*self).direct_prefix(rule)
+    }
+    #[inline(always)]
+    fn more(self) -> &'a [[u32; 3]] {
+        self.more
+    }
+    #[inline(always)]
+    fn entries(self) -> &'a [Entry] {
+        self.entries
+    }
+}
+
 /// The index built in this process, read directly (no [`Slices`] to
 /// assemble on every lookup).
 impl<'a> Arrays<'a> for &'a Index {
@@ -344,6 +387,10 @@ impl<'a> Arrays<'a> for &'a Index {
     #[inline(always)]
     fn block(self, i: usize) -> Option<Block> {
         self.tries.arrays().0.get(i).copied()
+    }
+    #[inline(always)]
+    fn unit(self, i: usize) -> Option<u64> {
+        self.tries.arrays().0.get(i / 4).map(|b| b.unit(i % 4))
     }
     #[inline(always)]
     fn result(self, i: usize) -> Option<u32> {

@@ -16,9 +16,19 @@ impl Saref {
     pub const MAX: u16 = 32767;
 
     /// `Some` if `v` is in `1..=Saref::MAX`.
+    #[inline]
     pub fn new(v: u32) -> Option<Saref> {
-        let v = u16::try_from(v).ok()?;
-        (1..=Self::MAX).contains(&v).then_some(Saref(v))
+        // One comparison: 0 wraps around to u32::MAX. Read from every
+        // decision of a compiled index (see `compiled`).
+        (v.wrapping_sub(1) < u32::from(Self::MAX)).then_some(Saref(v as u16))
+    }
+
+    /// `Some` if `tagged` is an SAref in its low 32 bits with 0 in its
+    /// high 32 bits (a tag that says "an SAref"): one comparison, where
+    /// the tag and [`Saref::new`] would take two (see `compiled`).
+    #[inline(always)]
+    pub(crate) fn tagged(tagged: u64) -> Option<Saref> {
+        (tagged.wrapping_sub(1) < u64::from(Self::MAX)).then_some(Saref(tagged as u16))
     }
 
     /// The number, in `1..=Saref::MAX`.

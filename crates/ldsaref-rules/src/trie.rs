@@ -67,6 +67,14 @@ pub(crate) struct Prefix {
 #[repr(C, align(32))]
 pub(crate) struct Block([u64; 4]);
 
+impl Block {
+    /// Unit `i % 4` (a leaf), read where it is.
+    #[inline(always)]
+    pub(crate) fn unit(&self, i: usize) -> u64 {
+        self.0[i % 4]
+    }
+}
+
 /// A node, as [`Node::encode`] packs it into a [`Block`].
 #[derive(Clone, Copy, Default, Debug)]
 struct Node {
@@ -118,57 +126,43 @@ impl Node {
     }
 }
 
-/// A child holding one prefix and nothing else, whose slots get the
-/// prefix's value and whose other slots no result at all, in 8 bytes:
+/// A child holding one prefix and nothing else (no longer prefix below
+/// it, no result around it), in 8 bytes:
 ///
 /// - bits 0..32: the value;
-/// - 32..37: the depth of the level the prefix ends in, over [`STRIDE`];
-/// - 37..40: log2 of the number of slots the prefix covers there;
-/// - 40..46: the first of them;
-/// - 46..64: the key bits of the levels skipped above it, right-aligned.
+/// - 32..40: the prefix's length;
+/// - 40..64: the prefix's key bits from the first bit the child looks at
+///   to its length, right-aligned: at most [`LEAF_BITS`] of them.
 ///
-/// With no result around the prefix, a key that differs from it in the
-/// skipped bits has no answer in this trie: the leaf knows that exactly.
+/// A key that reaches the child has the value if it has those bits, and
+/// no result in this trie otherwise: the leaf knows that exactly, at any
+/// depth.
 #[derive(Clone, Copy, Debug)]
 struct Leaf(u64);
 
-/// The most skipped bits a leaf records: a child that skips more is a node.
-const LEAF_SKIP_BITS: u32 = 18;
+/// The most key bits a leaf records: a child whose prefix is longer, past
+/// the bits above it, is a node.
+const LEAF_BITS: u32 = 24;
 
 impl Leaf {
-    /// The leaf of `prefix`, a child whose levels start at `from` and that
-    /// looks at the key from `depth` (see [`leaf_depth`]).
-    fn new(prefix: &Prefix, from: u32, depth: u32) -> Leaf {
-        let span = depth + STRIDE - u32::from(prefix.len);
-        let first = slot(prefix.key, depth) as u64 & !((1 << span) - 1);
-        let skipped = match depth - from {
-            0 => 0,
-            skip => u64::from(bits(prefix.key, from, skip)),
-        };
+    /// The leaf of `prefix`, a child whose key bits start at `from` (see
+    /// [`is_leaf`]).
+    fn new(prefix: &Prefix, from: u32) -> Leaf {
+        let len = u32::from(prefix.len);
         Leaf(
             u64::from(prefix.value)
-                | u64::from(depth / STRIDE) << 32
-                | u64::from(span) << 37
-                | first << 40
-                | skipped << 46,
+                | u64::from(len) << 32
+                | u64::from(bits(prefix.key, from, len - from)) << 40,
         )
     }
 
-    fn depth(self) -> u32 {
-        (self.0 >> 32) as u32 % 32 * STRIDE
-    }
-
-    /// The result of `key`, which went through the levels from `from`.
+    /// The result of `key`, which went through the levels above `from`.
+    /// Whatever the leaf holds, at most a wrong value: `bits` takes any
+    /// length.
     #[inline(always)]
     fn lookup(self, key: u128, from: u32) -> u32 {
-        let depth = self.depth();
-        let skip = depth.wrapping_sub(from);
-        if skip != 0 && bits(key, from, skip) != (self.0 >> 46) as u32 {
-            return NONE;
-        }
-        let span = (self.0 >> 37) % 8;
-        let first = (self.0 >> 40) % 64;
-        if slot(key, depth) as u64 >> span == first >> span {
+        let len = u32::from((self.0 >> 32) as u8);
+        if bits(key, from, len.wrapping_sub(from)) == (self.0 >> 40) as u32 {
             self.0 as u32
         } else {
             NONE
@@ -385,7 +379,7 @@ impl Tries {
         let under_slot = |p: &Prefix| (!ends_here(p)).then(|| slot(p.key, depth));
         let mut leaves = 0u64;
         for (s, group) in groups(prefixes, under_slot) {
-            if leaf_depth(end, group, results[s]).is_some() {
+            if is_leaf(end, group, results[s]) {
                 leaves |= 1 << s;
             }
         }
@@ -398,16 +392,13 @@ impl Tries {
         let mut next_node = first_child;
         let mut next_leaf = (first_child + node_count) * 4;
         for (s, group) in groups(prefixes, under_slot) {
-            match leaf_depth(end, group, results[s]) {
-                Some(at) => {
-                    self.blocks[next_leaf / 4].0[next_leaf % 4] = Leaf::new(&group[0], end, at).0;
-                    next_leaf += 1;
-                }
-                None => {
-                    let child = self.build(end, group, results[s]);
-                    self.blocks[next_node] = child.encode();
-                    next_node += 1;
-                }
+            if is_leaf(end, group, results[s]) {
+                self.blocks[next_leaf / 4].0[next_leaf % 4] = Leaf::new(&group[0], end).0;
+                next_leaf += 1;
+            } else {
+                let child = self.build(end, group, results[s]);
+                self.blocks[next_node] = child.encode();
+                next_node += 1;
             }
         }
         debug_assert_eq!(next_node, first_child + node_count);
@@ -523,10 +514,9 @@ pub(crate) fn candidate<'a>(arrays: impl Arrays<'a>, root: Root, key: u128) -> (
             let leaves = node.children & node.marks;
             let unit = (node.first_child as usize + nodes.count_ones() as usize) * 4
                 + (leaves & (bit - 1)).count_ones() as usize;
-            let Some(block) = arrays.block(unit / 4) else {
+            let Some(leaf) = arrays.unit(unit).map(Leaf) else {
                 break;
             };
-            let leaf = Leaf(block.0[unit % 4]);
             return (leaf.lookup(key, depth + STRIDE), exact);
         } else if node.depth & INLINE != 0 {
             let value = if node.marks & bit != 0 {
@@ -640,15 +630,15 @@ fn groups<'a>(
     })
 }
 
-/// The depth a child starting at `from` would have as a [`Leaf`], if it can
-/// be one: it holds a single prefix, no result is `inherited` around it,
-/// and it skips at most [`LEAF_SKIP_BITS`].
-fn leaf_depth(from: u32, group: &[Prefix], inherited: u32) -> Option<u32> {
-    if group.len() != 1 || inherited != NONE {
-        return None;
+/// Whether the child starting at `from` that holds `group` is a [`Leaf`]:
+/// it holds a single prefix, no result is `inherited` around it, and the
+/// prefix has at most [`LEAF_BITS`] past `from` (it has some: it does not
+/// end above the child).
+fn is_leaf(from: u32, group: &[Prefix], inherited: u32) -> bool {
+    match group {
+        [p] => inherited == NONE && u32::from(p.len) - from <= LEAF_BITS,
+        _ => false,
     }
-    let depth = skip_idle_levels(from, group);
-    (depth - from <= LEAF_SKIP_BITS).then_some(depth)
 }
 
 /// The depth of the node for `prefixes`, starting from `depth` and going
