@@ -64,8 +64,8 @@ use std::net::IpAddr;
 use ldsaref_rules::{Action, Proto, RuleSet};
 
 pub use render::{
-    fingerprint, Layout, PortPieces, Target, CATCH_ALL_MAP, COMMENT_PREFIX, FINGERPRINT_CHAIN,
-    SECTION_CHAIN, SHAPE_CHAIN,
+    fingerprint, Intervals, Layout, PortChain, PortPieces, PortVerdict, Target, CATCH_ALL_MAP,
+    COMMENT_PREFIX, FINGERPRINT_CHAIN, SECTION_CHAIN, SHAPE_CHAIN, SLOTS,
 };
 
 /// The nftables family and name of the table.

@@ -83,48 +83,106 @@ fn port_range(lo: u16, hi: u16) -> String {
     }
 }
 
-/// What an address interval of a section's map leads to: one verdict for
-/// every TCP and UDP port, or a small chain of port rules (an index into
-/// [`Layout::chains`]).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// What an address interval of a section's verdict map leads to: a
+/// verdict that is not a whole mark, or a small chain of port rules (an
+/// index into [`Layout::chains`]). Whole marks (`saref N`, `mark V`) are
+/// not in the verdict map: the section's mark map holds them.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Target {
-    /// The same verdict for all of TCP and UDP.
+    /// The same verdict for all of TCP and UDP (never a whole mark).
     Verdict(Verdict),
     /// The port rules of [`Layout::chains`]`[i]`; where none matches, the
     /// section decides nothing.
     Ports(usize),
 }
 
-/// The pieces of a port chain: `(proto, first port, last port, verdict)`.
-pub type PortPieces = Vec<(Proto, u16, u16, Verdict)>;
+/// What a port rule does.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum PortVerdict {
+    /// This verdict.
+    Verdict(Verdict),
+    /// The whole mark the section's mark map `slot` (of the chain's
+    /// family) has for the destination address: the address cells that
+    /// differ only in their marks share one port chain.
+    Slot(usize),
+}
 
-/// A section's maps as the table holds them: a *non-concatenated* interval
-/// map per family keyed by the destination address alone (a red-black
-/// tree in the kernel: lookups in O(log n), and fast to load), whose
-/// elements lead either to a verdict or, for the few address pieces where
-/// ports or protocols matter, to a small chain of port rules (shared by the
-/// pieces that need the same one). Concatenated interval maps (pipapo)
-/// cost time linear in the number of elements per lookup and per insert,
-/// which 100k rules make seconds to load.
+/// The pieces of a port chain: `(proto, first port, last port, verdict)`.
+pub type PortPieces = Vec<(Proto, u16, u16, PortVerdict)>;
+
+/// A port chain: its rules, and the family of its mark-map lookups.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct PortChain {
+    /// Its slots' lookups are of IPv6 addresses (`false` also when it
+    /// has none: such a chain serves both families).
+    pub v6: bool,
+    /// The rules, in order; the first that matches decides.
+    pub pieces: PortPieces,
+}
+
+/// How many mark maps a section has per family: slot 0 (the whole marks
+/// of whole cells, and the first mark of port cells), slot 1 (the second
+/// mark of port cells). A port cell with more marks writes the others in
+/// its chain.
+pub const SLOTS: usize = 2;
+
+/// An interval map's elements: `(first, last, value)`, disjoint, in order.
+pub type Intervals<T> = Vec<(u128, u128, T)>;
+
+/// A section's maps as the table holds them. Per family: a
+/// *non-concatenated* interval map keyed by the destination address alone
+/// (a red-black tree in the kernel: lookups in O(log n), fast to load) to
+/// a verdict, for the cells decided by `pass`, `deny`, `reflect`, a
+/// masked `mark`, and the few cells where ports or protocols matter (to a
+/// small port chain); and mark maps (address → mark) for the cells decided
+/// by a whole mark (`saref N`, `mark V`), nearly all of them, which so
+/// need no element in the verdict map and no chain of their own. The port
+/// chains are shared by the cells whose rules differ only in their marks:
+/// a port rule reads its mark from a mark map (a slot). Concatenated
+/// interval maps (pipapo) cost time linear in the number of elements per
+/// lookup and per insert, which 100k rules make seconds to load.
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct Layout {
-    /// IPv4: `(first, last, target)`, disjoint, in order.
-    pub v4: Vec<(u128, u128, Target)>,
-    /// IPv6, the same.
-    pub v6: Vec<(u128, u128, Target)>,
+    /// The IPv4 verdict map.
+    pub v4: Intervals<Target>,
+    /// The IPv6 verdict map.
+    pub v6: Intervals<Target>,
+    /// The IPv4 mark maps, by slot (the verdicts are whole marks).
+    pub marks4: [Intervals<Verdict>; SLOTS],
+    /// The IPv6 mark maps.
+    pub marks6: [Intervals<Verdict>; SLOTS],
     /// The port chains.
-    pub chains: Vec<PortPieces>,
+    pub chains: Vec<PortChain>,
+}
+
+/// Appends an element, merged with the last one when it is its neighbour
+/// with the same value.
+fn push_merged<T: PartialEq>(out: &mut Intervals<T>, lo: u128, hi: u128, value: T) {
+    match out.last_mut() {
+        Some((_, last, v)) if *v == value && last.checked_add(1) == Some(lo) => *last = hi,
+        _ => out.push((lo, hi, value)),
+    }
+}
+
+/// The value of the element covering `key`.
+fn find<T: Copy>(elements: &Intervals<T>, key: u128) -> Option<T> {
+    let i = elements.partition_point(|(_, hi, _)| *hi < key);
+    let &(lo, _, v) = elements.get(i)?;
+    (lo <= key).then_some(v)
 }
 
 impl Layout {
     /// The layout of `maps`: each address cell's elements (consecutive,
-    /// with the same address interval) become one address element.
+    /// with the same address interval) become one element of the mark map
+    /// or of the verdict map (and, for a port cell, of the mark maps its
+    /// chain reads).
     pub fn of(maps: &Maps) -> Layout {
         let mut l = Layout::default();
-        let mut index: HashMap<PortPieces, usize> = HashMap::new();
+        let mut index: HashMap<PortChain, usize> = HashMap::new();
         for v6 in [false, true] {
             let elements = if v6 { &maps.v6 } else { &maps.v4 };
-            let mut out: Vec<(u128, u128, Target)> = Vec::new();
+            let mut out: Intervals<Target> = Vec::new();
+            let mut marks: [Intervals<Verdict>; SLOTS] = Default::default();
             let mut i = 0;
             while i < elements.len() {
                 let (lo, hi) = (elements[i].addr_lo, elements[i].addr_hi);
@@ -133,70 +191,189 @@ impl Layout {
                     j += 1;
                 }
                 let cell = &elements[i..j];
+                i = j;
                 let uniform = cell.len() == 2
                     && cell[0].verdict == cell[1].verdict
                     && cell.iter().all(|e| e.port_lo == 0 && e.port_hi == u16::MAX)
                     && cell[0].proto != cell[1].proto;
-                let target = if uniform {
-                    Target::Verdict(cell[0].verdict)
-                } else {
-                    let pieces: PortPieces = cell
-                        .iter()
-                        .map(|e| (e.proto, e.port_lo, e.port_hi, e.verdict))
-                        .collect();
-                    let n = l.chains.len();
-                    let k = *index.entry(pieces.clone()).or_insert(n);
-                    if k == n {
-                        l.chains.push(pieces);
+                if uniform {
+                    let v = cell[0].verdict;
+                    if full_mark(v).is_some() {
+                        push_merged(&mut marks[0], lo, hi, v);
+                    } else {
+                        push_merged(&mut out, lo, hi, Target::Verdict(v));
                     }
-                    Target::Ports(k)
-                };
-                match out.last_mut() {
-                    Some((_, last, t)) if *t == target && last.checked_add(1) == Some(lo) => {
-                        *last = hi;
-                    }
-                    _ => out.push((lo, hi, target)),
+                    continue;
                 }
-                i = j;
+                // The cell's whole marks, in order of appearance, take the
+                // slots; the rest are written in the chain.
+                let mut slots: Vec<Verdict> = Vec::new();
+                let pieces: PortPieces = cell
+                    .iter()
+                    .map(|e| {
+                        let v = e.verdict;
+                        let pv = if full_mark(v).is_none() {
+                            PortVerdict::Verdict(v)
+                        } else if let Some(s) = slots.iter().position(|x| *x == v) {
+                            PortVerdict::Slot(s)
+                        } else if slots.len() < SLOTS {
+                            slots.push(v);
+                            PortVerdict::Slot(slots.len() - 1)
+                        } else {
+                            PortVerdict::Verdict(v)
+                        };
+                        (e.proto, e.port_lo, e.port_hi, pv)
+                    })
+                    .collect();
+                for (s, v) in slots.iter().enumerate() {
+                    push_merged(&mut marks[s], lo, hi, *v);
+                }
+                let chain = PortChain {
+                    v6: v6 && !slots.is_empty(),
+                    pieces,
+                };
+                let n = l.chains.len();
+                let k = *index.entry(chain.clone()).or_insert(n);
+                if k == n {
+                    l.chains.push(chain);
+                }
+                push_merged(&mut out, lo, hi, Target::Ports(k));
             }
             if v6 {
                 l.v6 = out;
+                l.marks6 = marks;
             } else {
                 l.v4 = out;
+                l.marks4 = marks;
             }
         }
         l
     }
 
-    /// The verdict the table gives: the address element, then its port
-    /// chain's first matching rule; `None` where the section decides
-    /// nothing (the table goes on to the next section).
+    /// The verdict the table gives: the verdict map's element (then its
+    /// port chain's first matching rule), else the mark map's; `None`
+    /// where the section decides nothing (the table goes on to the next
+    /// section).
     pub fn lookup(&self, dest: IpAddr, proto: Proto, port: u16) -> Option<Verdict> {
         let (v6, key) = crate::family_key(dest);
-        let elements = if v6 { &self.v6 } else { &self.v4 };
-        let i = elements.partition_point(|(_, hi, _)| *hi < key);
-        let &(lo, _, target) = elements.get(i)?;
-        if lo > key {
-            return None;
-        }
-        match target {
-            Target::Verdict(v) => Some(v),
-            Target::Ports(k) => self.chains[k]
+        let (verdicts, marks) = if v6 {
+            (&self.v6, &self.marks6)
+        } else {
+            (&self.v4, &self.marks4)
+        };
+        match find(verdicts, key) {
+            Some(Target::Verdict(v)) => Some(v),
+            // The chain's rules in order; a rule whose mark map has no
+            // element for the address does not match (nft: the lookup
+            // breaks the rule).
+            Some(Target::Ports(k)) => self.chains[k]
+                .pieces
                 .iter()
-                .find(|(p, lo, hi, _)| *p == proto && (*lo..=*hi).contains(&port))
-                .map(|(.., v)| *v),
+                .filter(|(p, lo, hi, _)| *p == proto && (*lo..=*hi).contains(&port))
+                .find_map(|&(.., v)| match v {
+                    PortVerdict::Verdict(v) => Some(v),
+                    PortVerdict::Slot(s) => find(&marks[s], key),
+                }),
+            None => find(&marks[0], key),
         }
     }
 
     /// The number of map elements and port rules.
     pub fn len(&self) -> usize {
-        self.v4.len() + self.v6.len() + self.chains.iter().map(Vec::len).sum::<usize>()
+        self.v4.len()
+            + self.v6.len()
+            + self
+                .marks4
+                .iter()
+                .chain(&self.marks6)
+                .map(Vec::len)
+                .sum::<usize>()
+            + self.chains.iter().map(|c| c.pieces.len()).sum::<usize>()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The rules of the section's chain `name`: the lookups of the maps
+    /// that have elements (a lookup in an empty map costs every packet
+    /// for nothing), then `goto NEXT`.
+    fn section_rules(&self, name: &str, next: &str) -> Vec<String> {
+        let mut r = Vec::new();
+        for (v6, verdicts, marks) in [
+            (false, &self.v4, &self.marks4),
+            (true, &self.v6, &self.marks6),
+        ] {
+            let (fam, n) = if v6 { ("ip6", 6) } else { ("ip", 4) };
+            if !verdicts.is_empty() {
+                r.push(format!(
+                    "meta l4proto {{ tcp, udp }} {fam} daddr vmap @{name}_v{n}"
+                ));
+            }
+            if !marks[0].is_empty() {
+                r.push(format!(
+                    "meta l4proto {{ tcp, udp }} meta mark set {fam} daddr map @{} accept",
+                    mark_map(name, v6, 0)
+                ));
+            }
+        }
+        r.push(format!("goto {next}"));
+        r
+    }
+
+    /// The rules of port chain `k` of section `name`.
+    fn port_rules(&self, name: &str, k: usize, next: &str) -> Vec<String> {
+        let c = &self.chains[k];
+        let mut r: Vec<String> = c
+            .pieces
+            .iter()
+            .map(|&(p, lo, hi, v)| port_rule(name, c.v6, p, lo, hi, v))
+            .collect();
+        r.push(format!("goto {next}"));
+        r
+    }
+}
+
+/// The name of a section's mark map of one family and slot.
+fn mark_map(name: &str, v6: bool, slot: usize) -> String {
+    let n = if v6 { 6 } else { 4 };
+    if slot == 0 {
+        format!("{name}_m{n}")
+    } else {
+        format!("{name}_m{n}s{slot}")
+    }
+}
+
+/// The chain that sets the mark of mark map `slot` and accepts (and
+/// returns where the map has no element): what port rules jump to.
+fn mark_chain(name: &str, v6: bool, slot: usize) -> String {
+    let n = if v6 { 6 } else { 4 };
+    if slot == 0 {
+        format!("{name}_mark{n}")
+    } else {
+        format!("{name}_mark{n}s{slot}")
+    }
+}
+
+/// The rule of a mark chain.
+fn mark_chain_rule(name: &str, v6: bool, slot: usize) -> String {
+    format!(
+        "meta mark set {} daddr map @{} accept",
+        if v6 { "ip6" } else { "ip" },
+        mark_map(name, v6, slot)
+    )
+}
+
+/// Every mark chain of a section: `(name, rule)`.
+fn mark_chains(name: &str) -> Vec<(String, String)> {
+    [false, true]
+        .into_iter()
+        .flat_map(|v6| {
+            (0..SLOTS)
+                .map(move |slot| (mark_chain(name, v6, slot), mark_chain_rule(name, v6, slot)))
+        })
+        .collect()
 }
 
 /// The mark a verdict sets whole (`saref N`, `mark V` without a mask):
@@ -211,51 +388,25 @@ fn full_mark(v: Verdict) -> Option<u32> {
 
 /// The version of the table's layout, in every section's fingerprint: a
 /// new layout replaces every section.
-pub(crate) const LAYOUT_VERSION: u32 = 2;
+pub(crate) const LAYOUT_VERSION: u32 = 3;
 
 /// Whether a verdict has a chain in the table.
 pub(crate) fn has_chain(v: Verdict) -> bool {
     full_mark(v).is_none() && v.chain().is_some()
 }
 
-/// The value of an address map's element as written.
-fn map_value(section: &str, t: Target, v6: bool) -> String {
+/// The value of a verdict map's element as written.
+fn map_value(section: &str, t: Target) -> String {
     match t {
         Target::Ports(k) => format!("goto {section}_x{k}"),
-        Target::Verdict(v) if full_mark(v).is_some() => {
-            format!("goto {section}_mark{}", if v6 { 6 } else { 4 })
-        }
-        Target::Verdict(v) => match v.chain() {
-            None => "accept".to_owned(),
-            Some(chain) => format!("goto {chain}"),
+        Target::Verdict(v) => match (full_mark(v), v.chain()) {
+            // Not in a verdict map (Layout::of puts whole marks in the
+            // mark maps).
+            (Some(m), _) => format!("{m:#010x}"),
+            (None, None) => "accept".to_owned(),
+            (None, Some(chain)) => format!("goto {chain}"),
         },
     }
-}
-
-/// A section's address-map elements (neighbours with the same value
-/// merged) and mark-map elements, for one family.
-#[allow(clippy::type_complexity)]
-fn elements_of(
-    name: &str,
-    elements: &[(u128, u128, Target)],
-    v6: bool,
-) -> (Vec<(u128, u128, String)>, Vec<(u128, u128, u32)>) {
-    let mut merged: Vec<(u128, u128, String)> = Vec::with_capacity(elements.len());
-    for &(lo, hi, t) in elements {
-        let value = map_value(name, t, v6);
-        match merged.last_mut() {
-            Some((_, last, v)) if *v == value && last.checked_add(1) == Some(lo) => *last = hi,
-            _ => merged.push((lo, hi, value)),
-        }
-    }
-    let marks = elements
-        .iter()
-        .filter_map(|&(lo, hi, t)| match t {
-            Target::Verdict(v) => full_mark(v).map(|m| (lo, hi, m)),
-            Target::Ports(_) => None,
-        })
-        .collect();
-    (merged, marks)
 }
 
 fn write_elements<T>(
@@ -273,68 +424,85 @@ fn write_elements<T>(
     }
 }
 
-/// The rule of a port chain for one piece.
-fn port_rule(p: Proto, lo: u16, hi: u16, v: Verdict) -> String {
+/// The rule of a port chain for one piece (`v6`: the family of its mark
+/// maps' lookups).
+fn port_rule(section: &str, v6: bool, p: Proto, lo: u16, hi: u16, v: PortVerdict) -> String {
     let mut r = format!("meta l4proto {}", proto(p));
     if (lo, hi) != (0, u16::MAX) {
         r.push_str(&format!(" th dport {}", port_range(lo, hi)));
     }
-    match (full_mark(v), v.chain()) {
-        (Some(m), _) => r.push_str(&format!(" meta mark set {m:#010x} accept")),
-        (None, None) => r.push_str(" accept"),
-        (None, Some(chain)) => r.push_str(&format!(" goto {chain}")),
+    match v {
+        // A chain of its own reads the map: the kernel checks every
+        // element of a map for each rule that names it.
+        PortVerdict::Slot(slot) => {
+            r.push_str(&format!(" jump {}", mark_chain(section, v6, slot)));
+        }
+        PortVerdict::Verdict(v) => match (full_mark(v), v.chain()) {
+            (Some(m), _) => r.push_str(&format!(" meta mark set {m:#010x} accept")),
+            (None, None) => r.push_str(" accept"),
+            (None, Some(chain)) => r.push_str(&format!(" goto {chain}")),
+        },
     }
     r
 }
 
-/// The address maps `NAME_v4`, `NAME_v6` (address → verdict), the mark
-/// maps `NAME_m4`, `NAME_m6` (address → mark, for the elements that set
-/// a whole mark: one lookup more for them, instead of one chain per mark),
-/// and the port chains `NAME_xK` (ending with `goto NEXT`: where no port
-/// rule decides, the next section decides).
-fn write_maps(s: &mut String, name: &str, layout: &Layout, next: &str) -> std::fmt::Result {
-    for (family, elements, v6) in [
-        ("ipv4_addr", &layout.v4, false),
-        ("ipv6_addr", &layout.v6, true),
-    ] {
-        let suffix = if v6 { "v6" } else { "v4" };
-        let (merged, marks) = elements_of(name, elements, v6);
-        writeln!(s, "\tmap {name}_{suffix} {{")?;
-        writeln!(s, "\t\ttype {family} : verdict")?;
-        writeln!(s, "\t\tflags interval")?;
-        if !merged.is_empty() {
-            writeln!(s, "\t\telements = {{")?;
-            write_elements(s, &merged, v6, String::clone);
-            writeln!(s, "\t\t}}")?;
+/// The maps of one section, one family, in `nft -f` syntax: the verdict
+/// map `NAME_v4`/`NAME_v6` and the mark maps (`NAME_m4`, `NAME_m4s1`, …).
+/// `decl` writes a map: its name, type and elements.
+fn for_each_map(layout: &Layout, name: &str, mut decl: impl FnMut(String, &str, &str, String)) {
+    for v6 in [false, true] {
+        let (family, verdicts, marks) = if v6 {
+            ("ipv6_addr", &layout.v6, &layout.marks6)
+        } else {
+            ("ipv4_addr", &layout.v4, &layout.marks4)
+        };
+        let mut text = String::new();
+        write_elements(&mut text, verdicts, v6, |t| map_value(name, *t));
+        decl(
+            format!("{name}_v{}", if v6 { 6 } else { 4 }),
+            family,
+            "verdict",
+            text,
+        );
+        for (slot, elements) in marks.iter().enumerate() {
+            let mut text = String::new();
+            write_elements(&mut text, elements, v6, |v| {
+                format!("{:#010x}", full_mark(*v).unwrap_or(0))
+            });
+            decl(mark_map(name, v6, slot), family, "mark", text);
         }
-        writeln!(s, "\t}}")?;
-        let n = if v6 { 6 } else { 4 };
-        writeln!(s, "\tmap {name}_m{n} {{")?;
-        writeln!(s, "\t\ttype {family} : mark")?;
-        writeln!(s, "\t\tflags interval")?;
-        if !marks.is_empty() {
-            writeln!(s, "\t\telements = {{")?;
-            write_elements(s, &marks, v6, |m| format!("{m:#010x}"));
-            writeln!(s, "\t\t}}")?;
-        }
-        writeln!(s, "\t}}")?;
-        writeln!(s, "\tchain {name}_mark{n} {{")?;
-        writeln!(
-            s,
-            "\t\tmeta mark set {} daddr map @{name}_m{n}",
-            if v6 { "ip6" } else { "ip" }
-        )?;
-        writeln!(s, "\t}}")?;
     }
-    for (k, pieces) in layout.chains.iter().enumerate() {
+}
+
+/// A section's maps and port chains `NAME_xK` (ending with `goto NEXT`:
+/// where no port rule decides, the next section decides), then its chain.
+fn write_section(s: &mut String, name: &str, layout: &Layout, next: &str) -> std::fmt::Result {
+    for_each_map(layout, name, |map, family, value, elements| {
+        let _ = writeln!(s, "\tmap {map} {{");
+        let _ = writeln!(s, "\t\ttype {family} : {value}");
+        let _ = writeln!(s, "\t\tflags interval");
+        if !elements.is_empty() {
+            let _ = writeln!(s, "\t\telements = {{");
+            s.push_str(&elements);
+            let _ = writeln!(s, "\t\t}}");
+        }
+        let _ = writeln!(s, "\t}}");
+    });
+    for (chain, rule) in mark_chains(name) {
+        writeln!(s, "\tchain {chain} {{\n\t\t{rule}\n\t}}")?;
+    }
+    for k in 0..layout.chains.len() {
         writeln!(s, "\tchain {name}_x{k} {{")?;
-        for &(p, lo, hi, v) in pieces {
-            writeln!(s, "\t\t{}", port_rule(p, lo, hi, v))?;
+        for r in layout.port_rules(name, k, next) {
+            writeln!(s, "\t\t{r}")?;
         }
-        writeln!(s, "\t\tgoto {next}")?;
         writeln!(s, "\t}}")?;
     }
-    Ok(())
+    writeln!(s, "\tchain {name} {{")?;
+    for r in layout.section_rules(name, next) {
+        writeln!(s, "\t\t{r}")?;
+    }
+    writeln!(s, "\t}}")
 }
 
 /// The empty chain that records a section's fingerprint.
@@ -343,18 +511,6 @@ pub const SECTION_CHAIN: &str = "sum_";
 /// (profiles, cgroups, verdict chains): sections can be replaced alone
 /// only while it is the same.
 pub const SHAPE_CHAIN: &str = "shape_";
-
-/// The rules of a section's chain that look its maps up.
-fn write_lookups(s: &mut String, name: &str) -> std::fmt::Result {
-    writeln!(
-        s,
-        "\t\tmeta l4proto {{ tcp, udp }} ip daddr vmap @{name}_v4"
-    )?;
-    writeln!(
-        s,
-        "\t\tmeta l4proto {{ tcp, udp }} ip6 daddr vmap @{name}_v6"
-    )
-}
 
 /// A short, stable fingerprint of a text (64-bit FNV-1a, in hex): what
 /// the table's comment records, to tell whether the installed table is
@@ -450,18 +606,19 @@ impl Compiled {
         // The maps are made again, elements inline: nft 1.0.6 reads every
         // element of every set before an `add element` command (seconds
         // for 100k rules), not before a new map's `elements = { }`. The
-        // chains that name them are flushed first, the old maps (which
-        // name the port chains) deleted before the port chains change.
-        for c in [
-            name.clone(),
-            format!("{name}_mark4"),
-            format!("{name}_mark6"),
-        ] {
-            s.push_str(&format!("flush chain {t} {c}\n"));
+        // chains that name them (the section's, its port chains) are
+        // flushed first; the old verdict maps name the port chains, so
+        // they are deleted before port chains are.
+        s.push_str(&format!("flush chain {t} {name}\n"));
+        for k in 0..old_port_chains {
+            s.push_str(&format!("flush chain {t} {name}_x{k}\n"));
         }
-        for m in ["v4", "m4", "v6", "m6"] {
-            s.push_str(&format!("delete map {t} {name}_{m}\n"));
+        for (chain, _) in mark_chains(&name) {
+            s.push_str(&format!("flush chain {t} {chain}\n"));
         }
+        for_each_map(&Layout::default(), &name, |map, _, _, _| {
+            s.push_str(&format!("delete map {t} {map}\n"));
+        });
         s.push_str(&format!(
             "delete chain {t} {SECTION_CHAIN}{name}_{old_section}\n\
              add chain {t} {SECTION_CHAIN}{name}_{fp}\n"
@@ -473,58 +630,34 @@ impl Compiled {
             ));
         }
         let new_chains = layout.chains.len();
-        for k in 0..old_port_chains.max(new_chains) {
-            if k >= new_chains {
-                s.push_str(&format!("delete chain {t} {name}_x{k}\n"));
-            } else if k < old_port_chains {
-                s.push_str(&format!("flush chain {t} {name}_x{k}\n"));
-            } else {
-                s.push_str(&format!("add chain {t} {name}_x{k}\n"));
-            }
+        for k in new_chains..old_port_chains {
+            s.push_str(&format!("delete chain {t} {name}_x{k}\n"));
         }
-        for (k, pieces) in layout.chains.iter().enumerate() {
-            for &(p, lo, hi, v) in pieces {
-                s.push_str(&format!(
-                    "add rule {t} {name}_x{k} {}\n",
-                    port_rule(p, lo, hi, v)
-                ));
-            }
-            s.push_str(&format!("add rule {t} {name}_x{k} goto {next}\n"));
+        for k in old_port_chains..new_chains {
+            s.push_str(&format!("add chain {t} {name}_x{k}\n"));
         }
-        for (family, elements, v6) in [
-            ("ipv4_addr", &layout.v4, false),
-            ("ipv6_addr", &layout.v6, true),
-        ] {
-            let (merged, marks) = elements_of(&name, elements, v6);
-            let n = if v6 { 6 } else { 4 };
+        for_each_map(&layout, &name, |map, family, value, elements| {
             s.push_str(&format!(
-                "add map {t} {name}_v{n} {{ type {family} : verdict; flags interval;"
+                "add map {t} {map} {{ type {family} : {value}; flags interval;"
             ));
-            if !merged.is_empty() {
+            if !elements.is_empty() {
                 s.push_str(" elements = {\n");
-                write_elements(&mut s, &merged, v6, String::clone);
+                s.push_str(&elements);
                 s.push('}');
             }
             s.push_str(" }\n");
-            s.push_str(&format!(
-                "add map {t} {name}_m{n} {{ type {family} : mark; flags interval;"
-            ));
-            if !marks.is_empty() {
-                s.push_str(" elements = {\n");
-                write_elements(&mut s, &marks, v6, |m| format!("{m:#010x}"));
-                s.push('}');
-            }
-            s.push_str(" }\n");
-            s.push_str(&format!(
-                "add rule {t} {name}_mark{n} meta mark set {} daddr map @{name}_m{n}\n",
-                if v6 { "ip6" } else { "ip" }
-            ));
+        });
+        for (chain, rule) in mark_chains(&name) {
+            s.push_str(&format!("add rule {t} {chain} {rule}\n"));
         }
-        s.push_str(&format!(
-            "add rule {t} {name} meta l4proto {{ tcp, udp }} ip daddr vmap @{name}_v4\n\
-             add rule {t} {name} meta l4proto {{ tcp, udp }} ip6 daddr vmap @{name}_v6\n\
-             add rule {t} {name} goto {next}\n"
-        ));
+        for k in 0..new_chains {
+            for r in layout.port_rules(&name, k, next) {
+                s.push_str(&format!("add rule {t} {name}_x{k} {r}\n"));
+            }
+        }
+        for r in layout.section_rules(&name, next) {
+            s.push_str(&format!("add rule {t} {name} {r}\n"));
+        }
         s
     }
 
@@ -561,11 +694,7 @@ impl Compiled {
         }
         writeln!(s)?;
         writeln!(s, "\t# The global rules, after a profile's own.")?;
-        write_maps(s, "global", &Layout::of(&self.global), "tail")?;
-        writeln!(s, "\tchain global {{")?;
-        write_lookups(s, "global")?;
-        writeln!(s, "\t\tgoto tail")?;
-        writeln!(s, "\t}}")?;
+        write_section(s, "global", &Layout::of(&self.global), "tail")?;
         writeln!(s, "\tchain tail {{")?;
         writeln!(
             s,
@@ -595,11 +724,7 @@ impl Compiled {
             writeln!(s)?;
             writeln!(s, "\t# [{}]: cgroup {}", p.name, p.cgroup())?;
             let name = format!("p{i}");
-            write_maps(s, &name, &Layout::of(&p.maps), "global")?;
-            writeln!(s, "\tchain {name} {{")?;
-            write_lookups(s, &name)?;
-            writeln!(s, "\t\tgoto global")?;
-            writeln!(s, "\t}}")?;
+            write_section(s, &name, &Layout::of(&p.maps), "global")?;
         }
         let verdicts = &self.chains;
         for v in verdicts.iter().filter(|v| has_chain(**v)) {

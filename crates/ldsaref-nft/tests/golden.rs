@@ -25,11 +25,11 @@ table inet ldsaref {
 	comment "ldsaref rules (ldsaref apply)"
 	chain rules_0123456789abcdef {
 	}
-	chain sum_global_88ee97f347581b12 {
+	chain sum_global_881beba6e1b909a6 {
 	}
-	chain sum_p0_1d55c8bb8a0895e1 {
+	chain sum_p0_731d3756960d773e {
 	}
-	chain sum_p1_8f3b96d6db104d69 {
+	chain sum_p1_73bbb3b852b23420 {
 	}
 
 	# The global rules, after a profile's own.
@@ -44,8 +44,9 @@ table inet ldsaref {
 		type ipv4_addr : mark
 		flags interval
 	}
-	chain global_mark4 {
-		meta mark set ip daddr map @global_m4
+	map global_m4s1 {
+		type ipv4_addr : mark
+		flags interval
 	}
 	map global_v6 {
 		type ipv6_addr : verdict
@@ -55,12 +56,24 @@ table inet ldsaref {
 		type ipv6_addr : mark
 		flags interval
 	}
+	map global_m6s1 {
+		type ipv6_addr : mark
+		flags interval
+	}
+	chain global_mark4 {
+		meta mark set ip daddr map @global_m4 accept
+	}
+	chain global_mark4s1 {
+		meta mark set ip daddr map @global_m4s1 accept
+	}
 	chain global_mark6 {
-		meta mark set ip6 daddr map @global_m6
+		meta mark set ip6 daddr map @global_m6 accept
+	}
+	chain global_mark6s1 {
+		meta mark set ip6 daddr map @global_m6s1 accept
 	}
 	chain global {
 		meta l4proto { tcp, udp } ip daddr vmap @global_v4
-		meta l4proto { tcp, udp } ip6 daddr vmap @global_v6
 		goto tail
 	}
 	chain tail {
@@ -76,21 +89,19 @@ table inet ldsaref {
 		type ipv4_addr : verdict
 		flags interval
 		elements = {
-			198.18.0.0-198.18.0.4 : goto p0_mark4,
 			198.18.0.5/32 : goto p0_x0,
-			198.18.0.6-198.18.0.255 : goto p0_mark4,
 		}
 	}
 	map p0_m4 {
 		type ipv4_addr : mark
 		flags interval
 		elements = {
-			198.18.0.0-198.18.0.4 : 0x80650000,
-			198.18.0.6-198.18.0.255 : 0x80650000,
+			198.18.0.0/24 : 0x80650000,
 		}
 	}
-	chain p0_mark4 {
-		meta mark set ip daddr map @p0_m4
+	map p0_m4s1 {
+		type ipv4_addr : mark
+		flags interval
 	}
 	map p0_v6 {
 		type ipv6_addr : verdict
@@ -100,19 +111,32 @@ table inet ldsaref {
 		type ipv6_addr : mark
 		flags interval
 	}
+	map p0_m6s1 {
+		type ipv6_addr : mark
+		flags interval
+	}
+	chain p0_mark4 {
+		meta mark set ip daddr map @p0_m4 accept
+	}
+	chain p0_mark4s1 {
+		meta mark set ip daddr map @p0_m4s1 accept
+	}
 	chain p0_mark6 {
-		meta mark set ip6 daddr map @p0_m6
+		meta mark set ip6 daddr map @p0_m6 accept
+	}
+	chain p0_mark6s1 {
+		meta mark set ip6 daddr map @p0_m6s1 accept
 	}
 	chain p0_x0 {
-		meta l4proto tcp meta mark set 0x80650000 accept
-		meta l4proto udp th dport 0-52 meta mark set 0x80650000 accept
+		meta l4proto tcp jump p0_mark4
+		meta l4proto udp th dport 0-52 jump p0_mark4
 		meta l4proto udp th dport 53 accept
-		meta l4proto udp th dport 54-65535 meta mark set 0x80650000 accept
+		meta l4proto udp th dport 54-65535 jump p0_mark4
 		goto global
 	}
 	chain p0 {
 		meta l4proto { tcp, udp } ip daddr vmap @p0_v4
-		meta l4proto { tcp, udp } ip6 daddr vmap @p0_v6
+		meta l4proto { tcp, udp } meta mark set ip daddr map @p0_m4 accept
 		goto global
 	}
 
@@ -130,9 +154,9 @@ table inet ldsaref {
 	comment "ldsaref rules (ldsaref apply)"
 	chain rules_0123456789abcdef {
 	}
-	chain sum_global_b366ebbc88e1dc6a {
+	chain sum_global_ed4b88ed63982791 {
 	}
-	chain sum_p0_1fb50ed6d1200590 {
+	chain sum_p0_409c742c34558cf7 {
 	}
 
 	# The global rules, after a profile's own.
@@ -144,8 +168,9 @@ table inet ldsaref {
 		type ipv4_addr : mark
 		flags interval
 	}
-	chain global_mark4 {
-		meta mark set ip daddr map @global_m4
+	map global_m4s1 {
+		type ipv4_addr : mark
+		flags interval
 	}
 	map global_v6 {
 		type ipv6_addr : verdict
@@ -155,12 +180,23 @@ table inet ldsaref {
 		type ipv6_addr : mark
 		flags interval
 	}
+	map global_m6s1 {
+		type ipv6_addr : mark
+		flags interval
+	}
+	chain global_mark4 {
+		meta mark set ip daddr map @global_m4 accept
+	}
+	chain global_mark4s1 {
+		meta mark set ip daddr map @global_m4s1 accept
+	}
 	chain global_mark6 {
-		meta mark set ip6 daddr map @global_m6
+		meta mark set ip6 daddr map @global_m6 accept
+	}
+	chain global_mark6s1 {
+		meta mark set ip6 daddr map @global_m6s1 accept
 	}
 	chain global {
-		meta l4proto { tcp, udp } ip daddr vmap @global_v4
-		meta l4proto { tcp, udp } ip6 daddr vmap @global_v6
 		goto tail
 	}
 	chain tail {
@@ -177,7 +213,6 @@ table inet ldsaref {
 		flags interval
 		elements = {
 			0.0.0.0-198.17.255.255 : goto p0_x0,
-			198.18.0.0/24 : goto p0_mark4,
 			198.18.1.0-255.255.255.255 : goto p0_x0,
 		}
 	}
@@ -188,8 +223,9 @@ table inet ldsaref {
 			198.18.0.0/24 : 0x80650000,
 		}
 	}
-	chain p0_mark4 {
-		meta mark set ip daddr map @p0_m4
+	map p0_m4s1 {
+		type ipv4_addr : mark
+		flags interval
 	}
 	map p0_v6 {
 		type ipv6_addr : verdict
@@ -203,8 +239,21 @@ table inet ldsaref {
 		type ipv6_addr : mark
 		flags interval
 	}
+	map p0_m6s1 {
+		type ipv6_addr : mark
+		flags interval
+	}
+	chain p0_mark4 {
+		meta mark set ip daddr map @p0_m4 accept
+	}
+	chain p0_mark4s1 {
+		meta mark set ip daddr map @p0_m4s1 accept
+	}
 	chain p0_mark6 {
-		meta mark set ip6 daddr map @p0_m6
+		meta mark set ip6 daddr map @p0_m6 accept
+	}
+	chain p0_mark6s1 {
+		meta mark set ip6 daddr map @p0_m6s1 accept
 	}
 	chain p0_x0 {
 		meta l4proto udp th dport 1701 goto reflect
@@ -212,6 +261,7 @@ table inet ldsaref {
 	}
 	chain p0 {
 		meta l4proto { tcp, udp } ip daddr vmap @p0_v4
+		meta l4proto { tcp, udp } meta mark set ip daddr map @p0_m4 accept
 		meta l4proto { tcp, udp } ip6 daddr vmap @p0_v6
 		goto global
 	}
@@ -253,8 +303,7 @@ fn no_profiles_still_fail_closed() {
     );
     assert!(got.contains("socket cgroupv2 level 1 \"unified/ldsaref.slice\" jump steer"));
     assert!(
-        got.contains("\t\t\t198.18.0.0/24 : goto global_mark4,\n")
-            && got.contains("\t\t\t198.18.0.0/24 : 0x80650000,\n"),
+        !got.contains("goto global_mark4") && got.contains("\t\t\t198.18.0.0/24 : 0x80650000,\n"),
         "{got}"
     );
     assert!(!got.contains("map p0"), "{got}");
