@@ -306,12 +306,33 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
         print!("{}", d.batch());
         return Ok(());
     }
-    install(&load(&location)?)?;
-    // The preload's programs read the same rules: their index follows
-    // (a failure only costs them speed: a stale index is never used).
-    match crate::index::compile_for(&location) {
-        Ok(path) => println!("ldsaref: {}: compiled", path.display()),
-        Err(e) => eprintln!("ldsaref: warning: the index was not compiled: {e}"),
+    // The rules from their index when it is up to date (nothing to parse,
+    // nothing to compile after), else parsed, with the fingerprints of
+    // the files as they were read, to compile the index from the same set.
+    let before = ldsaref_rules::files::settled_fingerprints(&location).unwrap_or_default();
+    let (loaded, _) = ldsaref_rules::files::load_with_index(&location, ldsaref_kernel::mapped::map);
+    let set = match loaded? {
+        Some(set) => set,
+        None => load(&location)?,
+    };
+    let index = location.index_path();
+    let compiled = std::thread::scope(|s| {
+        // The preload's programs read the same rules: their index follows
+        // (a failure only costs them speed: a stale index is never used),
+        // compiled while nft loads the table.
+        let compile = (!set.is_compiled())
+            .then(|| s.spawn(|| crate::index::compile_loaded(&location, &set, &before)));
+        let installed = install(&set);
+        let compiled = compile.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err("the compiler panicked".to_owned()))
+        });
+        installed.map(|()| compiled)
+    })?;
+    match compiled {
+        None => println!("ldsaref: {}: up to date", index.display()),
+        Some(Ok(path)) => println!("ldsaref: {}: compiled", path.display()),
+        Some(Err(e)) => eprintln!("ldsaref: warning: the index was not compiled: {e}"),
     }
     Ok(())
 }

@@ -386,19 +386,26 @@ pub fn compile_sections(
     }
     let maps = |scope, name: Option<&str>, fp: &str| {
         if select(name, fp) {
-            Maps {
-                v4: flatten::flatten(set, scope, false),
-                v6: flatten::flatten(set, scope, true),
-            }
+            // The families are independent: one thread each.
+            std::thread::scope(|s| {
+                let v6 = s.spawn(|| flatten::flatten(set, scope, true));
+                let v4 = flatten::flatten(set, scope, false);
+                Maps {
+                    v4,
+                    v6: v6.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+                }
+            })
         } else {
             Maps::default()
         }
     };
+    let mut fps = section_fingerprints(set);
+    let mut fp_of = |scope| fps.remove(&scope).unwrap_or_else(empty_section_fingerprint);
     let profiles = set
         .profile_names()
         .map(|name| {
             let scope = set.profile(name);
-            let fp = section_fingerprint(set, scope);
+            let fp = fp_of(scope);
             ProfileMaps {
                 name: name.to_owned(),
                 maps: maps(scope, Some(name), &fp),
@@ -406,7 +413,7 @@ pub fn compile_sections(
             }
         })
         .collect();
-    let global_fingerprint = section_fingerprint(set, None);
+    let global_fingerprint = fp_of(None);
     let chains = set
         .rules()
         .filter_map(|r| Verdict::of(r.action))
@@ -427,17 +434,47 @@ pub fn compile_sections(
 /// decides which sections `ldsaref apply` must replace. Stable within a
 /// build of ldsaref (a new build may replace everything once).
 pub fn section_fingerprint(set: &RuleSet, scope: Option<ldsaref_rules::ProfileId>) -> String {
-    use std::hash::{Hash, Hasher};
+    section_fingerprints(set)
+        .remove(&scope)
+        .unwrap_or_else(empty_section_fingerprint)
+}
+
+#[allow(deprecated)]
+type SectionHasher = std::hash::SipHasher;
+
+fn section_hasher() -> SectionHasher {
+    use std::hash::Hash;
     #[allow(deprecated)]
     let mut h = std::hash::SipHasher::new();
     render::LAYOUT_VERSION.hash(&mut h);
-    for r in set.rules().filter(|r| r.profile == scope) {
-        r.dest.hash(&mut h);
-        r.proto.hash(&mut h);
-        r.ports.hash(&mut h);
-        r.action.hash(&mut h);
+    h
+}
+
+/// The fingerprint of a section without rules.
+fn empty_section_fingerprint() -> String {
+    use std::hash::Hasher;
+    format!("{:016x}", section_hasher().finish())
+}
+
+/// [`section_fingerprint`] of every section that has rules, in one pass
+/// over the rules.
+fn section_fingerprints(
+    set: &RuleSet,
+) -> std::collections::HashMap<Option<ldsaref_rules::ProfileId>, String> {
+    use std::hash::{Hash, Hasher};
+    let mut hashers: std::collections::HashMap<Option<ldsaref_rules::ProfileId>, SectionHasher> =
+        std::collections::HashMap::new();
+    for r in set.rules() {
+        let h = hashers.entry(r.profile).or_insert_with(section_hasher);
+        r.dest.hash(h);
+        r.proto.hash(h);
+        r.ports.hash(h);
+        r.action.hash(h);
     }
-    format!("{:016x}", h.finish())
+    hashers
+        .into_iter()
+        .map(|(k, h)| (k, format!("{:016x}", h.finish())))
+        .collect()
 }
 
 /// A profile's cgroup directory name, as systemd names a slice:

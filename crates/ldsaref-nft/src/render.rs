@@ -450,26 +450,50 @@ fn port_rule(section: &str, v6: bool, p: Proto, lo: u16, hi: u16, v: PortVerdict
 /// map `NAME_v4`/`NAME_v6` and the mark maps (`NAME_m4`, `NAME_m4s1`, …).
 /// `decl` writes a map: its name, type and elements.
 fn for_each_map(layout: &Layout, name: &str, mut decl: impl FnMut(String, &str, &str, String)) {
-    for v6 in [false, true] {
-        let (family, verdicts, marks) = if v6 {
-            ("ipv6_addr", &layout.v6, &layout.marks6)
+    // The elements' text of one family: the verdict map's, then each mark
+    // map's.
+    let texts = |v6: bool| -> Vec<String> {
+        let (verdicts, marks) = if v6 {
+            (&layout.v6, &layout.marks6)
         } else {
-            ("ipv4_addr", &layout.v4, &layout.marks4)
+            (&layout.v4, &layout.marks4)
         };
+        let mut out = Vec::with_capacity(1 + SLOTS);
         let mut text = String::new();
         write_elements(&mut text, verdicts, v6, |t| map_value(name, *t));
-        decl(
-            format!("{name}_v{}", if v6 { 6 } else { 4 }),
-            family,
-            "verdict",
-            text,
-        );
-        for (slot, elements) in marks.iter().enumerate() {
+        out.push(text);
+        for elements in marks {
             let mut text = String::new();
             write_elements(&mut text, elements, v6, |v| {
                 format!("{:#010x}", full_mark(*v).unwrap_or(0))
             });
-            decl(mark_map(name, v6, slot), family, "mark", text);
+            out.push(text);
+        }
+        out
+    };
+    // The families are written by one thread each (100k rules: most of
+    // the text is elements).
+    let (t4, t6) = std::thread::scope(|s| {
+        let t6 = s.spawn(|| texts(true));
+        let t4 = texts(false);
+        (
+            t4,
+            t6.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+        )
+    });
+    for (v6, texts) in [(false, t4), (true, t6)] {
+        let family = if v6 { "ipv6_addr" } else { "ipv4_addr" };
+        for (i, text) in texts.into_iter().enumerate() {
+            if i == 0 {
+                decl(
+                    format!("{name}_v{}", if v6 { 6 } else { 4 }),
+                    family,
+                    "verdict",
+                    text,
+                );
+            } else {
+                decl(mark_map(name, v6, i - 1), family, "mark", text);
+            }
         }
     }
 }

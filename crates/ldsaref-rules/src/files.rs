@@ -291,7 +291,7 @@ fn now_ns() -> i64 {
 
 /// The fingerprints of `location`, once its newest change is old enough
 /// that any later change shows in them (see [`RACY_NS`]).
-fn settled_fingerprints(location: &Location) -> Result<Vec<Fingerprint>, String> {
+pub fn settled_fingerprints(location: &Location) -> Result<Vec<Fingerprint>, String> {
     for _ in 0..40 {
         let fps = fingerprints(location)?;
         let newest = fps
@@ -381,6 +381,25 @@ pub fn compile_for(location: &Location) -> Result<PathBuf, String> {
     let path = location.index_path();
     write_atomically(&path, &bytes)?;
     Ok(path)
+}
+
+/// [`compile_for`] of a rule set already read from `location`, whose
+/// files had the fingerprints `before` ([`settled_fingerprints`]) when it
+/// was read: compiled from it, without reading the files again, when they
+/// still have them; else [`compile_for`].
+pub fn compile_loaded(
+    location: &Location,
+    set: &RuleSet,
+    before: &[Fingerprint],
+) -> Result<PathBuf, String> {
+    if !before.is_empty() && fingerprints(location)? == before {
+        if let Some(bytes) = set.compile(before) {
+            let path = location.index_path();
+            write_atomically(&path, &bytes)?;
+            return Ok(path);
+        }
+    }
+    compile_for(location)
 }
 
 /// What the rules looked like on disk: identity, size and times of every
