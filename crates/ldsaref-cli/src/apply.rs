@@ -309,7 +309,9 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
     // The rules from their index when it is up to date (nothing to parse,
     // nothing to compile after), else parsed, with the fingerprints of
     // the files as they were read, to compile the index from the same set.
-    let before = ldsaref_rules::files::settled_fingerprints(&location).unwrap_or_default();
+    // (Not waited for: a file changed just now is compiled again from
+    // the files, on the thread.)
+    let (before, settled) = ldsaref_rules::files::fingerprints_now(&location).unwrap_or_default();
     let (loaded, _) = ldsaref_rules::files::load_with_index(&location, ldsaref_kernel::mapped::map);
     let set = match loaded? {
         Some(set) => set,
@@ -321,8 +323,8 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
         // (a failure only costs them speed: a stale index is never used),
         // compiled while nft loads the table.
         let compile = (!set.is_compiled())
-            .then(|| s.spawn(|| crate::index::compile_loaded(&location, &set, &before)));
-        let installed = install(&set);
+            .then(|| s.spawn(|| crate::index::compile_loaded(&location, &set, &before, settled)));
+        let installed = install_or_parse(&set, || load(&location));
         let compiled = compile.map(|h| {
             h.join()
                 .unwrap_or_else(|_| Err("the compiler panicked".to_owned()))
@@ -342,6 +344,17 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
 /// the same) and creates its cgroups; prints one line saying what was
 /// done. `ldsaref updown` calls it after each change.
 pub fn install(set: &RuleSet) -> Result<(), String> {
+    install_or_parse(set, || Err("unreachable: a parsed set".to_owned()))
+}
+
+/// [`install`]; a set read from the compiled index that must be flattened
+/// is read again with `parse` first: flattening looks rules up hundreds of
+/// thousands of times, faster in a parsed set than through the index's
+/// checked reads.
+fn install_or_parse(
+    set: &RuleSet,
+    parse: impl FnOnce() -> Result<RuleSet, String>,
+) -> Result<(), String> {
     // The fingerprints first: unchanged rules need nothing flattened.
     let lazy = compile_sections(set, |_, _| false).map_err(|e| e.to_string())?;
     let cg = Cgroup2::find()?;
@@ -362,6 +375,9 @@ pub fn install(set: &RuleSet) -> Result<(), String> {
     if installed.as_deref() == Some(d.fingerprint.as_str()) {
         println!("ldsaref: table inet ldsaref is up to date ({summary}); nothing changed");
         return Ok(());
+    }
+    if set.is_compiled() {
+        return install(&parse()?);
     }
     if installed.is_some() {
         if let Some((batch, n)) = update_batch(set, &d, &listing)? {

@@ -27,8 +27,9 @@ pub fn compile_loaded(
     location: &Location,
     set: &ldsaref_rules::RuleSet,
     before: &[ldsaref_rules::compiled::Fingerprint],
+    settled: bool,
 ) -> Result<PathBuf, String> {
-    let path = files::compile_loaded(location, set, before)?;
+    let path = files::compile_loaded(location, set, before, settled)?;
     ldsaref_kernel::mapped::drop_cache(&path);
     Ok(path)
 }
