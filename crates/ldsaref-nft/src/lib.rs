@@ -386,15 +386,7 @@ pub fn compile_sections(
     }
     let maps = |scope, name: Option<&str>, fp: &str| {
         if select(name, fp) {
-            // The families are independent: one thread each.
-            std::thread::scope(|s| {
-                let v6 = s.spawn(|| flatten::flatten(set, scope, true));
-                let v4 = flatten::flatten(set, scope, false);
-                Maps {
-                    v4,
-                    v6: v6.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
-                }
-            })
+            flatten_maps(set, scope)
         } else {
             Maps::default()
         }
@@ -427,6 +419,35 @@ pub fn compile_sections(
     })
 }
 
+impl Compiled {
+    /// Flattens the sections of `set` that `select(profile, fingerprint)`
+    /// accepts (`None`: the global rules) into this description, which
+    /// [`compile_sections`] made of the same `set` (their fingerprints are
+    /// not computed again).
+    pub fn flatten_sections(&mut self, set: &RuleSet, select: impl Fn(Option<&str>, &str) -> bool) {
+        if select(None, &self.global_fingerprint) {
+            self.global = flatten_maps(set, None);
+        }
+        for p in &mut self.profiles {
+            if select(Some(&p.name), &p.fingerprint) {
+                p.maps = flatten_maps(set, set.profile(&p.name));
+            }
+        }
+    }
+}
+
+/// A section's maps, the two families flattened on one thread each.
+fn flatten_maps(set: &RuleSet, scope: Option<ldsaref_rules::ProfileId>) -> Maps {
+    std::thread::scope(|s| {
+        let v6 = s.spawn(|| flatten::flatten(set, scope, true));
+        let v4 = flatten::flatten(set, scope, false);
+        Maps {
+            v4,
+            v6: v6.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+        }
+    })
+}
+
 /// The fingerprint of one section's rules (`scope`: a profile, or `None`
 /// for the global rules): their destinations, protocols, ports and
 /// actions in order, not their files or lines, so that editing one
@@ -439,21 +460,33 @@ pub fn section_fingerprint(set: &RuleSet, scope: Option<ldsaref_rules::ProfileId
         .unwrap_or_else(empty_section_fingerprint)
 }
 
-#[allow(deprecated)]
-type SectionHasher = std::hash::SipHasher;
+/// The bytes a section's rules hash as (their `Hash` writes, appended):
+/// hashed once per section, not once per field.
+#[derive(Default)]
+struct Bytes(Vec<u8>);
 
-fn section_hasher() -> SectionHasher {
-    use std::hash::Hash;
+impl std::hash::Hasher for Bytes {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        0
+    }
+}
+
+fn section_hash(bytes: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
     #[allow(deprecated)]
     let mut h = std::hash::SipHasher::new();
     render::LAYOUT_VERSION.hash(&mut h);
-    h
+    h.write(bytes);
+    format!("{:016x}", h.finish())
 }
 
 /// The fingerprint of a section without rules.
 fn empty_section_fingerprint() -> String {
-    use std::hash::Hasher;
-    format!("{:016x}", section_hasher().finish())
+    section_hash(&[])
 }
 
 /// [`section_fingerprint`] of every section that has rules, in one pass
@@ -461,19 +494,34 @@ fn empty_section_fingerprint() -> String {
 fn section_fingerprints(
     set: &RuleSet,
 ) -> std::collections::HashMap<Option<ldsaref_rules::ProfileId>, String> {
-    use std::hash::{Hash, Hasher};
-    let mut hashers: std::collections::HashMap<Option<ldsaref_rules::ProfileId>, SectionHasher> =
+    use std::hash::Hash;
+    let mut sections: std::collections::HashMap<Option<ldsaref_rules::ProfileId>, Bytes> =
         std::collections::HashMap::new();
+    // A section's rules mostly follow each other: the last one's bytes
+    // are at hand.
+    let mut last: Option<(Option<ldsaref_rules::ProfileId>, Bytes)> = None;
     for r in set.rules() {
-        let h = hashers.entry(r.profile).or_insert_with(section_hasher);
-        r.dest.hash(h);
-        r.proto.hash(h);
-        r.ports.hash(h);
-        r.action.hash(h);
+        let b = match &mut last {
+            Some((p, b)) if *p == r.profile => b,
+            _ => {
+                if let Some((p, b)) = last.take() {
+                    sections.insert(p, b);
+                }
+                let b = sections.remove(&r.profile).unwrap_or_default();
+                &mut last.insert((r.profile, b)).1
+            }
+        };
+        r.dest.hash(b);
+        r.proto.hash(b);
+        r.ports.hash(b);
+        r.action.hash(b);
     }
-    hashers
+    if let Some((p, b)) = last {
+        sections.insert(p, b);
+    }
+    sections
         .into_iter()
-        .map(|(k, h)| (k, format!("{:016x}", h.finish())))
+        .map(|(k, b)| (k, section_hash(&b.0)))
         .collect()
 }
 
