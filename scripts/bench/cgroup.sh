@@ -26,6 +26,8 @@
 # with the command and the machine). Figures are medians
 # over ROUNDS rounds (default 3), CPU ns per call (user + system of the
 # program: what the kernel's hooks cost it), and wall ns per call.
+# LDSAREF_BIN=PATH measures that ldsaref binary instead of building this
+# tree's.
 set -euo pipefail
 
 main() {
@@ -39,7 +41,7 @@ while (($#)); do
         --sizes) sizes=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         --markdown) markdown=$2; shift 2 ;;
-        -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,27p' "$0"; exit 0 ;;
         *) echo "cgroup.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -66,9 +68,14 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-cargo build --release -p ldsaref-cli >&2
 cli=$work/ldsaref
-cp target/release/ldsaref "$cli"
+if [ -n "${LDSAREF_BIN:-}" ]; then
+    # Another build to compare (e.g. main's, built in a target dir of its own).
+    cp "$LDSAREF_BIN" "$cli"
+else
+    cargo build --release -p ldsaref-cli >&2
+    cp target/release/ldsaref "$cli"
+fi
 driver=$work/hotpath
 gcc -O2 -Wall -Wextra -o "$driver" scripts/bench/hotpath.c
 gen=scripts/bench/genrules.py
@@ -244,7 +251,7 @@ if [ -n "$markdown" ]; then
         echo "<!-- bench-cgroup:begin -->"
         echo "<!-- Written by scripts/bench/cgroup.sh: edit the prose outside the markers. -->"
         echo
-        echo "\`sudo ROUNDS=$rounds $command_line\` on $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, kernel $(uname -r), $(nft --version), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end."
+        echo "\`sudo ${LDSAREF_BIN:+LDSAREF_BIN=$LDSAREF_BIN }ROUNDS=$rounds $command_line\` on $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, kernel $(uname -r), $(nft --version), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end."
         echo
         cat "$work/table.md"
         echo
