@@ -300,23 +300,27 @@ impl Layout {
     /// that have elements (a lookup in an empty map costs every packet
     /// for nothing), then `goto NEXT`.
     fn section_rules(&self, name: &str, next: &str) -> Vec<String> {
-        let mut r = Vec::new();
+        // Only TCP and UDP are looked up: the others go on at once (one
+        // protocol check per section, not one per lookup).
+        let mut r = vec![format!("meta l4proto != {{ tcp, udp }} goto {next}")];
         for (v6, verdicts, marks) in [
             (false, &self.v4, &self.marks4),
             (true, &self.v6, &self.marks6),
         ] {
             let (fam, n) = if v6 { ("ip6", 6) } else { ("ip", 4) };
             if !verdicts.is_empty() {
-                r.push(format!(
-                    "meta l4proto {{ tcp, udp }} {fam} daddr vmap @{name}_v{n}"
-                ));
+                r.push(format!("{fam} daddr vmap @{name}_v{n}"));
             }
             if !marks[0].is_empty() {
                 r.push(format!(
-                    "meta l4proto {{ tcp, udp }} meta mark set {fam} daddr map @{} accept",
+                    "meta mark set {fam} daddr map @{} accept",
                     mark_map(name, v6, 0)
                 ));
             }
+        }
+        if r.len() == 1 {
+            // Nothing to look up.
+            r.clear();
         }
         r.push(format!("goto {next}"));
         r

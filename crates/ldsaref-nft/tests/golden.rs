@@ -73,7 +73,8 @@ table inet ldsaref {
 		meta mark set ip6 daddr map @global_m6s1 accept
 	}
 	chain global {
-		meta l4proto { tcp, udp } ip daddr vmap @global_v4
+		meta l4proto != { tcp, udp } goto tail
+		ip daddr vmap @global_v4
 		goto tail
 	}
 	chain tail {
@@ -135,8 +136,9 @@ table inet ldsaref {
 		goto global
 	}
 	chain p0 {
-		meta l4proto { tcp, udp } ip daddr vmap @p0_v4
-		meta l4proto { tcp, udp } meta mark set ip daddr map @p0_m4 accept
+		meta l4proto != { tcp, udp } goto global
+		ip daddr vmap @p0_v4
+		meta mark set ip daddr map @p0_m4 accept
 		goto global
 	}
 
@@ -260,9 +262,10 @@ table inet ldsaref {
 		goto global
 	}
 	chain p0 {
-		meta l4proto { tcp, udp } ip daddr vmap @p0_v4
-		meta l4proto { tcp, udp } meta mark set ip daddr map @p0_m4 accept
-		meta l4proto { tcp, udp } ip6 daddr vmap @p0_v6
+		meta l4proto != { tcp, udp } goto global
+		ip daddr vmap @p0_v4
+		meta mark set ip daddr map @p0_m4 accept
+		ip6 daddr vmap @p0_v6
 		goto global
 	}
 
