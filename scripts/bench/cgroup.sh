@@ -52,18 +52,21 @@ tcp_n=${TCP_N:-5000}
 
 work=$(mktemp -d /tmp/ldsaref-cgbench.XXXXXX)
 ns=ldsaref-cgbench-$$
-keeper=""
+keepers=""
 cgdir=""
+conndir=""
 cleanup() {
-    [ -z "$keeper" ] || { kill "$keeper" 2>/dev/null; wait "$keeper" 2>/dev/null; } || true
-    # Whatever of ours is left in the bench's cgroup (the keeper, once
-    # nsenter has exec'd it).
-    if [ -n "${cgdir:-}" ] && [ -f "$cgdir/cgroup.procs" ]; then
-        while read -r p; do kill "$p" 2>/dev/null || true; done <"$cgdir/cgroup.procs"
-        sleep 0.2
-    fi
-    # The program's cgroup first (it is empty once the drivers exit).
-    rmdir "$cgdir" 2>/dev/null || true
+    for k in $keepers; do { kill "$k" 2>/dev/null; wait "$k" 2>/dev/null; } || true; done
+    # Whatever of ours is left in the bench's cgroups (the keepers, once
+    # nsenter has exec'd them).
+    for d in "$cgdir" "$conndir"; do
+        if [ -n "$d" ] && [ -f "$d/cgroup.procs" ]; then
+            while read -r p; do kill "$p" 2>/dev/null || true; done <"$d/cgroup.procs"
+            sleep 0.2
+        fi
+        # The program's cgroups first (empty once the drivers exit).
+        rmdir "$d" 2>/dev/null || true
+    done
     ip netns del "$ns" 2>/dev/null || true
     rm -rf "$work"
 }
@@ -89,6 +92,7 @@ prefix=${mount#/sys/fs/cgroup}
 prefix=${prefix#/}
 prefix=${prefix:+$prefix/}
 cgdir=$mount/ldsaref.slice/ldsaref-bench.slice
+conndir=$mount/ldsaref.slice/ldsaref-conn.slice
 
 for n in $sizes; do
     if [ "$n" -eq 0 ]; then : >"$work/r$n.rules"; else python3 $gen "$n" >"$work/r$n.rules"; fi
@@ -154,11 +158,15 @@ clear_tables() {
 
 # The tables are loaded once per size and round (loading 1M rules takes
 # a while); the variants of a round run back to back.
-mkdir -p "$cgdir"
-# A process of this namespace keeps the cgroup (and its id, which the
-# table recorded) alive: `apply --remove` elsewhere removes empty ones.
-in_ns sh -c 'echo $$ > "$1/cgroup.procs" && exec sleep infinity' sh "$cgdir" &
-keeper=$!
+# A process of this namespace in each profile's cgroup keeps it (and its
+# id, which the table recorded) alive: `apply --remove` elsewhere, and
+# other programs' clean-ups on a shared machine, remove empty ones (once
+# between `apply` creating the [conn] cgroup and nft loading the table).
+for d in "$cgdir" "$conndir"; do
+    mkdir -p "$d"
+    in_ns sh -c 'echo $$ > "$1/cgroup.procs" && exec sleep infinity' sh "$d" &
+    keepers="$keepers $!"
+done
 for r in $(seq "$rounds"); do
     echo "round $r" >&2
     clear_tables
