@@ -543,7 +543,7 @@ fn print_shows_the_table_without_root() {
         "\t\t\t198.18.0.0/15 : goto deny,\n",
         "\t\t\t198.18.0.0/24 : 0x80650000,\n",
         "ldsaref.slice/ldsaref-client\\x2d1.slice\" goto p0\n",
-        "\t\tmeta mark set ip daddr map @p0_m4 accept\n",
+        "\t\tmeta mark set ip daddr map @p0_4\n",
         "\t\tmeta l4proto tcp reject with tcp reset\n",
     ] {
         assert!(out.stdout.contains(want), "no {want:?} in {out}");

@@ -66,8 +66,8 @@ use std::net::IpAddr;
 use ldsaref_rules::{Action, Proto, RuleSet};
 
 pub use render::{
-    fingerprint, Intervals, Layout, PortChain, PortPieces, PortVerdict, Target, CATCH_ALL_MAP,
-    COMMENT_PREFIX, FINGERPRINT_CHAIN, SECTION_CHAIN, SHAPE_CHAIN, SLOTS,
+    fingerprint, Entry, Intervals, Layout, PortChain, PortPieces, PortVerdict, Target,
+    CATCH_ALL_MAP, CODE_BASE, COMMENT_PREFIX, FINGERPRINT_CHAIN, SECTION_CHAIN, SHAPE_CHAIN, SLOTS,
 };
 
 /// The nftables family and name of the table.

@@ -28,21 +28,28 @@ impl Verdict {
             // A reset answers the SYN at once (connect: ECONNREFUSED); a
             // plain drop would leave it retransmitting. A dropped datagram
             // fails its sendto with EPERM.
+            // Each starts with the mark the section's chain found (0, or
+            // the code that led here) set back to 0.
             Verdict::Deny => vec![
+                "meta mark set 0x00000000".to_owned(),
                 "meta l4proto tcp reject with tcp reset".to_owned(),
                 "drop".to_owned(),
             ],
-            Verdict::Reflect => {
-                vec!["ct direction reply ct mark != 0 meta mark set ct mark".to_owned()]
-            }
+            Verdict::Reflect => vec![
+                "meta mark set 0x00000000".to_owned(),
+                "ct direction reply ct mark != 0 meta mark set ct mark".to_owned(),
+            ],
             Verdict::Saref(n) => vec![format!("meta mark set {:#010x}", crate::mast_mark(n))],
             Verdict::Mark { value, mask } if mask == u32::MAX => {
                 vec![format!("meta mark set {value:#010x}")]
             }
-            Verdict::Mark { value, mask } => vec![format!(
-                "meta mark set meta mark and {:#010x} or {value:#010x}",
-                !mask
-            )],
+            Verdict::Mark { value, mask } => vec![
+                "meta mark set 0x00000000".to_owned(),
+                format!(
+                    "meta mark set meta mark and {:#010x} or {value:#010x}",
+                    !mask
+                ),
+            ],
         }
     }
 }
@@ -126,6 +133,23 @@ pub struct PortChain {
 /// its chain.
 pub const SLOTS: usize = 2;
 
+/// An element of a section's address map: a whole mark, or a code that
+/// the section's dispatch map sends to a chain.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Entry {
+    /// A whole mark (`saref N`, `mark V`), set and accepted at once.
+    Mark(Verdict),
+    /// The rest: written as a reserved mark value (a code, see
+    /// [`CODE_BASE`]) that the dispatch map turns into a `goto`.
+    Code(Target),
+}
+
+/// The first of the mark values that stand for the chain verdicts and
+/// port chains in a section's address map (one per target, per section:
+/// at most 65536). A whole mark of this range, or 0, is not written as
+/// itself but through a chain of its own (`mark_V`), as masked marks are.
+pub const CODE_BASE: u32 = 0x7ffe_0000;
+
 /// An interval map's elements: `(first, last, value)`, disjoint, in order.
 pub type Intervals<T> = Vec<(u128, u128, T)>;
 
@@ -143,13 +167,14 @@ pub type Intervals<T> = Vec<(u128, u128, T)>;
 /// lookup and per insert, which 100k rules make seconds to load.
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct Layout {
-    /// The IPv4 verdict map.
-    pub v4: Intervals<Target>,
-    /// The IPv6 verdict map.
-    pub v6: Intervals<Target>,
-    /// The IPv4 mark maps, by slot (the verdicts are whole marks).
+    /// The IPv4 address map.
+    pub v4: Intervals<Entry>,
+    /// The IPv6 address map.
+    pub v6: Intervals<Entry>,
+    /// The IPv4 mark maps of the port chains, by slot (the verdicts are
+    /// whole marks).
     pub marks4: [Intervals<Verdict>; SLOTS],
-    /// The IPv6 mark maps.
+    /// The IPv6 ones.
     pub marks6: [Intervals<Verdict>; SLOTS],
     /// The port chains.
     pub chains: Vec<PortChain>,
@@ -181,7 +206,7 @@ impl Layout {
         let mut index: HashMap<PortChain, usize> = HashMap::new();
         for v6 in [false, true] {
             let elements = if v6 { &maps.v6 } else { &maps.v4 };
-            let mut out: Intervals<Target> = Vec::new();
+            let mut out: Intervals<Entry> = Vec::new();
             let mut marks: [Intervals<Verdict>; SLOTS] = Default::default();
             let mut i = 0;
             while i < elements.len() {
@@ -199,9 +224,9 @@ impl Layout {
                 if uniform {
                     let v = cell[0].verdict;
                     if full_mark(v).is_some() {
-                        push_merged(&mut marks[0], lo, hi, v);
+                        push_merged(&mut out, lo, hi, Entry::Mark(v));
                     } else {
-                        push_merged(&mut out, lo, hi, Target::Verdict(v));
+                        push_merged(&mut out, lo, hi, Entry::Code(Target::Verdict(v)));
                     }
                     continue;
                 }
@@ -237,7 +262,7 @@ impl Layout {
                 if k == n {
                     l.chains.push(chain);
                 }
-                push_merged(&mut out, lo, hi, Target::Ports(k));
+                push_merged(&mut out, lo, hi, Entry::Code(Target::Ports(k)));
             }
             if v6 {
                 l.v6 = out;
@@ -250,8 +275,8 @@ impl Layout {
         l
     }
 
-    /// The verdict the table gives: the verdict map's element (then its
-    /// port chain's first matching rule), else the mark map's; `None`
+    /// The verdict the table gives: the address map's element (a port
+    /// cell's: its port chain's first matching rule); `None`
     /// where the section decides nothing (the table goes on to the next
     /// section).
     pub fn lookup(&self, dest: IpAddr, proto: Proto, port: u16) -> Option<Verdict> {
@@ -261,12 +286,12 @@ impl Layout {
         } else {
             (&self.v4, &self.marks4)
         };
-        match find(verdicts, key) {
-            Some(Target::Verdict(v)) => Some(v),
+        match find(verdicts, key)? {
+            Entry::Mark(v) | Entry::Code(Target::Verdict(v)) => Some(v),
             // The chain's rules in order; a rule whose mark map has no
             // element for the address does not match (nft: the lookup
             // breaks the rule).
-            Some(Target::Ports(k)) => self.chains[k]
+            Entry::Code(Target::Ports(k)) => self.chains[k]
                 .pieces
                 .iter()
                 .filter(|(p, lo, hi, _)| *p == proto && (*lo..=*hi).contains(&port))
@@ -274,7 +299,6 @@ impl Layout {
                     PortVerdict::Verdict(v) => Some(v),
                     PortVerdict::Slot(s) => find(&marks[s], key),
                 }),
-            None => find(&marks[0], key),
         }
     }
 
@@ -300,40 +324,53 @@ impl Layout {
     /// that have elements (a lookup in an empty map costs every packet
     /// for nothing), then `goto NEXT`.
     fn section_rules(&self, name: &str, next: &str) -> Vec<String> {
-        // Only TCP and UDP are looked up: the others go on at once (one
-        // protocol check per section, not one per lookup).
-        let mut r = vec![format!("meta l4proto != {{ tcp, udp }} goto {next}")];
-        for (v6, verdicts, marks) in [
-            (false, &self.v4, &self.marks4),
-            (true, &self.v6, &self.marks6),
-        ] {
-            let (fam, n) = if v6 { ("ip6", 6) } else { ("ip", 4) };
-            if !verdicts.is_empty() {
-                r.push(format!("{fam} daddr vmap @{name}_v{n}"));
-            }
-            if !marks[0].is_empty() {
-                r.push(format!(
-                    "meta mark set {fam} daddr map @{} accept",
-                    mark_map(name, v6, 0)
-                ));
+        let mut r = Vec::new();
+        for (v6, entries) in [(false, &self.v4), (true, &self.v6)] {
+            if !entries.is_empty() {
+                let (fam, n) = if v6 { ("ip6", 6) } else { ("ip", 4) };
+                r.push(format!("meta mark set {fam} daddr map @{name}_{n}"));
             }
         }
-        if r.len() == 1 {
+        if r.is_empty() {
             // Nothing to look up.
-            r.clear();
+            return vec![format!("goto {next}")];
         }
-        r.push(format!("goto {next}"));
+        // Only TCP and UDP are looked up: the others go on at once. The
+        // mark is 0 here (steer returns on any other), and stays 0 where
+        // the maps have no element (the lookup breaks its rule).
+        r.insert(0, format!("meta l4proto != {{ tcp, udp }} goto {next}"));
+        r.push(format!("meta mark 0x00000000 goto {next}"));
+        if !self.codes().is_empty() {
+            r.push(format!("meta mark vmap @{name}_d"));
+        }
+        r.push("accept".to_owned());
         r
+    }
+
+    /// The targets the address maps write as codes, in order: the code of
+    /// the `i`-th is `CODE_BASE + i`.
+    fn codes(&self) -> Vec<Target> {
+        let mut seen = std::collections::HashSet::new();
+        self.v4
+            .iter()
+            .chain(&self.v6)
+            .filter_map(|(_, _, e)| match e {
+                Entry::Code(t) => seen.insert(*t).then_some(*t),
+                Entry::Mark(_) => None,
+            })
+            .collect()
     }
 
     /// The rules of port chain `k` of section `name`.
     fn port_rules(&self, name: &str, k: usize, next: &str) -> Vec<String> {
         let c = &self.chains[k];
-        let mut r: Vec<String> = c
-            .pieces
-            .iter()
-            .map(|&(p, lo, hi, v)| port_rule(name, c.v6, p, lo, hi, v))
-            .collect();
+        // The code that led here is no mark.
+        let mut r = vec!["meta mark set 0x00000000".to_owned()];
+        r.extend(
+            c.pieces
+                .iter()
+                .map(|&(p, lo, hi, v)| port_rule(name, c.v6, p, lo, hi, v)),
+        );
         r.push(format!("goto {next}"));
         r
     }
@@ -382,34 +419,34 @@ fn mark_chains(name: &str) -> Vec<(String, String)> {
 
 /// The mark a verdict sets whole (`saref N`, `mark V` without a mask):
 /// those need no chain of their own; a section's mark map holds them.
+/// Not 0 (an address map's miss) nor a code: those have a chain.
 fn full_mark(v: Verdict) -> Option<u32> {
     match v {
         Verdict::Saref(n) => Some(crate::mast_mark(n)),
-        Verdict::Mark { value, mask } if mask == u32::MAX => Some(value),
+        Verdict::Mark { value, mask }
+            if mask == u32::MAX && value != 0 && value >> 16 != CODE_BASE >> 16 =>
+        {
+            Some(value)
+        }
         _ => None,
     }
 }
 
 /// The version of the table's layout, in every section's fingerprint: a
 /// new layout replaces every section.
-pub(crate) const LAYOUT_VERSION: u32 = 3;
+pub(crate) const LAYOUT_VERSION: u32 = 4;
 
 /// Whether a verdict has a chain in the table.
 pub(crate) fn has_chain(v: Verdict) -> bool {
     full_mark(v).is_none() && v.chain().is_some()
 }
 
-/// The value of a verdict map's element as written.
-fn map_value(section: &str, t: Target) -> String {
+/// What the dispatch map sends a code's target to.
+fn dispatch_value(section: &str, t: Target) -> String {
     match t {
         Target::Ports(k) => format!("goto {section}_x{k}"),
-        Target::Verdict(v) => match (full_mark(v), v.chain()) {
-            // Not in a verdict map (Layout::of puts whole marks in the
-            // mark maps).
-            (Some(m), _) => format!("{m:#010x}"),
-            (None, None) => "accept".to_owned(),
-            (None, Some(chain)) => format!("goto {chain}"),
-        },
+        // Address maps hold no whole marks as codes (Layout::of).
+        Target::Verdict(v) => format!("goto {}", v.chain().unwrap_or_else(|| "pass".to_owned())),
     }
 }
 
@@ -450,21 +487,35 @@ fn port_rule(section: &str, v6: bool, p: Proto, lo: u16, hi: u16, v: PortVerdict
     r
 }
 
-/// The maps of one section, one family, in `nft -f` syntax: the verdict
-/// map `NAME_v4`/`NAME_v6` and the mark maps (`NAME_m4`, `NAME_m4s1`, …).
-/// `decl` writes a map: its name, type and elements.
-fn for_each_map(layout: &Layout, name: &str, mut decl: impl FnMut(String, &str, &str, String)) {
-    // The elements' text of one family: the verdict map's, then each mark
-    // map's.
+/// The maps of one section in `nft -f` syntax: per family the address
+/// map `NAME_4`/`NAME_6` (address → mark or code) and the port chains'
+/// mark maps (`NAME_m4`, `NAME_m4s1`, …), then the dispatch map `NAME_d`
+/// (code → verdict). `decl` writes a map: its name, type, whether it is
+/// an interval map, and its elements.
+fn for_each_map(layout: &Layout, name: &str, mut decl: impl FnMut(String, &str, bool, String)) {
+    let codes = layout.codes();
+    let code: HashMap<Target, u32> = codes
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (*t, CODE_BASE + u32::try_from(i).unwrap_or(u32::MAX)))
+        .collect();
+    // The elements' text of one family: the address map's, then each
+    // mark map's.
     let texts = |v6: bool| -> Vec<String> {
-        let (verdicts, marks) = if v6 {
+        let (entries, marks) = if v6 {
             (&layout.v6, &layout.marks6)
         } else {
             (&layout.v4, &layout.marks4)
         };
         let mut out = Vec::with_capacity(1 + SLOTS);
         let mut text = String::new();
-        write_elements(&mut text, verdicts, v6, |t| map_value(name, *t));
+        write_elements(&mut text, entries, v6, |e| {
+            let m = match e {
+                Entry::Mark(v) => full_mark(*v).unwrap_or(0),
+                Entry::Code(t) => code.get(t).copied().unwrap_or(0),
+            };
+            format!("{m:#010x}")
+        });
         out.push(text);
         for elements in marks {
             let mut text = String::new();
@@ -488,27 +539,35 @@ fn for_each_map(layout: &Layout, name: &str, mut decl: impl FnMut(String, &str, 
     for (v6, texts) in [(false, t4), (true, t6)] {
         let family = if v6 { "ipv6_addr" } else { "ipv4_addr" };
         for (i, text) in texts.into_iter().enumerate() {
-            if i == 0 {
-                decl(
-                    format!("{name}_v{}", if v6 { 6 } else { 4 }),
-                    family,
-                    "verdict",
-                    text,
-                );
+            let map = if i == 0 {
+                format!("{name}_{}", if v6 { 6 } else { 4 })
             } else {
-                decl(mark_map(name, v6, i - 1), family, "mark", text);
-            }
+                mark_map(name, v6, i - 1)
+            };
+            decl(map, &format!("{family} : mark"), true, text);
         }
     }
+    let mut text = String::new();
+    for (i, t) in codes.iter().enumerate() {
+        let _ = writeln!(
+            text,
+            "\t\t\t{:#010x} : {},",
+            CODE_BASE + u32::try_from(i).unwrap_or(u32::MAX),
+            dispatch_value(name, *t)
+        );
+    }
+    decl(format!("{name}_d"), "mark : verdict", false, text);
 }
 
 /// A section's maps and port chains `NAME_xK` (ending with `goto NEXT`:
 /// where no port rule decides, the next section decides), then its chain.
 fn write_section(s: &mut String, name: &str, layout: &Layout, next: &str) -> std::fmt::Result {
-    for_each_map(layout, name, |map, family, value, elements| {
+    for_each_map(layout, name, |map, typ, interval, elements| {
         let _ = writeln!(s, "\tmap {map} {{");
-        let _ = writeln!(s, "\t\ttype {family} : {value}");
-        let _ = writeln!(s, "\t\tflags interval");
+        let _ = writeln!(s, "\t\ttype {typ}");
+        if interval {
+            let _ = writeln!(s, "\t\tflags interval");
+        }
         if !elements.is_empty() {
             let _ = writeln!(s, "\t\telements = {{");
             s.push_str(&elements);
@@ -664,9 +723,10 @@ impl Compiled {
         for k in old_port_chains..new_chains {
             s.push_str(&format!("add chain {t} {name}_x{k}\n"));
         }
-        for_each_map(&layout, &name, |map, family, value, elements| {
+        for_each_map(&layout, &name, |map, typ, interval, elements| {
             s.push_str(&format!(
-                "add map {t} {map} {{ type {family} : {value}; flags interval;"
+                "add map {t} {map} {{ type {typ};{}",
+                if interval { " flags interval;" } else { "" }
             ));
             if !elements.is_empty() {
                 s.push_str(" elements = {\n");
@@ -754,6 +814,12 @@ impl Compiled {
             let name = format!("p{i}");
             write_section(s, &name, &Layout::of(&p.maps), "global")?;
         }
+        writeln!(s)?;
+        writeln!(s, "\t# pass, from a dispatch map: the code set back to 0.")?;
+        writeln!(
+            s,
+            "\tchain pass {{\n\t\tmeta mark set 0x00000000 accept\n\t}}"
+        )?;
         let verdicts = &self.chains;
         for v in verdicts.iter().filter(|v| has_chain(**v)) {
             let Some(name) = v.chain() else { continue };

@@ -25,19 +25,19 @@ table inet ldsaref {
 	comment "ldsaref rules (ldsaref apply)"
 	chain rules_0123456789abcdef {
 	}
-	chain sum_global_881beba6e1b909a6 {
+	chain sum_global_6c1493282898520f {
 	}
-	chain sum_p0_731d3756960d773e {
+	chain sum_p0_e338f11c2238b472 {
 	}
-	chain sum_p1_73bbb3b852b23420 {
+	chain sum_p1_79347b2a89a5e070 {
 	}
 
 	# The global rules, after a profile's own.
-	map global_v4 {
-		type ipv4_addr : verdict
+	map global_4 {
+		type ipv4_addr : mark
 		flags interval
 		elements = {
-			198.18.0.0/15 : goto deny,
+			198.18.0.0/15 : 0x7ffe0000,
 		}
 	}
 	map global_m4 {
@@ -48,8 +48,8 @@ table inet ldsaref {
 		type ipv4_addr : mark
 		flags interval
 	}
-	map global_v6 {
-		type ipv6_addr : verdict
+	map global_6 {
+		type ipv6_addr : mark
 		flags interval
 	}
 	map global_m6 {
@@ -59,6 +59,12 @@ table inet ldsaref {
 	map global_m6s1 {
 		type ipv6_addr : mark
 		flags interval
+	}
+	map global_d {
+		type mark : verdict
+		elements = {
+			0x7ffe0000 : goto deny,
+		}
 	}
 	chain global_mark4 {
 		meta mark set ip daddr map @global_m4 accept
@@ -74,8 +80,10 @@ table inet ldsaref {
 	}
 	chain global {
 		meta l4proto != { tcp, udp } goto tail
-		ip daddr vmap @global_v4
-		goto tail
+		meta mark set ip daddr map @global_4
+		meta mark 0x00000000 goto tail
+		meta mark vmap @global_d
+		accept
 	}
 	chain tail {
 		meta nfproto ipv4 meta mark set socket cgroupv2 level 3 map @catchall
@@ -86,26 +94,28 @@ table inet ldsaref {
 	}
 
 	# [client1]: cgroup ldsaref.slice/ldsaref-client1.slice
-	map p0_v4 {
-		type ipv4_addr : verdict
+	map p0_4 {
+		type ipv4_addr : mark
 		flags interval
 		elements = {
-			198.18.0.5/32 : goto p0_x0,
+			198.18.0.0-198.18.0.4 : 0x80650000,
+			198.18.0.5/32 : 0x7ffe0000,
+			198.18.0.6-198.18.0.255 : 0x80650000,
 		}
 	}
 	map p0_m4 {
 		type ipv4_addr : mark
 		flags interval
 		elements = {
-			198.18.0.0/24 : 0x80650000,
+			198.18.0.5/32 : 0x80650000,
 		}
 	}
 	map p0_m4s1 {
 		type ipv4_addr : mark
 		flags interval
 	}
-	map p0_v6 {
-		type ipv6_addr : verdict
+	map p0_6 {
+		type ipv6_addr : mark
 		flags interval
 	}
 	map p0_m6 {
@@ -115,6 +125,12 @@ table inet ldsaref {
 	map p0_m6s1 {
 		type ipv6_addr : mark
 		flags interval
+	}
+	map p0_d {
+		type mark : verdict
+		elements = {
+			0x7ffe0000 : goto p0_x0,
+		}
 	}
 	chain p0_mark4 {
 		meta mark set ip daddr map @p0_m4 accept
@@ -129,6 +145,7 @@ table inet ldsaref {
 		meta mark set ip6 daddr map @p0_m6s1 accept
 	}
 	chain p0_x0 {
+		meta mark set 0x00000000
 		meta l4proto tcp jump p0_mark4
 		meta l4proto udp th dport 0-52 jump p0_mark4
 		meta l4proto udp th dport 53 accept
@@ -137,9 +154,10 @@ table inet ldsaref {
 	}
 	chain p0 {
 		meta l4proto != { tcp, udp } goto global
-		ip daddr vmap @p0_v4
-		meta mark set ip daddr map @p0_m4 accept
-		goto global
+		meta mark set ip daddr map @p0_4
+		meta mark 0x00000000 goto global
+		meta mark vmap @p0_d
+		accept
 	}
 
 "#;
@@ -156,14 +174,14 @@ table inet ldsaref {
 	comment "ldsaref rules (ldsaref apply)"
 	chain rules_0123456789abcdef {
 	}
-	chain sum_global_ed4b88ed63982791 {
+	chain sum_global_1e7609007b07021e {
 	}
-	chain sum_p0_409c742c34558cf7 {
+	chain sum_p0_b1e6a87a8534fd65 {
 	}
 
 	# The global rules, after a profile's own.
-	map global_v4 {
-		type ipv4_addr : verdict
+	map global_4 {
+		type ipv4_addr : mark
 		flags interval
 	}
 	map global_m4 {
@@ -174,8 +192,8 @@ table inet ldsaref {
 		type ipv4_addr : mark
 		flags interval
 	}
-	map global_v6 {
-		type ipv6_addr : verdict
+	map global_6 {
+		type ipv6_addr : mark
 		flags interval
 	}
 	map global_m6 {
@@ -185,6 +203,9 @@ table inet ldsaref {
 	map global_m6s1 {
 		type ipv6_addr : mark
 		flags interval
+	}
+	map global_d {
+		type mark : verdict
 	}
 	chain global_mark4 {
 		meta mark set ip daddr map @global_m4 accept
@@ -210,31 +231,29 @@ table inet ldsaref {
 	}
 
 	# [c1]: cgroup ldsaref.slice/ldsaref-c1.slice
-	map p0_v4 {
-		type ipv4_addr : verdict
+	map p0_4 {
+		type ipv4_addr : mark
 		flags interval
 		elements = {
-			0.0.0.0-198.17.255.255 : goto p0_x0,
-			198.18.1.0-255.255.255.255 : goto p0_x0,
+			0.0.0.0-198.17.255.255 : 0x7ffe0000,
+			198.18.0.0/24 : 0x80650000,
+			198.18.1.0-255.255.255.255 : 0x7ffe0000,
 		}
 	}
 	map p0_m4 {
 		type ipv4_addr : mark
 		flags interval
-		elements = {
-			198.18.0.0/24 : 0x80650000,
-		}
 	}
 	map p0_m4s1 {
 		type ipv4_addr : mark
 		flags interval
 	}
-	map p0_v6 {
-		type ipv6_addr : verdict
+	map p0_6 {
+		type ipv6_addr : mark
 		flags interval
 		elements = {
-			::-::fffe:ffff:ffff : goto p0_x0,
-			::1:0:0:0-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff : goto p0_x0,
+			::-::fffe:ffff:ffff : 0x7ffe0000,
+			::1:0:0:0-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff : 0x7ffe0000,
 		}
 	}
 	map p0_m6 {
@@ -244,6 +263,12 @@ table inet ldsaref {
 	map p0_m6s1 {
 		type ipv6_addr : mark
 		flags interval
+	}
+	map p0_d {
+		type mark : verdict
+		elements = {
+			0x7ffe0000 : goto p0_x0,
+		}
 	}
 	chain p0_mark4 {
 		meta mark set ip daddr map @p0_m4 accept
@@ -258,18 +283,26 @@ table inet ldsaref {
 		meta mark set ip6 daddr map @p0_m6s1 accept
 	}
 	chain p0_x0 {
+		meta mark set 0x00000000
 		meta l4proto udp th dport 1701 goto reflect
 		goto global
 	}
 	chain p0 {
 		meta l4proto != { tcp, udp } goto global
-		ip daddr vmap @p0_v4
-		meta mark set ip daddr map @p0_m4 accept
-		ip6 daddr vmap @p0_v6
-		goto global
+		meta mark set ip daddr map @p0_4
+		meta mark set ip6 daddr map @p0_6
+		meta mark 0x00000000 goto global
+		meta mark vmap @p0_d
+		accept
+	}
+
+	# pass, from a dispatch map: the code set back to 0.
+	chain pass {
+		meta mark set 0x00000000 accept
 	}
 
 	chain reflect {
+		meta mark set 0x00000000
 		ct direction reply ct mark != 0 meta mark set ct mark
 	}
 
