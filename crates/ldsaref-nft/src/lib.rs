@@ -8,11 +8,11 @@
 //! that decide as the library does. A profile's chain tries its own maps,
 //! then the global ones; the global rules are not copied into every
 //! profile. [`Compiled::render`] writes them for `nft -f` as a [`Layout`]:
-//! per section and family, interval maps keyed by the address alone
-//! (red-black trees in the kernel): a mark map for the cells a whole mark
-//! (`saref`/`mark`) decides, and a verdict map for the others, whose few
-//! port-dependent cells lead to small port chains that read their marks
-//! from mark maps too.
+//! per section and family, one interval map keyed by the address alone
+//! (a red-black tree in the kernel) whose values are the whole marks
+//! (`saref`/`mark`) of the cells they decide, or codes that a dispatch
+//! map sends to the other verdicts' chains and to small port chains
+//! (which read their marks from mark maps too).
 //! [`Compiled::decide`] evaluates the pieces and [`Rendered::decide_with`]
 //! the rendered layout, so that tests can compare both with
 //! [`ldsaref_rules::Policy`] without root. [`Compiled::render_update`]

@@ -153,18 +153,19 @@ pub const CODE_BASE: u32 = 0x7ffe_0000;
 /// An interval map's elements: `(first, last, value)`, disjoint, in order.
 pub type Intervals<T> = Vec<(u128, u128, T)>;
 
-/// A section's maps as the table holds them. Per family: a
+/// A section's maps as the table holds them. Per family, one
 /// *non-concatenated* interval map keyed by the destination address alone
-/// (a red-black tree in the kernel: lookups in O(log n), fast to load) to
-/// a verdict, for the cells decided by `pass`, `deny`, `reflect`, a
-/// masked `mark`, and the few cells where ports or protocols matter (to a
-/// small port chain); and mark maps (address → mark) for the cells decided
-/// by a whole mark (`saref N`, `mark V`), nearly all of them, which so
-/// need no element in the verdict map and no chain of their own. The port
-/// chains are shared by the cells whose rules differ only in their marks:
-/// a port rule reads its mark from a mark map (a slot). Concatenated
-/// interval maps (pipapo) cost time linear in the number of elements per
-/// lookup and per insert, which 100k rules make seconds to load.
+/// (a red-black tree in the kernel: lookups in O(log n), fast to load):
+/// a cell decided by a whole mark (`saref N`, `mark V`), nearly all of
+/// them, has that mark; every other cell a code ([`CODE_BASE`] + i) that
+/// the section's dispatch map sends to the chain of its verdict (`pass`,
+/// `deny`, `reflect`, a masked `mark`) or to a small port chain. A packet
+/// the section does not decide costs one lookup. The port chains are
+/// shared by the cells whose rules differ only in their marks: a port
+/// rule reads its mark from a mark map of the port cells (a slot).
+/// Concatenated interval maps (pipapo) cost time linear in the number of
+/// elements per lookup and per insert, which 100k rules make seconds to
+/// load.
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct Layout {
     /// The IPv4 address map.
