@@ -80,7 +80,7 @@ fn apply_replaces_only_what_changed() {
     // rule come (more port chains, then fewer).
     let v2 = d.write(
         "v2",
-        format!("{global}[{a}]\n198.18.7.0/24 saref 71\n198.18.9.0/24 udp 53 pass\n198.18.9.0/25 udp 500-4500 saref 9\n2001:db8:9::/48 mark 0x33\n[{b}]\n198.18.0.0/24 mark 2\n"),
+        format!("{global}[{a}]\n198.18.7.0/24 saref 71\n198.18.7.0/25 tcp 443 saref 75\n198.18.9.0/24 udp 53 pass\n198.18.9.0/25 udp 500-4500 saref 9\n2001:db8:9::/48 mark 0x33\n[{b}]\n198.18.0.0/24 mark 2\n"),
     );
     // And the global rules, with it.
     let v3 = d.write(

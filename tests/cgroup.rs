@@ -610,11 +610,11 @@ fn print_shows_the_table_without_root() {
     assert!(out.success(), "{out}");
     for want in [
         "table inet ldsaref\ndelete table inet ldsaref\ntable inet ldsaref {\n",
-        "\t\t\t198.18.0.0/15 : goto deny,\n",
-        "\t\t\t198.18.0.0/24 : goto p0_mark4,\n",
+        "\t\t\t198.18.0.0/15 : 0x7ffe0000,\n",
+        "\t\t\t0x7ffe0000 : goto deny,\n",
         "\t\t\t198.18.0.0/24 : 0x80650000,\n",
         "ldsaref.slice/ldsaref-client\\x2d1.slice\" goto p0\n",
-        "\t\tmeta mark set ip daddr map @p0_m4\n",
+        "\t\tmeta mark set ip daddr map @p0_4\n",
         "\t\tmeta l4proto tcp reject with tcp reset\n",
     ] {
         assert!(out.stdout.contains(want), "no {want:?} in {out}");

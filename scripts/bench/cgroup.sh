@@ -31,6 +31,8 @@
 # call); --plot draws the per-call CPU cost against the rules from them
 # (scripts/bench/cgroup_plot.py, python3-matplotlib), without touching
 # any markdown: `--plot` alone leaves BENCHMARKS.md as it is.
+# LDSAREF_BIN=PATH measures that ldsaref binary instead of building this
+# tree's.
 set -euo pipefail
 
 main() {
@@ -48,7 +50,7 @@ while (($#)); do
         --markdown) markdown=$2; shift 2 ;;
         --plot) plot=$2; shift 2 ;;
         --raw) raw_copy=$2; shift 2 ;;
-        -h | --help) sed -n '2,33p' "$0"; exit 0 ;;
+        -h | --help) sed -n '2,35p' "$0"; exit 0 ;;
         *) echo "cgroup.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -59,25 +61,33 @@ tcp_n=${TCP_N:-5000}
 
 work=$(mktemp -d /tmp/ldsaref-cgbench.XXXXXX)
 ns=ldsaref-cgbench-$$
-keeper=""
+keepers=""
 cgdir=""
+conndir=""
 cleanup() {
-    [ -z "$keeper" ] || { kill "$keeper" 2>/dev/null; wait "$keeper" 2>/dev/null; } || true
-    # Whatever of ours is left in the bench's cgroup (the keeper, once
-    # nsenter has exec'd it).
-    if [ -n "${cgdir:-}" ] && [ -f "$cgdir/cgroup.procs" ]; then
-        while read -r p; do kill "$p" 2>/dev/null || true; done <"$cgdir/cgroup.procs"
-        sleep 0.2
-    fi
-    # The program's cgroup first (it is empty once the drivers exit).
-    rmdir "$cgdir" 2>/dev/null || true
+    for k in $keepers; do { kill "$k" 2>/dev/null; wait "$k" 2>/dev/null; } || true; done
+    # Whatever of ours is left in the bench's cgroups (the keepers, once
+    # nsenter has exec'd them).
+    for d in "$cgdir" "$conndir"; do
+        if [ -n "$d" ] && [ -f "$d/cgroup.procs" ]; then
+            while read -r p; do kill "$p" 2>/dev/null || true; done <"$d/cgroup.procs"
+            sleep 0.2
+        fi
+        # The program's cgroups first (empty once the drivers exit).
+        rmdir "$d" 2>/dev/null || true
+    done
     ip netns del "$ns" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
-cargo build --release -p ldsaref-cli >&2
 cli=$work/ldsaref
-cp target/release/ldsaref "$cli"
+if [ -n "${LDSAREF_BIN:-}" ]; then
+    # Another build to compare (e.g. main's, built in a target dir of its own).
+    cp "$LDSAREF_BIN" "$cli"
+else
+    cargo build --release -p ldsaref-cli >&2
+    cp target/release/ldsaref "$cli"
+fi
 driver=$work/hotpath
 gcc -O2 -Wall -Wextra -o "$driver" scripts/bench/hotpath.c
 gen=scripts/bench/genrules.py
@@ -91,6 +101,7 @@ prefix=${mount#/sys/fs/cgroup}
 prefix=${prefix#/}
 prefix=${prefix:+$prefix/}
 cgdir=$mount/ldsaref.slice/ldsaref-bench.slice
+conndir=$mount/ldsaref.slice/ldsaref-conn.slice
 
 for n in $sizes; do
     if [ "$n" -eq 0 ]; then : >"$work/r$n.rules"; else python3 $gen "$n" >"$work/r$n.rules"; fi
@@ -156,11 +167,15 @@ clear_tables() {
 
 # The tables are loaded once per size and round (loading 1M rules takes
 # a while); the variants of a round run back to back.
-mkdir -p "$cgdir"
-# A process of this namespace keeps the cgroup (and its id, which the
-# table recorded) alive: `apply --remove` elsewhere removes empty ones.
-in_ns sh -c 'echo $$ > "$1/cgroup.procs" && exec sleep infinity' sh "$cgdir" &
-keeper=$!
+# A process of this namespace in each profile's cgroup keeps it (and its
+# id, which the table recorded) alive: `apply --remove` elsewhere, and
+# other programs' clean-ups on a shared machine, remove empty ones (once
+# between `apply` creating the [conn] cgroup and nft loading the table).
+for d in "$cgdir" "$conndir"; do
+    mkdir -p "$d"
+    in_ns sh -c 'echo $$ > "$1/cgroup.procs" && exec sleep infinity' sh "$d" &
+    keepers="$keepers $!"
+done
 for r in $(seq "$rounds"); do
     echo "round $r" >&2
     clear_tables
@@ -259,7 +274,7 @@ if [ -n "$markdown" ]; then
         echo "<!-- bench-cgroup:begin -->"
         echo "<!-- Written by scripts/bench/cgroup.sh: edit the prose outside the markers. -->"
         echo
-        echo "\`sudo ROUNDS=$rounds $command_line\` on $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, kernel $(uname -r), $(nft --version), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end."
+        echo "\`sudo ${LDSAREF_BIN:+LDSAREF_BIN=$LDSAREF_BIN }ROUNDS=$rounds $command_line\` on $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, kernel $(uname -r), $(nft --version), load average $(cut -d' ' -f1-3 /proc/loadavg) at the end."
         echo
         cat "$work/table.md"
         echo

@@ -9,7 +9,7 @@ use clap::Args;
 use ldsaref_nft::{
     compile, compile_sections, fingerprint, CatchAll, Compiled, SECTION_CHAIN, SHAPE_CHAIN, SLICE,
 };
-use ldsaref_rules::files::Location;
+use ldsaref_rules::files::{self, Location};
 use ldsaref_rules::settings::vars;
 use ldsaref_rules::RuleSet;
 
@@ -212,8 +212,8 @@ fn update_batch(
         .iter()
         .map(|(i, ..)| i.map(|i| d.compiled.profiles[i].name.clone()))
         .collect();
-    let part = compile_sections(set, |name, _| names.iter().any(|n| n.as_deref() == name))
-        .map_err(|e| e.to_string())?;
+    let mut part = d.compiled.clone();
+    part.flatten_sections(set, |name, _| names.iter().any(|n| n.as_deref() == name));
     let mut batch = String::new();
     let mut fp = old_fp.to_owned();
     for (k, (i, name, old)) in changed.iter().enumerate() {
@@ -308,14 +308,145 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
         print!("{}", d.batch());
         return Ok(());
     }
-    install(&load(&location)?)?;
-    // The preload's programs read the same rules: their index follows
-    // (a failure only costs them speed: a stale index is never used).
-    match crate::index::compile_for(&location) {
-        Ok(path) => println!("ldsaref: {}: compiled", path.display()),
-        Err(e) => eprintln!("ldsaref: warning: the index was not compiled: {e}"),
+    // The files' fingerprints as they are read (not waited for: a file
+    // changed in the last 50 ms is not trusted to show a later change).
+    let (before, settled) = files::fingerprints_now(&location).unwrap_or_default();
+    let index = location.index_path();
+    if settled {
+        if let Some(summary) = recent::up_to_date(&before) {
+            println!("ldsaref: table inet ldsaref is up to date ({summary}); nothing changed");
+            match if index_fresh(&location, &before) {
+                None
+            } else {
+                Some(crate::index::compile_for(&location))
+            } {
+                None => println!("ldsaref: {}: up to date", index.display()),
+                Some(Ok(path)) => println!("ldsaref: {}: compiled", path.display()),
+                Some(Err(e)) => eprintln!("ldsaref: warning: the index was not compiled: {e}"),
+            }
+            return Ok(());
+        }
+    }
+    // The installed table's chains, listed while the rules are read.
+    let listing = std::thread::spawn(nft::list_chains);
+    let set = load(&location)?;
+    let listing = listing
+        .join()
+        .unwrap_or_else(|_| Err("nft list chains: the thread panicked".to_owned()))?;
+    let compiled = std::thread::scope(|s| {
+        // The preload's programs read the same rules: their index follows
+        // (a failure only costs them speed: a stale index is never used),
+        // compiled from the same set while nft loads the table.
+        let compile = (!(settled && index_fresh(&location, &before)))
+            .then(|| s.spawn(|| crate::index::compile_loaded(&location, &set, &before, settled)));
+        let installed = install_summary(&set, Some(listing));
+        let compiled = compile.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err("the compiler panicked".to_owned()))
+        });
+        installed.map(|done| (done, compiled))
+    })?;
+    let ((fingerprint, summary), compiled) = compiled;
+    if settled {
+        recent::record(&before, &fingerprint, &summary);
+    }
+    match compiled {
+        None => println!("ldsaref: {}: up to date", index.display()),
+        Some(Ok(path)) => println!("ldsaref: {}: compiled", path.display()),
+        Some(Err(e)) => eprintln!("ldsaref: warning: the index was not compiled: {e}"),
     }
     Ok(())
+}
+
+/// Whether the index of `location` is there and compiled from the files
+/// as they are (`files`, their fingerprints now): its header and sources
+/// checked, O(1) in the rules.
+fn index_fresh(location: &Location, files: &[ldsaref_rules::compiled::Fingerprint]) -> bool {
+    match ldsaref_kernel::mapped::map(&location.index_path()) {
+        Ok(Some(bytes)) => !files.is_empty() && RuleSet::from_index(bytes, files).is_ok(),
+        _ => false,
+    }
+}
+
+/// What the last `ldsaref apply` in this network namespace installed, so
+/// that applying unchanged files says "up to date" without reading them:
+/// the table's fingerprint, and a key of what it was made from (the rules
+/// files' fingerprints: path, device, inode, size, mtime, ctime; the
+/// cgroups under `ldsaref.slice` and their ids; this build of ldsaref),
+/// in `/run/ldsaref/apply-DEV-INO` (the network namespace's). Trusted
+/// only when the installed table still has that fingerprint and the key
+/// is the same, recorded only when the files' fingerprints were settled
+/// when they were read (see `files::fingerprints_now`); anything else
+/// reads the rules (the content's fingerprints decide, as without it).
+mod recent {
+    use std::fmt::Write as _;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
+
+    use ldsaref_nft::{fingerprint, SLICE};
+    use ldsaref_rules::compiled::Fingerprint;
+
+    use crate::cgroup::Cgroup2;
+    use crate::nft;
+
+    fn path() -> Option<PathBuf> {
+        let m = std::fs::metadata("/proc/self/ns/net").ok()?;
+        Some(PathBuf::from(format!(
+            "/run/ldsaref/apply-{}-{}",
+            m.dev(),
+            m.ino()
+        )))
+    }
+
+    fn key(files: &[Fingerprint]) -> Option<String> {
+        let cg = Cgroup2::find().ok()?;
+        let exe = std::fs::metadata(std::env::current_exe().ok()?).ok()?;
+        let mut s = format!(
+            "ldsaref {} {} {} {} {}\n",
+            env!("CARGO_PKG_VERSION"),
+            exe.dev(),
+            exe.ino(),
+            exe.size(),
+            exe.mtime_nsec() + exe.mtime() * 1_000_000_000
+        );
+        for f in files {
+            let _ = writeln!(
+                s,
+                "{:?} {} {} {} {} {}",
+                f.path, f.dev, f.ino, f.size, f.mtime_ns, f.ctime_ns
+            );
+        }
+        let _ = writeln!(s, "{SLICE} {:?}", cg.id(SLICE)?);
+        for c in cg.children(SLICE) {
+            let _ = writeln!(s, "{c} {:?}", cg.id(&format!("{SLICE}/{c}")));
+        }
+        Some(fingerprint(&s))
+    }
+
+    /// The summary recorded, when the table is up to date for `files`.
+    pub fn up_to_date(files: &[Fingerprint]) -> Option<String> {
+        let text = std::fs::read_to_string(path()?).ok()?;
+        let (recorded_key, rest) = text.split_once(' ')?;
+        let (table, summary) = rest.split_once(' ')?;
+        if recorded_key != key(files)? {
+            return None;
+        }
+        let installed = nft::fingerprint_in(&nft::list_chains().ok()?)?;
+        (installed == table).then(|| summary.trim_end().to_owned())
+    }
+
+    /// Records what the table `table` (fingerprint) was made from; a
+    /// failure only costs the next apply the time to read the rules.
+    pub fn record(files: &[Fingerprint], table: &str, summary: &str) {
+        let (Some(path), Some(key)) = (path(), key(files)) else {
+            return;
+        };
+        let _ = std::fs::create_dir_all("/run/ldsaref");
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&tmp, format!("{key} {table} {summary}\n")).is_ok() {
+            let _ = std::fs::rename(&tmp, &path);
+        }
+    }
 }
 
 /// Installs the table of `set` (unless the installed one is it already:
@@ -323,11 +454,21 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
 /// the same) and creates its cgroups; prints one line saying what was
 /// done. `ldsaref updown` calls it after each change.
 pub fn install(set: &RuleSet) -> Result<(), String> {
+    install_summary(set, None).map(|_| ())
+}
+
+/// [`install`], giving the table's fingerprint and the summary of the
+/// rules (profiles, rules) it printed; `listing` is `nft list chains`,
+/// when the caller has it.
+fn install_summary(set: &RuleSet, listing: Option<String>) -> Result<(String, String), String> {
     // The fingerprints first: unchanged rules need nothing flattened.
     let lazy = compile_sections(set, |_, _| false).map_err(|e| e.to_string())?;
     let cg = Cgroup2::find()?;
     let mut d = desired(lazy, Some(&cg), true)?;
-    let listing = nft::list_chains()?;
+    let listing = match listing {
+        Some(l) => l,
+        None => nft::list_chains()?,
+    };
     let installed = nft::fingerprint_in(&listing);
     let summary = format!(
         "{} profile{}, {} rule{}",
@@ -342,7 +483,7 @@ pub fn install(set: &RuleSet) -> Result<(), String> {
     );
     if installed.as_deref() == Some(d.fingerprint.as_str()) {
         println!("ldsaref: table inet ldsaref is up to date ({summary}); nothing changed");
-        return Ok(());
+        return Ok((d.fingerprint, summary));
     }
     if installed.is_some() {
         if let Some((batch, n)) = update_batch(set, &d, &listing)? {
@@ -351,11 +492,11 @@ pub fn install(set: &RuleSet) -> Result<(), String> {
                 "ldsaref: table inet ldsaref updated: {n} section{} of {summary} replaced",
                 if n == 1 { "" } else { "s" }
             );
-            return Ok(());
+            return Ok((d.fingerprint, summary));
         }
     }
     d.compiled = compile(set).map_err(|e| e.to_string())?;
-    let summary = format!(
+    let elements = format!(
         "{} profile{}, {} map element{}",
         d.compiled.profiles.len(),
         if d.compiled.profiles.len() == 1 {
@@ -368,7 +509,7 @@ pub fn install(set: &RuleSet) -> Result<(), String> {
     );
     nft::run_batch(&d.batch())?;
     println!(
-        "ldsaref: table inet ldsaref {} ({summary}); cgroups under {}/{SLICE}{}",
+        "ldsaref: table inet ldsaref {} ({elements}); cgroups under {}/{SLICE}{}",
         if installed.is_some() {
             "replaced"
         } else {
@@ -381,5 +522,5 @@ pub fn install(set: &RuleSet) -> Result<(), String> {
             ""
         }
     );
-    Ok(())
+    Ok((d.fingerprint, summary))
 }

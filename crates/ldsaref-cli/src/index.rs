@@ -20,3 +20,16 @@ pub fn compile_for(location: &Location) -> Result<PathBuf, String> {
     ldsaref_kernel::mapped::drop_cache(&path);
     Ok(path)
 }
+
+/// [`compile_for`] from a rule set already read (see
+/// [`files::compile_loaded`]).
+pub fn compile_loaded(
+    location: &Location,
+    set: &ldsaref_rules::RuleSet,
+    before: &[ldsaref_rules::compiled::Fingerprint],
+    settled: bool,
+) -> Result<PathBuf, String> {
+    let path = files::compile_loaded(location, set, before, settled)?;
+    ldsaref_kernel::mapped::drop_cache(&path);
+    Ok(path)
+}

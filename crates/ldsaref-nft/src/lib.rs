@@ -8,9 +8,11 @@
 //! that decide as the library does. A profile's chain tries its own maps,
 //! then the global ones; the global rules are not copied into every
 //! profile. [`Compiled::render`] writes them for `nft -f` as a [`Layout`]:
-//! per section and family, an interval map keyed by the address alone
-//! (a red-black tree in the kernel), whose few port-dependent pieces lead
-//! to small port chains, and a mark map for the `saref`/`mark` verdicts.
+//! per section and family, one interval map keyed by the address alone
+//! (a red-black tree in the kernel) whose values are the whole marks
+//! (`saref`/`mark`) of the cells they decide, or codes that a dispatch
+//! map sends to the other verdicts' chains and to small port chains
+//! (which read their marks from mark maps too).
 //! [`Compiled::decide`] evaluates the pieces and [`Rendered::decide_with`]
 //! the rendered layout, so that tests can compare both with
 //! [`ldsaref_rules::Policy`] without root. [`Compiled::render_update`]
@@ -66,8 +68,9 @@ use std::net::IpAddr;
 use ldsaref_rules::{Action, Proto, RuleSet};
 
 pub use render::{
-    fingerprint, Layout, PortPieces, Target, CATCH_ALL_MAP, CATCH_ALL_MAP6, COMMENT_PREFIX,
-    FINGERPRINT_CHAIN, LAYOUT_VERSION, SECTION_CHAIN, SHAPE_CHAIN,
+    fingerprint, Entry, Intervals, Layout, PortChain, PortPieces, PortVerdict, Target,
+    CATCH_ALL_MAP, CATCH_ALL_MAP6, CODE_BASE, COMMENT_PREFIX, FINGERPRINT_CHAIN, LAYOUT_VERSION,
+    SECTION_CHAIN, SHAPE_CHAIN, SLOTS,
 };
 
 /// The nftables family and name of the table.
@@ -387,19 +390,18 @@ pub fn compile_sections(
     }
     let maps = |scope, name: Option<&str>, fp: &str| {
         if select(name, fp) {
-            Maps {
-                v4: flatten::flatten(set, scope, false),
-                v6: flatten::flatten(set, scope, true),
-            }
+            flatten_maps(set, scope)
         } else {
             Maps::default()
         }
     };
+    let mut fps = section_fingerprints(set);
+    let mut fp_of = |scope| fps.remove(&scope).unwrap_or_else(empty_section_fingerprint);
     let profiles = set
         .profile_names()
         .map(|name| {
             let scope = set.profile(name);
-            let fp = section_fingerprint(set, scope);
+            let fp = fp_of(scope);
             ProfileMaps {
                 name: name.to_owned(),
                 maps: maps(scope, Some(name), &fp),
@@ -407,7 +409,7 @@ pub fn compile_sections(
             }
         })
         .collect();
-    let global_fingerprint = section_fingerprint(set, None);
+    let global_fingerprint = fp_of(None);
     let chains = set
         .rules()
         .filter_map(|r| Verdict::of(r.action))
@@ -421,6 +423,35 @@ pub fn compile_sections(
     })
 }
 
+impl Compiled {
+    /// Flattens the sections of `set` that `select(profile, fingerprint)`
+    /// accepts (`None`: the global rules) into this description, which
+    /// [`compile_sections`] made of the same `set` (their fingerprints are
+    /// not computed again).
+    pub fn flatten_sections(&mut self, set: &RuleSet, select: impl Fn(Option<&str>, &str) -> bool) {
+        if select(None, &self.global_fingerprint) {
+            self.global = flatten_maps(set, None);
+        }
+        for p in &mut self.profiles {
+            if select(Some(&p.name), &p.fingerprint) {
+                p.maps = flatten_maps(set, set.profile(&p.name));
+            }
+        }
+    }
+}
+
+/// A section's maps, the two families flattened on one thread each.
+fn flatten_maps(set: &RuleSet, scope: Option<ldsaref_rules::ProfileId>) -> Maps {
+    std::thread::scope(|s| {
+        let v6 = s.spawn(|| flatten::flatten(set, scope, true));
+        let v4 = flatten::flatten(set, scope, false);
+        Maps {
+            v4,
+            v6: v6.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+        }
+    })
+}
+
 /// The fingerprint of one section's rules (`scope`: a profile, or `None`
 /// for the global rules): their destinations, protocols, ports and
 /// actions in order, not their files or lines, so that editing one
@@ -428,17 +459,74 @@ pub fn compile_sections(
 /// decides which sections `ldsaref apply` must replace. Stable within a
 /// build of ldsaref (a new build may replace everything once).
 pub fn section_fingerprint(set: &RuleSet, scope: Option<ldsaref_rules::ProfileId>) -> String {
+    section_fingerprints(set)
+        .remove(&scope)
+        .unwrap_or_else(empty_section_fingerprint)
+}
+
+/// The bytes a section's rules hash as (their `Hash` writes, appended):
+/// hashed once per section, not once per field.
+#[derive(Default)]
+struct Bytes(Vec<u8>);
+
+impl std::hash::Hasher for Bytes {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.extend_from_slice(bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        0
+    }
+}
+
+fn section_hash(bytes: &[u8]) -> String {
     use std::hash::{Hash, Hasher};
     #[allow(deprecated)]
     let mut h = std::hash::SipHasher::new();
     render::LAYOUT_VERSION.hash(&mut h);
-    for r in set.rules().filter(|r| r.profile == scope) {
-        r.dest.hash(&mut h);
-        r.proto.hash(&mut h);
-        r.ports.hash(&mut h);
-        r.action.hash(&mut h);
-    }
+    h.write(bytes);
     format!("{:016x}", h.finish())
+}
+
+/// The fingerprint of a section without rules.
+fn empty_section_fingerprint() -> String {
+    section_hash(&[])
+}
+
+/// [`section_fingerprint`] of every section that has rules, in one pass
+/// over the rules.
+fn section_fingerprints(
+    set: &RuleSet,
+) -> std::collections::HashMap<Option<ldsaref_rules::ProfileId>, String> {
+    use std::hash::Hash;
+    let mut sections: std::collections::HashMap<Option<ldsaref_rules::ProfileId>, Bytes> =
+        std::collections::HashMap::new();
+    // A section's rules mostly follow each other: the last one's bytes
+    // are at hand.
+    let mut last: Option<(Option<ldsaref_rules::ProfileId>, Bytes)> = None;
+    for r in set.rules() {
+        let b = match &mut last {
+            Some((p, b)) if *p == r.profile => b,
+            _ => {
+                if let Some((p, b)) = last.take() {
+                    sections.insert(p, b);
+                }
+                let b = sections.remove(&r.profile).unwrap_or_default();
+                &mut last.insert((r.profile, b)).1
+            }
+        };
+        r.dest.hash(b);
+        r.proto.hash(b);
+        r.ports.hash(b);
+        r.action.hash(b);
+    }
+    if let Some((p, b)) = last {
+        sections.insert(p, b);
+    }
+    sections
+        .into_iter()
+        .map(|(k, b)| (k, section_hash(&b.0)))
+        .collect()
 }
 
 /// A profile's cgroup directory name, as systemd names a slice:

@@ -28,21 +28,28 @@ impl Verdict {
             // A reset answers the SYN at once (connect: ECONNREFUSED); a
             // plain drop would leave it retransmitting. A dropped datagram
             // fails its sendto with EPERM.
+            // Each starts with the mark the section's chain found (0, or
+            // the code that led here) set back to 0.
             Verdict::Deny => vec![
+                "meta mark set 0x00000000".to_owned(),
                 "meta l4proto tcp reject with tcp reset".to_owned(),
                 "drop".to_owned(),
             ],
-            Verdict::Reflect => {
-                vec!["ct direction reply ct mark != 0 meta mark set ct mark".to_owned()]
-            }
+            Verdict::Reflect => vec![
+                "meta mark set 0x00000000".to_owned(),
+                "ct direction reply ct mark != 0 meta mark set ct mark".to_owned(),
+            ],
             Verdict::Saref(n) => vec![format!("meta mark set {:#010x}", crate::mast_mark(n))],
             Verdict::Mark { value, mask } if mask == u32::MAX => {
                 vec![format!("meta mark set {value:#010x}")]
             }
-            Verdict::Mark { value, mask } => vec![format!(
-                "meta mark set meta mark and {:#010x} or {value:#010x}",
-                !mask
-            )],
+            Verdict::Mark { value, mask } => vec![
+                "meta mark set 0x00000000".to_owned(),
+                format!(
+                    "meta mark set meta mark and {:#010x} or {value:#010x}",
+                    !mask
+                ),
+            ],
         }
     }
 }
@@ -83,48 +90,125 @@ fn port_range(lo: u16, hi: u16) -> String {
     }
 }
 
-/// What an address interval of a section's map leads to: one verdict for
-/// every TCP and UDP port, or a small chain of port rules (an index into
-/// [`Layout::chains`]).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+/// What an address interval of a section's verdict map leads to: a
+/// verdict that is not a whole mark, or a small chain of port rules (an
+/// index into [`Layout::chains`]). Whole marks (`saref N`, `mark V`) are
+/// not in the verdict map: the section's mark map holds them.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Target {
-    /// The same verdict for all of TCP and UDP.
+    /// The same verdict for all of TCP and UDP (never a whole mark).
     Verdict(Verdict),
     /// The port rules of [`Layout::chains`]`[i]`; where none matches, the
     /// section decides nothing.
     Ports(usize),
 }
 
-/// The pieces of a port chain: `(proto, first port, last port, verdict)`.
-pub type PortPieces = Vec<(Proto, u16, u16, Verdict)>;
+/// What a port rule does.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum PortVerdict {
+    /// This verdict.
+    Verdict(Verdict),
+    /// The whole mark the section's mark map `slot` (of the chain's
+    /// family) has for the destination address: the address cells that
+    /// differ only in their marks share one port chain.
+    Slot(usize),
+}
 
-/// A section's maps as the table holds them: a *non-concatenated* interval
-/// map per family keyed by the destination address alone (a red-black
-/// tree in the kernel: lookups in O(log n), and fast to load), whose
-/// elements lead either to a verdict or, for the few address pieces where
-/// ports or protocols matter, to a small chain of port rules (shared by the
-/// pieces that need the same one). Concatenated interval maps (pipapo)
-/// cost time linear in the number of elements per lookup and per insert,
-/// which 100k rules make seconds to load.
+/// The pieces of a port chain: `(proto, first port, last port, verdict)`.
+pub type PortPieces = Vec<(Proto, u16, u16, PortVerdict)>;
+
+/// A port chain: its rules, and the family of its mark-map lookups.
+#[derive(Clone, PartialEq, Eq, Hash, Debug)]
+pub struct PortChain {
+    /// Its slots' lookups are of IPv6 addresses (`false` also when it
+    /// has none: such a chain serves both families).
+    pub v6: bool,
+    /// The rules, in order; the first that matches decides.
+    pub pieces: PortPieces,
+}
+
+/// How many mark maps a section has per family: slot 0 (the whole marks
+/// of whole cells, and the first mark of port cells), slot 1 (the second
+/// mark of port cells). A port cell with more marks writes the others in
+/// its chain.
+pub const SLOTS: usize = 2;
+
+/// An element of a section's address map: a whole mark, or a code that
+/// the section's dispatch map sends to a chain.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Entry {
+    /// A whole mark (`saref N`, `mark V`), set and accepted at once.
+    Mark(Verdict),
+    /// The rest: written as a reserved mark value (a code, see
+    /// [`CODE_BASE`]) that the dispatch map turns into a `goto`.
+    Code(Target),
+}
+
+/// The first of the mark values that stand for the chain verdicts and
+/// port chains in a section's address map (one per target, per section:
+/// at most 65536). A whole mark of this range, or 0, is not written as
+/// itself but through a chain of its own (`mark_V`), as masked marks are.
+pub const CODE_BASE: u32 = 0x7ffe_0000;
+
+/// An interval map's elements: `(first, last, value)`, disjoint, in order.
+pub type Intervals<T> = Vec<(u128, u128, T)>;
+
+/// A section's maps as the table holds them. Per family, one
+/// *non-concatenated* interval map keyed by the destination address alone
+/// (a red-black tree in the kernel: lookups in O(log n), fast to load):
+/// a cell decided by a whole mark (`saref N`, `mark V`), nearly all of
+/// them, has that mark; every other cell a code ([`CODE_BASE`] + i) that
+/// the section's dispatch map sends to the chain of its verdict (`pass`,
+/// `deny`, `reflect`, a masked `mark`) or to a small port chain. A packet
+/// the section does not decide costs one lookup. The port chains are
+/// shared by the cells whose rules differ only in their marks: a port
+/// rule reads its mark from a mark map of the port cells (a slot).
+/// Concatenated interval maps (pipapo) cost time linear in the number of
+/// elements per lookup and per insert, which 100k rules make seconds to
+/// load.
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
 pub struct Layout {
-    /// IPv4: `(first, last, target)`, disjoint, in order.
-    pub v4: Vec<(u128, u128, Target)>,
-    /// IPv6, the same.
-    pub v6: Vec<(u128, u128, Target)>,
+    /// The IPv4 address map.
+    pub v4: Intervals<Entry>,
+    /// The IPv6 address map.
+    pub v6: Intervals<Entry>,
+    /// The IPv4 mark maps of the port chains, by slot (the verdicts are
+    /// whole marks).
+    pub marks4: [Intervals<Verdict>; SLOTS],
+    /// The IPv6 ones.
+    pub marks6: [Intervals<Verdict>; SLOTS],
     /// The port chains.
-    pub chains: Vec<PortPieces>,
+    pub chains: Vec<PortChain>,
+}
+
+/// Appends an element, merged with the last one when it is its neighbour
+/// with the same value.
+fn push_merged<T: PartialEq>(out: &mut Intervals<T>, lo: u128, hi: u128, value: T) {
+    match out.last_mut() {
+        Some((_, last, v)) if *v == value && last.checked_add(1) == Some(lo) => *last = hi,
+        _ => out.push((lo, hi, value)),
+    }
+}
+
+/// The value of the element covering `key`.
+fn find<T: Copy>(elements: &Intervals<T>, key: u128) -> Option<T> {
+    let i = elements.partition_point(|(_, hi, _)| *hi < key);
+    let &(lo, _, v) = elements.get(i)?;
+    (lo <= key).then_some(v)
 }
 
 impl Layout {
     /// The layout of `maps`: each address cell's elements (consecutive,
-    /// with the same address interval) become one address element.
+    /// with the same address interval) become one element of the mark map
+    /// or of the verdict map (and, for a port cell, of the mark maps its
+    /// chain reads).
     pub fn of(maps: &Maps) -> Layout {
         let mut l = Layout::default();
-        let mut index: HashMap<PortPieces, usize> = HashMap::new();
+        let mut index: HashMap<PortChain, usize> = HashMap::new();
         for v6 in [false, true] {
             let elements = if v6 { &maps.v6 } else { &maps.v4 };
-            let mut out: Vec<(u128, u128, Target)> = Vec::new();
+            let mut out: Intervals<Entry> = Vec::new();
+            let mut marks: [Intervals<Verdict>; SLOTS] = Default::default();
             let mut i = 0;
             while i < elements.len() {
                 let (lo, hi) = (elements[i].addr_lo, elements[i].addr_hi);
@@ -133,130 +217,240 @@ impl Layout {
                     j += 1;
                 }
                 let cell = &elements[i..j];
+                i = j;
                 let uniform = cell.len() == 2
                     && cell[0].verdict == cell[1].verdict
                     && cell.iter().all(|e| e.port_lo == 0 && e.port_hi == u16::MAX)
                     && cell[0].proto != cell[1].proto;
-                let target = if uniform {
-                    Target::Verdict(cell[0].verdict)
-                } else {
-                    let pieces: PortPieces = cell
-                        .iter()
-                        .map(|e| (e.proto, e.port_lo, e.port_hi, e.verdict))
-                        .collect();
-                    let n = l.chains.len();
-                    let k = *index.entry(pieces.clone()).or_insert(n);
-                    if k == n {
-                        l.chains.push(pieces);
+                if uniform {
+                    let v = cell[0].verdict;
+                    if full_mark(v).is_some() {
+                        push_merged(&mut out, lo, hi, Entry::Mark(v));
+                    } else {
+                        push_merged(&mut out, lo, hi, Entry::Code(Target::Verdict(v)));
                     }
-                    Target::Ports(k)
-                };
-                match out.last_mut() {
-                    Some((_, last, t)) if *t == target && last.checked_add(1) == Some(lo) => {
-                        *last = hi;
-                    }
-                    _ => out.push((lo, hi, target)),
+                    continue;
                 }
-                i = j;
+                // The cell's whole marks, in order of appearance, take the
+                // slots; the rest are written in the chain.
+                let mut slots: Vec<Verdict> = Vec::new();
+                let pieces: PortPieces = cell
+                    .iter()
+                    .map(|e| {
+                        let v = e.verdict;
+                        let pv = if full_mark(v).is_none() {
+                            PortVerdict::Verdict(v)
+                        } else if let Some(s) = slots.iter().position(|x| *x == v) {
+                            PortVerdict::Slot(s)
+                        } else if slots.len() < SLOTS {
+                            slots.push(v);
+                            PortVerdict::Slot(slots.len() - 1)
+                        } else {
+                            PortVerdict::Verdict(v)
+                        };
+                        (e.proto, e.port_lo, e.port_hi, pv)
+                    })
+                    .collect();
+                for (s, v) in slots.iter().enumerate() {
+                    push_merged(&mut marks[s], lo, hi, *v);
+                }
+                let chain = PortChain {
+                    v6: v6 && !slots.is_empty(),
+                    pieces,
+                };
+                let n = l.chains.len();
+                let k = *index.entry(chain.clone()).or_insert(n);
+                if k == n {
+                    l.chains.push(chain);
+                }
+                push_merged(&mut out, lo, hi, Entry::Code(Target::Ports(k)));
             }
             if v6 {
                 l.v6 = out;
+                l.marks6 = marks;
             } else {
                 l.v4 = out;
+                l.marks4 = marks;
             }
         }
         l
     }
 
-    /// The verdict the table gives: the address element, then its port
-    /// chain's first matching rule; `None` where the section decides
-    /// nothing (the table goes on to the next section).
+    /// The verdict the table gives: the address map's element (a port
+    /// cell's: its port chain's first matching rule); `None`
+    /// where the section decides nothing (the table goes on to the next
+    /// section).
     pub fn lookup(&self, dest: IpAddr, proto: Proto, port: u16) -> Option<Verdict> {
         let (v6, key) = crate::family_key(dest);
-        let elements = if v6 { &self.v6 } else { &self.v4 };
-        let i = elements.partition_point(|(_, hi, _)| *hi < key);
-        let &(lo, _, target) = elements.get(i)?;
-        if lo > key {
-            return None;
-        }
-        match target {
-            Target::Verdict(v) => Some(v),
-            Target::Ports(k) => self.chains[k]
+        let (verdicts, marks) = if v6 {
+            (&self.v6, &self.marks6)
+        } else {
+            (&self.v4, &self.marks4)
+        };
+        match find(verdicts, key)? {
+            Entry::Mark(v) | Entry::Code(Target::Verdict(v)) => Some(v),
+            // The chain's rules in order; a rule whose mark map has no
+            // element for the address does not match (nft: the lookup
+            // breaks the rule).
+            Entry::Code(Target::Ports(k)) => self.chains[k]
+                .pieces
                 .iter()
-                .find(|(p, lo, hi, _)| *p == proto && (*lo..=*hi).contains(&port))
-                .map(|(.., v)| *v),
+                .filter(|(p, lo, hi, _)| *p == proto && (*lo..=*hi).contains(&port))
+                .find_map(|&(.., v)| match v {
+                    PortVerdict::Verdict(v) => Some(v),
+                    PortVerdict::Slot(s) => find(&marks[s], key),
+                }),
         }
     }
 
     /// The number of map elements and port rules.
     pub fn len(&self) -> usize {
-        self.v4.len() + self.v6.len() + self.chains.iter().map(Vec::len).sum::<usize>()
+        self.v4.len()
+            + self.v6.len()
+            + self
+                .marks4
+                .iter()
+                .chain(&self.marks6)
+                .map(Vec::len)
+                .sum::<usize>()
+            + self.chains.iter().map(|c| c.pieces.len()).sum::<usize>()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The rules of the section's chain `name`: the lookups of the maps
+    /// that have elements (a lookup in an empty map costs every packet
+    /// for nothing), then `goto NEXT`.
+    fn section_rules(&self, name: &str, next: &str) -> Vec<String> {
+        let mut r = Vec::new();
+        for (v6, entries) in [(false, &self.v4), (true, &self.v6)] {
+            if !entries.is_empty() {
+                let (fam, n) = if v6 { ("ip6", 6) } else { ("ip", 4) };
+                r.push(format!("meta mark set {fam} daddr map @{name}_{n}"));
+            }
+        }
+        if r.is_empty() {
+            // Nothing to look up.
+            return vec![format!("goto {next}")];
+        }
+        // Only TCP and UDP are looked up: the others go on at once. The
+        // mark is 0 here (steer returns on any other), and stays 0 where
+        // the maps have no element (the lookup breaks its rule).
+        r.insert(0, format!("meta l4proto != {{ tcp, udp }} goto {next}"));
+        r.push(format!("meta mark 0x00000000 goto {next}"));
+        if !self.codes().is_empty() {
+            r.push(format!("meta mark vmap @{name}_d"));
+        }
+        r.push("accept".to_owned());
+        r
+    }
+
+    /// The targets the address maps write as codes, in order: the code of
+    /// the `i`-th is `CODE_BASE + i`.
+    fn codes(&self) -> Vec<Target> {
+        let mut seen = std::collections::HashSet::new();
+        self.v4
+            .iter()
+            .chain(&self.v6)
+            .filter_map(|(_, _, e)| match e {
+                Entry::Code(t) => seen.insert(*t).then_some(*t),
+                Entry::Mark(_) => None,
+            })
+            .collect()
+    }
+
+    /// The rules of port chain `k` of section `name`.
+    fn port_rules(&self, name: &str, k: usize, next: &str) -> Vec<String> {
+        let c = &self.chains[k];
+        // The code that led here is no mark.
+        let mut r = vec!["meta mark set 0x00000000".to_owned()];
+        r.extend(
+            c.pieces
+                .iter()
+                .map(|&(p, lo, hi, v)| port_rule(name, c.v6, p, lo, hi, v)),
+        );
+        r.push(format!("goto {next}"));
+        r
+    }
+}
+
+/// The name of a section's mark map of one family and slot.
+fn mark_map(name: &str, v6: bool, slot: usize) -> String {
+    let n = if v6 { 6 } else { 4 };
+    if slot == 0 {
+        format!("{name}_m{n}")
+    } else {
+        format!("{name}_m{n}s{slot}")
+    }
+}
+
+/// The chain that sets the mark of mark map `slot` and accepts (and
+/// returns where the map has no element): what port rules jump to.
+fn mark_chain(name: &str, v6: bool, slot: usize) -> String {
+    let n = if v6 { 6 } else { 4 };
+    if slot == 0 {
+        format!("{name}_mark{n}")
+    } else {
+        format!("{name}_mark{n}s{slot}")
+    }
+}
+
+/// The rule of a mark chain.
+fn mark_chain_rule(name: &str, v6: bool, slot: usize) -> String {
+    format!(
+        "meta mark set {} daddr map @{} accept",
+        if v6 { "ip6" } else { "ip" },
+        mark_map(name, v6, slot)
+    )
+}
+
+/// Every mark chain of a section: `(name, rule)`.
+fn mark_chains(name: &str) -> Vec<(String, String)> {
+    [false, true]
+        .into_iter()
+        .flat_map(|v6| {
+            (0..SLOTS)
+                .map(move |slot| (mark_chain(name, v6, slot), mark_chain_rule(name, v6, slot)))
+        })
+        .collect()
 }
 
 /// The mark a verdict sets whole (`saref N`, `mark V` without a mask):
 /// those need no chain of their own; a section's mark map holds them.
+/// Not 0 (an address map's miss) nor a code: those have a chain.
 fn full_mark(v: Verdict) -> Option<u32> {
     match v {
         Verdict::Saref(n) => Some(crate::mast_mark(n)),
-        Verdict::Mark { value, mask } if mask == u32::MAX => Some(value),
+        Verdict::Mark { value, mask }
+            if mask == u32::MAX && value != 0 && value >> 16 != CODE_BASE >> 16 =>
+        {
+            Some(value)
+        }
         _ => None,
     }
 }
 
 /// The version of the table's layout, in every section's fingerprint and
 /// in the shape `ldsaref apply` records: a new layout replaces the whole
-/// table (3: the IPv6 catch-all map `catchall6`).
-pub const LAYOUT_VERSION: u32 = 3;
+/// table (3: the IPv6 catch-all map `catchall6`; 4: one address map per
+/// section and family; 5: both).
+pub const LAYOUT_VERSION: u32 = 5;
 
 /// Whether a verdict has a chain in the table.
 pub(crate) fn has_chain(v: Verdict) -> bool {
     full_mark(v).is_none() && v.chain().is_some()
 }
 
-/// The value of an address map's element as written.
-fn map_value(section: &str, t: Target, v6: bool) -> String {
+/// What the dispatch map sends a code's target to.
+fn dispatch_value(section: &str, t: Target) -> String {
     match t {
         Target::Ports(k) => format!("goto {section}_x{k}"),
-        Target::Verdict(v) if full_mark(v).is_some() => {
-            format!("goto {section}_mark{}", if v6 { 6 } else { 4 })
-        }
-        Target::Verdict(v) => match v.chain() {
-            None => "accept".to_owned(),
-            Some(chain) => format!("goto {chain}"),
-        },
+        // Address maps hold no whole marks as codes (Layout::of).
+        Target::Verdict(v) => format!("goto {}", v.chain().unwrap_or_else(|| "pass".to_owned())),
     }
-}
-
-/// A section's address-map elements (neighbours with the same value
-/// merged) and mark-map elements, for one family.
-#[allow(clippy::type_complexity)]
-fn elements_of(
-    name: &str,
-    elements: &[(u128, u128, Target)],
-    v6: bool,
-) -> (Vec<(u128, u128, String)>, Vec<(u128, u128, u32)>) {
-    let mut merged: Vec<(u128, u128, String)> = Vec::with_capacity(elements.len());
-    for &(lo, hi, t) in elements {
-        let value = map_value(name, t, v6);
-        match merged.last_mut() {
-            Some((_, last, v)) if *v == value && last.checked_add(1) == Some(lo) => *last = hi,
-            _ => merged.push((lo, hi, value)),
-        }
-    }
-    let marks = elements
-        .iter()
-        .filter_map(|&(lo, hi, t)| match t {
-            Target::Verdict(v) => full_mark(v).map(|m| (lo, hi, m)),
-            Target::Ports(_) => None,
-        })
-        .collect();
-    (merged, marks)
 }
 
 fn write_elements<T>(
@@ -274,68 +468,131 @@ fn write_elements<T>(
     }
 }
 
-/// The rule of a port chain for one piece.
-fn port_rule(p: Proto, lo: u16, hi: u16, v: Verdict) -> String {
+/// The rule of a port chain for one piece (`v6`: the family of its mark
+/// maps' lookups).
+fn port_rule(section: &str, v6: bool, p: Proto, lo: u16, hi: u16, v: PortVerdict) -> String {
     let mut r = format!("meta l4proto {}", proto(p));
     if (lo, hi) != (0, u16::MAX) {
         r.push_str(&format!(" th dport {}", port_range(lo, hi)));
     }
-    match (full_mark(v), v.chain()) {
-        (Some(m), _) => r.push_str(&format!(" meta mark set {m:#010x} accept")),
-        (None, None) => r.push_str(" accept"),
-        (None, Some(chain)) => r.push_str(&format!(" goto {chain}")),
+    match v {
+        // A chain of its own reads the map: the kernel checks every
+        // element of a map for each rule that names it.
+        PortVerdict::Slot(slot) => {
+            r.push_str(&format!(" jump {}", mark_chain(section, v6, slot)));
+        }
+        PortVerdict::Verdict(v) => match (full_mark(v), v.chain()) {
+            (Some(m), _) => r.push_str(&format!(" meta mark set {m:#010x} accept")),
+            (None, None) => r.push_str(" accept"),
+            (None, Some(chain)) => r.push_str(&format!(" goto {chain}")),
+        },
     }
     r
 }
 
-/// The address maps `NAME_v4`, `NAME_v6` (address → verdict), the mark
-/// maps `NAME_m4`, `NAME_m6` (address → mark, for the elements that set
-/// a whole mark: one lookup more for them, instead of one chain per mark),
-/// and the port chains `NAME_xK` (ending with `goto NEXT`: where no port
-/// rule decides, the next section decides).
-fn write_maps(s: &mut String, name: &str, layout: &Layout, next: &str) -> std::fmt::Result {
-    for (family, elements, v6) in [
-        ("ipv4_addr", &layout.v4, false),
-        ("ipv6_addr", &layout.v6, true),
-    ] {
-        let suffix = if v6 { "v6" } else { "v4" };
-        let (merged, marks) = elements_of(name, elements, v6);
-        writeln!(s, "\tmap {name}_{suffix} {{")?;
-        writeln!(s, "\t\ttype {family} : verdict")?;
-        writeln!(s, "\t\tflags interval")?;
-        if !merged.is_empty() {
-            writeln!(s, "\t\telements = {{")?;
-            write_elements(s, &merged, v6, String::clone);
-            writeln!(s, "\t\t}}")?;
+/// The maps of one section in `nft -f` syntax: per family the address
+/// map `NAME_4`/`NAME_6` (address → mark or code) and the port chains'
+/// mark maps (`NAME_m4`, `NAME_m4s1`, …), then the dispatch map `NAME_d`
+/// (code → verdict). `decl` writes a map: its name, type, whether it is
+/// an interval map, and its elements.
+fn for_each_map(layout: &Layout, name: &str, mut decl: impl FnMut(String, &str, bool, String)) {
+    let codes = layout.codes();
+    let code: HashMap<Target, u32> = codes
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (*t, CODE_BASE + u32::try_from(i).unwrap_or(u32::MAX)))
+        .collect();
+    // The elements' text of one family: the address map's, then each
+    // mark map's.
+    let texts = |v6: bool| -> Vec<String> {
+        let (entries, marks) = if v6 {
+            (&layout.v6, &layout.marks6)
+        } else {
+            (&layout.v4, &layout.marks4)
+        };
+        let mut out = Vec::with_capacity(1 + SLOTS);
+        let mut text = String::new();
+        write_elements(&mut text, entries, v6, |e| {
+            let m = match e {
+                Entry::Mark(v) => full_mark(*v).unwrap_or(0),
+                Entry::Code(t) => code.get(t).copied().unwrap_or(0),
+            };
+            format!("{m:#010x}")
+        });
+        out.push(text);
+        for elements in marks {
+            let mut text = String::new();
+            write_elements(&mut text, elements, v6, |v| {
+                format!("{:#010x}", full_mark(*v).unwrap_or(0))
+            });
+            out.push(text);
         }
-        writeln!(s, "\t}}")?;
-        let n = if v6 { 6 } else { 4 };
-        writeln!(s, "\tmap {name}_m{n} {{")?;
-        writeln!(s, "\t\ttype {family} : mark")?;
-        writeln!(s, "\t\tflags interval")?;
-        if !marks.is_empty() {
-            writeln!(s, "\t\telements = {{")?;
-            write_elements(s, &marks, v6, |m| format!("{m:#010x}"));
-            writeln!(s, "\t\t}}")?;
+        out
+    };
+    // The families are written by one thread each (100k rules: most of
+    // the text is elements).
+    let (t4, t6) = std::thread::scope(|s| {
+        let t6 = s.spawn(|| texts(true));
+        let t4 = texts(false);
+        (
+            t4,
+            t6.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+        )
+    });
+    for (v6, texts) in [(false, t4), (true, t6)] {
+        let family = if v6 { "ipv6_addr" } else { "ipv4_addr" };
+        for (i, text) in texts.into_iter().enumerate() {
+            let map = if i == 0 {
+                format!("{name}_{}", if v6 { 6 } else { 4 })
+            } else {
+                mark_map(name, v6, i - 1)
+            };
+            decl(map, &format!("{family} : mark"), true, text);
         }
-        writeln!(s, "\t}}")?;
-        writeln!(s, "\tchain {name}_mark{n} {{")?;
-        writeln!(
-            s,
-            "\t\tmeta mark set {} daddr map @{name}_m{n}",
-            if v6 { "ip6" } else { "ip" }
-        )?;
-        writeln!(s, "\t}}")?;
     }
-    for (k, pieces) in layout.chains.iter().enumerate() {
+    let mut text = String::new();
+    for (i, t) in codes.iter().enumerate() {
+        let _ = writeln!(
+            text,
+            "\t\t\t{:#010x} : {},",
+            CODE_BASE + u32::try_from(i).unwrap_or(u32::MAX),
+            dispatch_value(name, *t)
+        );
+    }
+    decl(format!("{name}_d"), "mark : verdict", false, text);
+}
+
+/// A section's maps and port chains `NAME_xK` (ending with `goto NEXT`:
+/// where no port rule decides, the next section decides), then its chain.
+fn write_section(s: &mut String, name: &str, layout: &Layout, next: &str) -> std::fmt::Result {
+    for_each_map(layout, name, |map, typ, interval, elements| {
+        let _ = writeln!(s, "\tmap {map} {{");
+        let _ = writeln!(s, "\t\ttype {typ}");
+        if interval {
+            let _ = writeln!(s, "\t\tflags interval");
+        }
+        if !elements.is_empty() {
+            let _ = writeln!(s, "\t\telements = {{");
+            s.push_str(&elements);
+            let _ = writeln!(s, "\t\t}}");
+        }
+        let _ = writeln!(s, "\t}}");
+    });
+    for (chain, rule) in mark_chains(name) {
+        writeln!(s, "\tchain {chain} {{\n\t\t{rule}\n\t}}")?;
+    }
+    for k in 0..layout.chains.len() {
         writeln!(s, "\tchain {name}_x{k} {{")?;
-        for &(p, lo, hi, v) in pieces {
-            writeln!(s, "\t\t{}", port_rule(p, lo, hi, v))?;
+        for r in layout.port_rules(name, k, next) {
+            writeln!(s, "\t\t{r}")?;
         }
-        writeln!(s, "\t\tgoto {next}")?;
         writeln!(s, "\t}}")?;
     }
-    Ok(())
+    writeln!(s, "\tchain {name} {{")?;
+    for r in layout.section_rules(name, next) {
+        writeln!(s, "\t\t{r}")?;
+    }
+    writeln!(s, "\t}}")
 }
 
 /// The empty chain that records a section's fingerprint.
@@ -344,18 +601,6 @@ pub const SECTION_CHAIN: &str = "sum_";
 /// (profiles, cgroups, verdict chains): sections can be replaced alone
 /// only while it is the same.
 pub const SHAPE_CHAIN: &str = "shape_";
-
-/// The rules of a section's chain that look its maps up.
-fn write_lookups(s: &mut String, name: &str) -> std::fmt::Result {
-    writeln!(
-        s,
-        "\t\tmeta l4proto {{ tcp, udp }} ip daddr vmap @{name}_v4"
-    )?;
-    writeln!(
-        s,
-        "\t\tmeta l4proto {{ tcp, udp }} ip6 daddr vmap @{name}_v6"
-    )
-}
 
 /// A short, stable fingerprint of a text (64-bit FNV-1a, in hex): what
 /// the table's comment records, to tell whether the installed table is
@@ -454,18 +699,19 @@ impl Compiled {
         // The maps are made again, elements inline: nft 1.0.6 reads every
         // element of every set before an `add element` command (seconds
         // for 100k rules), not before a new map's `elements = { }`. The
-        // chains that name them are flushed first, the old maps (which
-        // name the port chains) deleted before the port chains change.
-        for c in [
-            name.clone(),
-            format!("{name}_mark4"),
-            format!("{name}_mark6"),
-        ] {
-            s.push_str(&format!("flush chain {t} {c}\n"));
+        // chains that name them (the section's, its port chains) are
+        // flushed first; the old verdict maps name the port chains, so
+        // they are deleted before port chains are.
+        s.push_str(&format!("flush chain {t} {name}\n"));
+        for k in 0..old_port_chains {
+            s.push_str(&format!("flush chain {t} {name}_x{k}\n"));
         }
-        for m in ["v4", "m4", "v6", "m6"] {
-            s.push_str(&format!("delete map {t} {name}_{m}\n"));
+        for (chain, _) in mark_chains(&name) {
+            s.push_str(&format!("flush chain {t} {chain}\n"));
         }
+        for_each_map(&Layout::default(), &name, |map, _, _, _| {
+            s.push_str(&format!("delete map {t} {map}\n"));
+        });
         s.push_str(&format!(
             "delete chain {t} {SECTION_CHAIN}{name}_{old_section}\n\
              add chain {t} {SECTION_CHAIN}{name}_{fp}\n"
@@ -477,58 +723,35 @@ impl Compiled {
             ));
         }
         let new_chains = layout.chains.len();
-        for k in 0..old_port_chains.max(new_chains) {
-            if k >= new_chains {
-                s.push_str(&format!("delete chain {t} {name}_x{k}\n"));
-            } else if k < old_port_chains {
-                s.push_str(&format!("flush chain {t} {name}_x{k}\n"));
-            } else {
-                s.push_str(&format!("add chain {t} {name}_x{k}\n"));
-            }
+        for k in new_chains..old_port_chains {
+            s.push_str(&format!("delete chain {t} {name}_x{k}\n"));
         }
-        for (k, pieces) in layout.chains.iter().enumerate() {
-            for &(p, lo, hi, v) in pieces {
-                s.push_str(&format!(
-                    "add rule {t} {name}_x{k} {}\n",
-                    port_rule(p, lo, hi, v)
-                ));
-            }
-            s.push_str(&format!("add rule {t} {name}_x{k} goto {next}\n"));
+        for k in old_port_chains..new_chains {
+            s.push_str(&format!("add chain {t} {name}_x{k}\n"));
         }
-        for (family, elements, v6) in [
-            ("ipv4_addr", &layout.v4, false),
-            ("ipv6_addr", &layout.v6, true),
-        ] {
-            let (merged, marks) = elements_of(&name, elements, v6);
-            let n = if v6 { 6 } else { 4 };
+        for_each_map(&layout, &name, |map, typ, interval, elements| {
             s.push_str(&format!(
-                "add map {t} {name}_v{n} {{ type {family} : verdict; flags interval;"
+                "add map {t} {map} {{ type {typ};{}",
+                if interval { " flags interval;" } else { "" }
             ));
-            if !merged.is_empty() {
+            if !elements.is_empty() {
                 s.push_str(" elements = {\n");
-                write_elements(&mut s, &merged, v6, String::clone);
+                s.push_str(&elements);
                 s.push('}');
             }
             s.push_str(" }\n");
-            s.push_str(&format!(
-                "add map {t} {name}_m{n} {{ type {family} : mark; flags interval;"
-            ));
-            if !marks.is_empty() {
-                s.push_str(" elements = {\n");
-                write_elements(&mut s, &marks, v6, |m| format!("{m:#010x}"));
-                s.push('}');
-            }
-            s.push_str(" }\n");
-            s.push_str(&format!(
-                "add rule {t} {name}_mark{n} meta mark set {} daddr map @{name}_m{n}\n",
-                if v6 { "ip6" } else { "ip" }
-            ));
+        });
+        for (chain, rule) in mark_chains(&name) {
+            s.push_str(&format!("add rule {t} {chain} {rule}\n"));
         }
-        s.push_str(&format!(
-            "add rule {t} {name} meta l4proto {{ tcp, udp }} ip daddr vmap @{name}_v4\n\
-             add rule {t} {name} meta l4proto {{ tcp, udp }} ip6 daddr vmap @{name}_v6\n\
-             add rule {t} {name} goto {next}\n"
-        ));
+        for k in 0..new_chains {
+            for r in layout.port_rules(&name, k, next) {
+                s.push_str(&format!("add rule {t} {name}_x{k} {r}\n"));
+            }
+        }
+        for r in layout.section_rules(&name, next) {
+            s.push_str(&format!("add rule {t} {name} {r}\n"));
+        }
         s
     }
 
@@ -565,11 +788,7 @@ impl Compiled {
         }
         writeln!(s)?;
         writeln!(s, "\t# The global rules, after a profile's own.")?;
-        write_maps(s, "global", &Layout::of(&self.global), "tail")?;
-        writeln!(s, "\tchain global {{")?;
-        write_lookups(s, "global")?;
-        writeln!(s, "\t\tgoto tail")?;
-        writeln!(s, "\t}}")?;
+        write_section(s, "global", &Layout::of(&self.global), "tail")?;
         writeln!(s, "\tchain tail {{")?;
         writeln!(
             s,
@@ -609,12 +828,14 @@ impl Compiled {
             writeln!(s)?;
             writeln!(s, "\t# [{}]: cgroup {}", p.name, p.cgroup())?;
             let name = format!("p{i}");
-            write_maps(s, &name, &Layout::of(&p.maps), "global")?;
-            writeln!(s, "\tchain {name} {{")?;
-            write_lookups(s, &name)?;
-            writeln!(s, "\t\tgoto global")?;
-            writeln!(s, "\t}}")?;
+            write_section(s, &name, &Layout::of(&p.maps), "global")?;
         }
+        writeln!(s)?;
+        writeln!(s, "\t# pass, from a dispatch map: the code set back to 0.")?;
+        writeln!(
+            s,
+            "\tchain pass {{\n\t\tmeta mark set 0x00000000 accept\n\t}}"
+        )?;
         let verdicts = &self.chains;
         for v in verdicts.iter().filter(|v| has_chain(**v)) {
             let Some(name) = v.chain() else { continue };

@@ -25,43 +25,65 @@ table inet ldsaref {
 	comment "ldsaref rules (ldsaref apply)"
 	chain rules_0123456789abcdef {
 	}
-	chain sum_global_881beba6e1b909a6 {
+	chain sum_global_0ef8956cd47d2f8c {
 	}
-	chain sum_p0_731d3756960d773e {
+	chain sum_p0_cb2c306be55000e7 {
 	}
-	chain sum_p1_73bbb3b852b23420 {
+	chain sum_p1_5025bbecbe182587 {
 	}
 
 	# The global rules, after a profile's own.
-	map global_v4 {
-		type ipv4_addr : verdict
+	map global_4 {
+		type ipv4_addr : mark
 		flags interval
 		elements = {
-			198.18.0.0/15 : goto deny,
+			198.18.0.0/15 : 0x7ffe0000,
 		}
 	}
 	map global_m4 {
 		type ipv4_addr : mark
 		flags interval
 	}
-	chain global_mark4 {
-		meta mark set ip daddr map @global_m4
+	map global_m4s1 {
+		type ipv4_addr : mark
+		flags interval
 	}
-	map global_v6 {
-		type ipv6_addr : verdict
+	map global_6 {
+		type ipv6_addr : mark
 		flags interval
 	}
 	map global_m6 {
 		type ipv6_addr : mark
 		flags interval
 	}
+	map global_m6s1 {
+		type ipv6_addr : mark
+		flags interval
+	}
+	map global_d {
+		type mark : verdict
+		elements = {
+			0x7ffe0000 : goto deny,
+		}
+	}
+	chain global_mark4 {
+		meta mark set ip daddr map @global_m4 accept
+	}
+	chain global_mark4s1 {
+		meta mark set ip daddr map @global_m4s1 accept
+	}
 	chain global_mark6 {
-		meta mark set ip6 daddr map @global_m6
+		meta mark set ip6 daddr map @global_m6 accept
+	}
+	chain global_mark6s1 {
+		meta mark set ip6 daddr map @global_m6s1 accept
 	}
 	chain global {
-		meta l4proto { tcp, udp } ip daddr vmap @global_v4
-		meta l4proto { tcp, udp } ip6 daddr vmap @global_v6
-		goto tail
+		meta l4proto != { tcp, udp } goto tail
+		meta mark set ip daddr map @global_4
+		meta mark 0x00000000 goto tail
+		meta mark vmap @global_d
+		accept
 	}
 	chain tail {
 		meta nfproto ipv4 meta mark set socket cgroupv2 level 3 map @catchall
@@ -76,48 +98,70 @@ table inet ldsaref {
 	}
 
 	# [client1]: cgroup ldsaref.slice/ldsaref-client1.slice
-	map p0_v4 {
-		type ipv4_addr : verdict
+	map p0_4 {
+		type ipv4_addr : mark
 		flags interval
 		elements = {
-			198.18.0.0-198.18.0.4 : goto p0_mark4,
-			198.18.0.5/32 : goto p0_x0,
-			198.18.0.6-198.18.0.255 : goto p0_mark4,
+			198.18.0.0-198.18.0.4 : 0x80650000,
+			198.18.0.5/32 : 0x7ffe0000,
+			198.18.0.6-198.18.0.255 : 0x80650000,
 		}
 	}
 	map p0_m4 {
 		type ipv4_addr : mark
 		flags interval
 		elements = {
-			198.18.0.0-198.18.0.4 : 0x80650000,
-			198.18.0.6-198.18.0.255 : 0x80650000,
+			198.18.0.5/32 : 0x80650000,
 		}
 	}
-	chain p0_mark4 {
-		meta mark set ip daddr map @p0_m4
+	map p0_m4s1 {
+		type ipv4_addr : mark
+		flags interval
 	}
-	map p0_v6 {
-		type ipv6_addr : verdict
+	map p0_6 {
+		type ipv6_addr : mark
 		flags interval
 	}
 	map p0_m6 {
 		type ipv6_addr : mark
 		flags interval
 	}
+	map p0_m6s1 {
+		type ipv6_addr : mark
+		flags interval
+	}
+	map p0_d {
+		type mark : verdict
+		elements = {
+			0x7ffe0000 : goto p0_x0,
+		}
+	}
+	chain p0_mark4 {
+		meta mark set ip daddr map @p0_m4 accept
+	}
+	chain p0_mark4s1 {
+		meta mark set ip daddr map @p0_m4s1 accept
+	}
 	chain p0_mark6 {
-		meta mark set ip6 daddr map @p0_m6
+		meta mark set ip6 daddr map @p0_m6 accept
+	}
+	chain p0_mark6s1 {
+		meta mark set ip6 daddr map @p0_m6s1 accept
 	}
 	chain p0_x0 {
-		meta l4proto tcp meta mark set 0x80650000 accept
-		meta l4proto udp th dport 0-52 meta mark set 0x80650000 accept
+		meta mark set 0x00000000
+		meta l4proto tcp jump p0_mark4
+		meta l4proto udp th dport 0-52 jump p0_mark4
 		meta l4proto udp th dport 53 accept
-		meta l4proto udp th dport 54-65535 meta mark set 0x80650000 accept
+		meta l4proto udp th dport 54-65535 jump p0_mark4
 		goto global
 	}
 	chain p0 {
-		meta l4proto { tcp, udp } ip daddr vmap @p0_v4
-		meta l4proto { tcp, udp } ip6 daddr vmap @p0_v6
-		goto global
+		meta l4proto != { tcp, udp } goto global
+		meta mark set ip daddr map @p0_4
+		meta mark 0x00000000 goto global
+		meta mark vmap @p0_d
+		accept
 	}
 
 "#;
@@ -134,37 +178,52 @@ table inet ldsaref {
 	comment "ldsaref rules (ldsaref apply)"
 	chain rules_0123456789abcdef {
 	}
-	chain sum_global_ed4b88ed63982791 {
+	chain sum_global_87b072aca662320d {
 	}
-	chain sum_p0_409c742c34558cf7 {
+	chain sum_p0_03518f973f4f4c98 {
 	}
 
 	# The global rules, after a profile's own.
-	map global_v4 {
-		type ipv4_addr : verdict
+	map global_4 {
+		type ipv4_addr : mark
 		flags interval
 	}
 	map global_m4 {
 		type ipv4_addr : mark
 		flags interval
 	}
-	chain global_mark4 {
-		meta mark set ip daddr map @global_m4
+	map global_m4s1 {
+		type ipv4_addr : mark
+		flags interval
 	}
-	map global_v6 {
-		type ipv6_addr : verdict
+	map global_6 {
+		type ipv6_addr : mark
 		flags interval
 	}
 	map global_m6 {
 		type ipv6_addr : mark
 		flags interval
 	}
+	map global_m6s1 {
+		type ipv6_addr : mark
+		flags interval
+	}
+	map global_d {
+		type mark : verdict
+	}
+	chain global_mark4 {
+		meta mark set ip daddr map @global_m4 accept
+	}
+	chain global_mark4s1 {
+		meta mark set ip daddr map @global_m4s1 accept
+	}
 	chain global_mark6 {
-		meta mark set ip6 daddr map @global_m6
+		meta mark set ip6 daddr map @global_m6 accept
+	}
+	chain global_mark6s1 {
+		meta mark set ip6 daddr map @global_m6s1 accept
 	}
 	chain global {
-		meta l4proto { tcp, udp } ip daddr vmap @global_v4
-		meta l4proto { tcp, udp } ip6 daddr vmap @global_v6
 		goto tail
 	}
 	chain tail {
@@ -180,51 +239,78 @@ table inet ldsaref {
 	}
 
 	# [c1]: cgroup ldsaref.slice/ldsaref-c1.slice
-	map p0_v4 {
-		type ipv4_addr : verdict
+	map p0_4 {
+		type ipv4_addr : mark
 		flags interval
 		elements = {
-			0.0.0.0-198.17.255.255 : goto p0_x0,
-			198.18.0.0/24 : goto p0_mark4,
-			198.18.1.0-255.255.255.255 : goto p0_x0,
+			0.0.0.0-198.17.255.255 : 0x7ffe0000,
+			198.18.0.0/24 : 0x80650000,
+			198.18.1.0-255.255.255.255 : 0x7ffe0000,
 		}
 	}
 	map p0_m4 {
 		type ipv4_addr : mark
 		flags interval
-		elements = {
-			198.18.0.0/24 : 0x80650000,
-		}
 	}
-	chain p0_mark4 {
-		meta mark set ip daddr map @p0_m4
+	map p0_m4s1 {
+		type ipv4_addr : mark
+		flags interval
 	}
-	map p0_v6 {
-		type ipv6_addr : verdict
+	map p0_6 {
+		type ipv6_addr : mark
 		flags interval
 		elements = {
-			::-::fffe:ffff:ffff : goto p0_x0,
-			::1:0:0:0-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff : goto p0_x0,
+			::-::fffe:ffff:ffff : 0x7ffe0000,
+			::1:0:0:0-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff : 0x7ffe0000,
 		}
 	}
 	map p0_m6 {
 		type ipv6_addr : mark
 		flags interval
 	}
+	map p0_m6s1 {
+		type ipv6_addr : mark
+		flags interval
+	}
+	map p0_d {
+		type mark : verdict
+		elements = {
+			0x7ffe0000 : goto p0_x0,
+		}
+	}
+	chain p0_mark4 {
+		meta mark set ip daddr map @p0_m4 accept
+	}
+	chain p0_mark4s1 {
+		meta mark set ip daddr map @p0_m4s1 accept
+	}
 	chain p0_mark6 {
-		meta mark set ip6 daddr map @p0_m6
+		meta mark set ip6 daddr map @p0_m6 accept
+	}
+	chain p0_mark6s1 {
+		meta mark set ip6 daddr map @p0_m6s1 accept
 	}
 	chain p0_x0 {
+		meta mark set 0x00000000
 		meta l4proto udp th dport 1701 goto reflect
 		goto global
 	}
 	chain p0 {
-		meta l4proto { tcp, udp } ip daddr vmap @p0_v4
-		meta l4proto { tcp, udp } ip6 daddr vmap @p0_v6
-		goto global
+		meta l4proto != { tcp, udp } goto global
+		meta mark set ip daddr map @p0_4
+		meta mark set ip6 daddr map @p0_6
+		meta mark 0x00000000 goto global
+		meta mark vmap @p0_d
+		accept
+	}
+
+	# pass, from a dispatch map: the code set back to 0.
+	chain pass {
+		meta mark set 0x00000000 accept
 	}
 
 	chain reflect {
+		meta mark set 0x00000000
 		ct direction reply ct mark != 0 meta mark set ct mark
 	}
 
@@ -261,8 +347,7 @@ fn no_profiles_still_fail_closed() {
     );
     assert!(got.contains("socket cgroupv2 level 1 \"unified/ldsaref.slice\" jump steer"));
     assert!(
-        got.contains("\t\t\t198.18.0.0/24 : goto global_mark4,\n")
-            && got.contains("\t\t\t198.18.0.0/24 : 0x80650000,\n"),
+        !got.contains("goto global_mark4") && got.contains("\t\t\t198.18.0.0/24 : 0x80650000,\n"),
         "{got}"
     );
     assert!(!got.contains("map p0"), "{got}");

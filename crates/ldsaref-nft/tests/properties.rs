@@ -67,6 +67,12 @@ fn action() -> impl Strategy<Value = Action> {
                 mask,
             }
         }),
+        // A whole mark among the codes of the address maps: written
+        // through a chain, as 0 is.
+        Just(Action::Mark {
+            value: ldsaref_nft::CODE_BASE + 1,
+            mask: u32::MAX
+        }),
         Just(Action::Reflect),
         Just(Action::Pass),
         Just(Action::Deny),

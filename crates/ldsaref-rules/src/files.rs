@@ -383,6 +383,41 @@ pub fn compile_for(location: &Location) -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// The fingerprints of `location` now, and whether they are settled: the
+/// newest change is old enough that any later change shows in them (see
+/// [`RACY_NS`]). Never waits.
+pub fn fingerprints_now(location: &Location) -> Result<(Vec<Fingerprint>, bool), String> {
+    let fps = fingerprints(location)?;
+    let newest = fps
+        .iter()
+        .map(|f| f.ctime_ns.max(f.mtime_ns))
+        .max()
+        .unwrap_or(0);
+    let age = now_ns().saturating_sub(newest);
+    Ok((fps, !(0..RACY_NS).contains(&age)))
+}
+
+/// [`compile_for`] of a rule set already read from `location`, whose
+/// files had the fingerprints `before` ([`fingerprints_now`], settled)
+/// when it was read: compiled from it, without reading the files again,
+/// when they still have them; else [`compile_for`] (which waits for
+/// fingerprints to settle, and reads the files again).
+pub fn compile_loaded(
+    location: &Location,
+    set: &RuleSet,
+    before: &[Fingerprint],
+    settled: bool,
+) -> Result<PathBuf, String> {
+    if settled && !before.is_empty() && fingerprints(location)? == before {
+        if let Some(bytes) = set.compile(before) {
+            let path = location.index_path();
+            write_atomically(&path, &bytes)?;
+            return Ok(path);
+        }
+    }
+    compile_for(location)
+}
+
 /// What the rules looked like on disk: identity, size and times of every
 /// file and directory involved. Two equal stamps mean nothing changed
 /// (an atomic replace by rename changes the inode; an in-place edit the
