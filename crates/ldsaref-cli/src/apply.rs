@@ -453,11 +453,15 @@ mod recent {
 /// only the sections that changed are replaced when the table's shape is
 /// the same) and creates its cgroups; prints one line saying what was
 /// done. `ldsaref updown` calls it after each change.
-pub fn install(set: &RuleSet) -> Result<(), String> {
-    install_summary(set, None).map(|_| ())
+///
+/// `listing` is `nft list chains`, which the caller (updown, which looks
+/// first whether a table is there to keep current) has just run: one
+/// `nft` process less.
+pub fn install_listed(set: &RuleSet, listing: String) -> Result<(), String> {
+    install_summary(set, Some(listing)).map(|_| ())
 }
 
-/// [`install`], giving the table's fingerprint and the summary of the
+/// [`install_listed`], giving the table's fingerprint and the summary of the
 /// rules (profiles, rules) it printed; `listing` is `nft list chains`,
 /// when the caller has it.
 fn install_summary(set: &RuleSet, listing: Option<String>) -> Result<(String, String), String> {

@@ -254,16 +254,22 @@ fn refresh(args: &UpdownArgs) -> Result<(), String> {
     } else if args.compile_index {
         compile_in_background(&location, &args.dir);
     }
-    if !args.apply || !matches!(crate::nft::installed_fingerprint(), Ok(Some(_))) {
+    if !args.apply {
         return Ok(());
     }
+    // Only a table that is there is kept current (`ldsaref apply` installs
+    // it first); the listing serves the update too.
+    let listing = match crate::nft::list_chains() {
+        Ok(l) if crate::nft::fingerprint_in(&l).is_some() => l,
+        _ => return Ok(()),
+    };
     let set = match crate::settings::load_rules(&location)? {
         Some(set) => set,
         // Every connection gone: an empty table still drops what the
         // profiles' cgroups send.
         None => RuleSet::parse("", "(no rules)").map_err(|e| e.to_string())?,
     };
-    crate::apply::install(&set).map_err(|e| {
+    crate::apply::install_listed(&set, listing).map_err(|e| {
         format!("the rules are written, but table inet ldsaref could not follow them: {e}")
     })
 }
