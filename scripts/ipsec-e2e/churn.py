@@ -172,6 +172,10 @@ def report(a):
       subnet; the worst one counts. Per backend: each backend's own
       messages.
     - recovery_after_return_ms: the same, from when the call returned.
+    - steered_after_return_ms: from the call's return to the first send
+      to that subnet that succeeded (ldsaref's part of the recovery; the
+      rest is the tunnel reaching the client: charon answers its peer
+      only after all its updown calls).
     - ok_while_down: sends that succeeded more than `grace` s after a
       down-client call returned and before the next up-client (they
       either leaked, which the wire shows, or were dropped silently,
@@ -186,14 +190,19 @@ def report(a):
 
     def blank():
         return {"sent": 0, "refused": 0, "delivered": 0, "wrong": 0, "recovery_ms": 0,
-                "recovery_after_return_ms": 0, "ok_while_down": 0, "ups": 0,
+                "recovery_after_return_ms": 0, "steered_after_return_ms": 0,
+                "ok_while_down": 0, "ups": 0,
                 "unrecovered": [], "slowest": [], "errnos": {}}
 
     def of(prefix, seq):
         return seq.startswith(prefix) and seq[len(prefix):].isdigit()
 
     out = {"daemon": a["daemon"], "cycles": a["cycles"], "leaked": a["leaked"],
-           "updown_call_max_ms": 0, **blank()}
+           "updown_call_max_ms": 0, **blank(),
+           # calls for which ldsaref updown exited non-zero (charon only
+           # logs them; pluto fails the SA)
+           "updown_failed": [f"{l[1]} {l[2]} {l[3]} at {l[0]}: exit {l[5]}"
+                             for l in raw if l[5] != "0"]}
     per = {b: blank() for b in a["backends"]}
     logs = a["logs"]
     for i in (1, 2):
@@ -231,6 +240,15 @@ def report(a):
                 if first is None or (end is not None and first > end):
                     o["unrecovered"].append(f"{backend} {name} {sub} up at {t:.3f}")
                     continue
+                # ldsaref's own part: from the call's return to the first
+                # send to that subnet that left the program without an
+                # error (ldsaref steering it, the server's SA there); the
+                # rest of the recovery is the tunnel reaching the client
+                ok = min((float(s[0]) for s in sends if s[4] == "ok" and subnet(s[2]) == sub
+                          and float(s[0]) >= t), default=None)
+                if ok is not None and (end is None or ok < end):
+                    o["steered_after_return_ms"] = max(o["steered_after_return_ms"],
+                                                       int(max(0.0, ok - float(l[0])) * 1000))
                 o["recovery_ms"] = max(o["recovery_ms"], int((first - t) * 1000))
                 o["slowest"].append([int((first - t) * 1000),
                                      f"{backend} {name} {sub} up at {t:.3f} (returned {float(l[0]):.3f}), first at {first:.3f}"])
@@ -256,7 +274,7 @@ def report(a):
         o["slowest"] = [d for _, d in sorted(o["slowest"], reverse=True)[:3]]
         for k in ("sent", "refused", "delivered", "wrong", "ok_while_down", "ups"):
             out[k] += o[k]
-        for k in ("recovery_ms", "recovery_after_return_ms"):
+        for k in ("recovery_ms", "recovery_after_return_ms", "steered_after_return_ms"):
             out[k] = max(out[k], o[k])
         out["unrecovered"] += o["unrecovered"]
         out["slowest"] += o["slowest"]

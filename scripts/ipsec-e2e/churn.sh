@@ -293,8 +293,10 @@ print(f"SUMMARY {tag}: cycles {r['cycles']}, sent {r['sent']}, refused {r['refus
 for b, o in r["backends"].items():
     print(f"SUMMARY {tag} [{b}]: sent {o['sent']}, refused {o['refused']}, delivered {o['delivered']}, "
           f"wrong {o['wrong']}, worst recovery {o['recovery_ms']} ms (from the call's return "
-          f"{o['recovery_after_return_ms']} ms), ups {o['ups']}, ok-while-down {o['ok_while_down']}, "
+          f"{o['recovery_after_return_ms']} ms; first successful send after the return "
+          f"{o['steered_after_return_ms']} ms), ups {o['ups']}, ok-while-down {o['ok_while_down']}, "
           f"errnos {o['errnos']}; slowest: {'; '.join(o['slowest']) or 'none'}")
+print(f"CHECK {int(not r['updown_failed'])} {tag}: every ldsaref updown call exited 0 ({len(r['updown_failed'])} did not: {'; '.join(r['updown_failed'][:3]) or 'none'})")
 print(f"CHECK {int(r['leaked'] == 0)} {tag}: no cleartext to/from the client networks on the wire ({r['leaked']} packets)")
 print(f"CHECK {int(r['wrong'] == 0)} {tag}: no message in the wrong tunnel ({r['wrong']})")
 # Recovery: a hard check that every tunnel that came back carried the
@@ -306,7 +308,7 @@ print(f"CHECK {int(r['wrong'] == 0)} {tag}: no message in the wrong tunnel ({r['
 okrec = r['recovery_ms'] <= 10000 and not r['unrecovered'] and r['ups'] > 0
 print(f"CHECK {int(okrec)} {tag}: every tunnel back up carried the running senders again within 10 s of its up-client call (worst {r['recovery_ms']} ms over {r['ups']} calls; unrecovered: {'; '.join(r['unrecovered'][:5]) or 'none'})")
 for b, o in r["backends"].items():
-    print(f"TARGET {tag} [{b}]: first packet within 1 s of each up-client call: {'met' if o['recovery_ms'] <= 1000 else 'NOT met'} (worst {o['recovery_ms']} ms from the call, {o['recovery_after_return_ms']} ms from its return)")
+    print(f"TARGET {tag} [{b}]: first packet within 1 s of each up-client call: {'met' if o['recovery_ms'] <= 1000 else 'NOT met'} (worst {o['recovery_ms']} ms from the call, {o['recovery_after_return_ms']} ms from its return; the first successful send came at worst {o['steered_after_return_ms']} ms after the return)")
     print(f"CHECK {int(o['delivered'] > 0)} {tag} [{b}]: messages delivered through the tunnels ({o['delivered']})")
 EOF
         local line

@@ -327,6 +327,9 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
             return Ok(());
         }
     }
+    // The cgroups' view while this process has one thread (see
+    // install_summary); later calls find it in mountinfo.
+    Cgroup2::find()?;
     // The installed table's chains, listed while the rules are read.
     let listing = std::thread::spawn(nft::list_chains);
     let set = load(&location)?;
@@ -465,9 +468,13 @@ pub fn install_listed(set: &RuleSet, listing: String) -> Result<(), String> {
 /// rules (profiles, rules) it printed; `listing` is `nft list chains`,
 /// when the caller has it.
 fn install_summary(set: &RuleSet, listing: Option<String>) -> Result<(String, String), String> {
+    // The cgroups' view before any thread: under `ip netns exec` it is a
+    // private mount, and unshare(CLONE_NEWNS) fails (EINVAL) while
+    // another thread shares the file-system context, which a thread just
+    // joined may still do for a moment (seen in the emulated guest).
+    let cg = Cgroup2::find()?;
     // The fingerprints first: unchanged rules need nothing flattened.
     let lazy = compile_sections(set, |_, _| false).map_err(|e| e.to_string())?;
-    let cg = Cgroup2::find()?;
     let mut d = desired(lazy, Some(&cg), true)?;
     let listing = match listing {
         Some(l) => l,

@@ -165,8 +165,9 @@ fn mount_private() -> Result<Cgroup2, String> {
         return Err(format!("{NFT_CGROUP_BASE} is not empty"));
     }
     let errno = |what: &str| format!("{what}: {}", io::Error::last_os_error());
-    // SAFETY: unshare takes flags only. The CLI has no other thread (a
-    // multithreaded process gets EINVAL, not undefined behaviour).
+    // SAFETY: unshare takes flags only. A multithreaded process gets
+    // EINVAL, not undefined behaviour: `apply` finds the view before it
+    // starts any thread, and later calls read it from mountinfo.
     if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
         return Err(errno("unshare(CLONE_NEWNS)"));
     }
