@@ -391,7 +391,13 @@ pluto_start() { # VARIANT
         >"$E/lsw/ipsec.secrets"
     chmod 600 "$E/lsw/ipsec.secrets"
     rm -f "$E/lsw/run/"*
-    bg ip netns exec srv /usr/libexec/ipsec/pluto --nofork --config "$E/lsw/ipsec.conf" \
+    # With the cgroup backend: pluto drops CAP_SYS_ADMIN before it runs
+    # updown, so `ldsaref updown --apply` cannot mount the cgroup2 view it
+    # needs where `ip netns exec` left none (a fresh /sys); mounted here,
+    # as a gateway that is not in a netns has it.
+    local pre=()
+    [ -n "${CGROUP:-}" ] && pre=(sh -c 'mount -t cgroup2 cgroup2 /sys/fs/cgroup && exec "$@"' sh)
+    bg ip netns exec srv "${pre[@]}" /usr/libexec/ipsec/pluto --nofork --config "$E/lsw/ipsec.conf" \
         --rundir "$E/lsw/run" --nssdir "$E/lsw/nss" --ipsecdir "$E/lsw/ipsec.d" \
         --secretsfile "$E/lsw/ipsec.secrets" --logfile "$E/pluto.log" >>"$E/pluto.out" 2>&1
     local i
