@@ -328,8 +328,8 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
         }
     }
     // The cgroups' view while this process has one thread (see
-    // install_summary); later calls find it in mountinfo.
-    Cgroup2::find()?;
+    // install_summary).
+    let cg = Cgroup2::find()?;
     // The installed table's chains, listed while the rules are read.
     let listing = std::thread::spawn(nft::list_chains);
     let set = load(&location)?;
@@ -342,7 +342,7 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
         // compiled from the same set while nft loads the table.
         let compile = (!(settled && index_fresh(&location, &before)))
             .then(|| s.spawn(|| crate::index::compile_loaded(&location, &set, &before, settled)));
-        let installed = install_summary(&set, Some(listing));
+        let installed = install_summary(&set, &cg, listing);
         let compiled = compile.map(|h| {
             h.join()
                 .unwrap_or_else(|_| Err("the compiler panicked".to_owned()))
@@ -461,25 +461,26 @@ mod recent {
 /// first whether a table is there to keep current) has just run: one
 /// `nft` process less.
 pub fn install_listed(set: &RuleSet, listing: String) -> Result<(), String> {
-    install_summary(set, Some(listing)).map(|_| ())
+    let cg = Cgroup2::find()?;
+    install_summary(set, &cg, listing).map(|_| ())
 }
 
 /// [`install_listed`], giving the table's fingerprint and the summary of the
-/// rules (profiles, rules) it printed; `listing` is `nft list chains`,
-/// when the caller has it.
-fn install_summary(set: &RuleSet, listing: Option<String>) -> Result<(String, String), String> {
-    // The cgroups' view before any thread: under `ip netns exec` it is a
-    // private mount, and unshare(CLONE_NEWNS) fails (EINVAL) while
-    // another thread shares the file-system context, which a thread just
-    // joined may still do for a moment (seen in the emulated guest).
-    let cg = Cgroup2::find()?;
+/// rules (profiles, rules) it printed; `listing` is `nft list chains`.
+///
+/// `cg` is found by the caller before it starts any thread: under `ip
+/// netns exec` the view is a private mount, and unshare(CLONE_NEWNS)
+/// fails (EINVAL) while another thread shares the file-system context,
+/// which a thread just joined may still do for a moment (seen in the
+/// emulated guest).
+fn install_summary(
+    set: &RuleSet,
+    cg: &Cgroup2,
+    listing: String,
+) -> Result<(String, String), String> {
     // The fingerprints first: unchanged rules need nothing flattened.
     let lazy = compile_sections(set, |_, _| false).map_err(|e| e.to_string())?;
-    let mut d = desired(lazy, Some(&cg), true)?;
-    let listing = match listing {
-        Some(l) => l,
-        None => nft::list_chains()?,
-    };
+    let mut d = desired(lazy, Some(cg), true)?;
     let installed = nft::fingerprint_in(&listing);
     let summary = format!(
         "{} profile{}, {} rule{}",
