@@ -46,43 +46,6 @@ pub trait Xfrm {
 /// selector and mark as the daemon's would *replace* it (the kernel keys
 /// policies by selector and mark, not priority), and no daemon installs
 /// /1 source selectors.
-pub fn block_commands(sel: &Selector, value: u32, mask: u32) -> Vec<Vec<String>> {
-    let halves: [&str; 2] = if sel.peer.contains(':') {
-        ["::/1", "8000::/1"]
-    } else {
-        ["0.0.0.0/1", "128.0.0.0/1"]
-    };
-    halves
-        .iter()
-        .map(|src| {
-            let mut a: Vec<String> = ["xfrm", "policy", "update", "src", src, "dst", &sel.peer]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-            // The selector's protocol and port come before `dir`.
-            if sel.proto != 0 {
-                a.extend(["proto".into(), sel.proto.to_string()]);
-                if sel.port != 0 {
-                    a.extend(["dport".into(), sel.port.to_string()]);
-                }
-            }
-            a.extend(["dir".into(), "out".into()]);
-            a.extend([
-                "mark".into(),
-                format!("{value:#x}"),
-                "mask".into(),
-                format!("{mask:#x}"),
-                "action".into(),
-                "block".into(),
-                "priority".into(),
-                BLOCK_PRIORITY.to_string(),
-            ]);
-            a
-        })
-        .collect()
-}
-
-/// The same policies as [`block_commands`], for netlink.
 pub fn block_policies(sel: &Selector, value: u32, mask: u32) -> Result<Vec<OutPolicy>, String> {
     let (net, len) = match sel.peer.split_once('/') {
         Some((a, l)) => (a, Some(l)),
@@ -123,6 +86,27 @@ pub fn block_policies(sel: &Selector, value: u32, mask: u32) -> Result<Vec<OutPo
             priority: BLOCK_PRIORITY,
         })
         .collect())
+}
+
+/// `p` as iproute2 would install it, to name it in messages:
+/// `xfrm policy update src … dst … [proto P [dport D]] dir out mark … mask
+/// … action block priority …`.
+pub fn command(p: &OutPolicy) -> String {
+    let mut c = format!(
+        "xfrm policy update src {}/{} dst {}/{}",
+        p.src.0, p.src.1, p.dst.0, p.dst.1
+    );
+    // The selector's protocol and port come before `dir`.
+    if p.proto != 0 {
+        c += &format!(" proto {}", p.proto);
+        if p.dport != 0 {
+            c += &format!(" dport {}", p.dport);
+        }
+    }
+    c + &format!(
+        " dir out mark {:#x} mask {:#x} action block priority {}",
+        p.mark, p.mask, p.priority
+    )
 }
 
 /// The interface with `if_id` `id` in `ip -d -o link show type xfrm`'s
@@ -181,10 +165,8 @@ impl Xfrm for Ip {
         // Both halves on one netlink socket; a refusal names the policy
         // as `ip` would write it.
         let policies = block_policies(sel, value, mask)?;
-        xfrm::send(&policies).map_err(|(i, e)| {
-            let cmds = block_commands(sel, value, mask);
-            format!("ip {}: {e}", cmds[i.min(cmds.len() - 1)].join(" "))
-        })
+        xfrm::send(&policies)
+            .map_err(|(i, e)| format!("ip {}: {e}", command(&policies[i.min(policies.len() - 1)])))
     }
 
     fn interface(&self, id: u32) -> Result<String, String> {
@@ -211,8 +193,11 @@ mod tests {
             proto: 6,
             port: 22,
         };
-        let cmds = block_commands(&sel, 0x8065_0000, u32::MAX);
-        let text: Vec<String> = cmds.iter().map(|c| c.join(" ")).collect();
+        let text: Vec<String> = block_policies(&sel, 0x8065_0000, u32::MAX)
+            .unwrap()
+            .iter()
+            .map(command)
+            .collect();
         assert_eq!(
             text,
             [
@@ -226,7 +211,7 @@ mod tests {
             proto: 0,
             port: 0,
         };
-        let text = block_commands(&v6, 2, 0xff)[1].join(" ");
+        let text = command(&block_policies(&v6, 2, 0xff).unwrap()[1]);
         assert_eq!(
             text,
             "xfrm policy update src 8000::/1 dst 2001:db8:1::/48 dir out mark 0x2 mask 0xff action block priority 4294967040"
@@ -234,7 +219,7 @@ mod tests {
     }
 
     #[test]
-    fn netlink_policies_are_the_commands_policies() {
+    fn policies_come_from_the_selector() {
         let sel = Selector {
             mine: "-".into(),
             peer: "198.18.0.0/24".into(),
@@ -242,20 +227,17 @@ mod tests {
             port: 53,
         };
         let p = block_policies(&sel, 0x8065_0000, u32::MAX).unwrap();
-        let shown: Vec<String> = p
-            .iter()
-            .map(|p| {
-                format!(
-                    "xfrm policy update src {}/{} dst {}/{} proto {} dport {} dir out mark {:#x} mask {:#x} action block priority {}",
-                    p.src.0, p.src.1, p.dst.0, p.dst.1, p.proto, p.dport, p.mark, p.mask, p.priority
-                )
-            })
-            .collect();
-        let cmds: Vec<String> = block_commands(&sel, 0x8065_0000, u32::MAX)
-            .iter()
-            .map(|c| c.join(" "))
-            .collect();
-        assert_eq!(shown, cmds);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[0].src, ("0.0.0.0".parse().unwrap(), 1));
+        assert_eq!(p[1].src, ("128.0.0.0".parse().unwrap(), 1));
+        for p in &p {
+            assert_eq!(p.dst, ("198.18.0.0".parse().unwrap(), 24));
+            assert_eq!((p.proto, p.dport), (17, 53));
+            assert_eq!(
+                (p.mark, p.mask, p.priority),
+                (0x8065_0000, u32::MAX, BLOCK_PRIORITY)
+            );
+        }
         let v6 = Selector {
             mine: "-".into(),
             peer: "2001:db8:1::5".into(),
