@@ -41,6 +41,9 @@ done
 E=/mnt/e2e
 mkdir -p "$E"
 passed=0 failed=0 phase_failed=0
+# The names of the failed checks, repeated at the end: CI shows only the
+# tail of a long log.
+failures=()
 t0=$SECONDS
 
 stamp() { printf '[%4ds]' $((SECONDS - t0)); }
@@ -52,6 +55,7 @@ bad() {
     failed=$((failed + 1))
     phase_failed=1
     echo "$(stamp) FAIL - $1"
+    failures+=("$(stamp) $1")
     shift
     local l
     for l in "$@"; do echo "       $l"; done
@@ -500,5 +504,6 @@ if [ "$opt_only" != static ]; then
     done
 fi
 echo "$(stamp) ==== guest: $passed passed, $failed failed"
+for f in "${failures[@]}"; do echo "       failed: $f"; done
 counts
 [ "$failed" = 0 ] && [ "$passed" -gt 0 ]
