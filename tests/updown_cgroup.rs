@@ -36,6 +36,30 @@ fn table(ns: &Netns) -> String {
     out.stdout
 }
 
+fn has_table(ns: &Netns) -> bool {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{}", ns.name()))
+        .args(["nft", "list", "table", "inet", "ldsaref"]);
+    run_with_timeout(&mut c, Duration::from_secs(30)).success()
+}
+
+/// Waits (at most 10 s: a background apply on a loaded machine) until the
+/// table satisfies `ok`; how long it took.
+fn wait_for_table(ns: &Netns, ok: impl Fn(&str) -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        let t = table(ns);
+        if ok(&t) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the table did not follow within 10 s:\n{t}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn updown(ns: &Netns, dir: &Path, verb: &str, conn: &str, peer: &str, mark: &str) -> RunOutput {
     let out = ldsaref_in(
         ns,
@@ -62,10 +86,15 @@ fn updown_applies_the_table_again_after_each_change() {
     let tag = std::process::id();
     let (c1, c2) = (format!("udc1x{tag}"), format!("udc2x{tag}"));
 
-    // Before any table: updown leaves the cgroup backend alone.
-    let out = updown(&ns, &dir, "up-client", &c1, "198.18.0.0/24", "1/0xffffffff");
-    assert!(!out.stdout.contains("table inet ldsaref"), "{out}");
+    // Before any table: updown leaves the cgroup backend alone (its
+    // background apply finds no table and installs none).
+    updown(&ns, &dir, "up-client", &c1, "198.18.0.0/24", "1/0xffffffff");
     updown(&ns, &dir, "up-client", &c2, "198.19.0.0/24", "2/0xffffffff");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !has_table(&ns),
+        "updown --apply installed a table by itself"
+    );
     let applied = ldsaref_in(&ns, &["apply", "--rules", dir.to_str().unwrap()], &[]);
     assert_eq!(applied.code(), Some(0), "{applied}");
     let before = table(&ns);
@@ -108,6 +137,62 @@ fn updown_applies_the_table_again_after_each_change() {
     let empty = table(&ns);
     assert!(!empty.contains("198.19.0.0"), "{empty}");
     assert!(empty.contains("drop"), "{empty}");
+
+    // Up again: the table follows in the background, so that the daemon
+    // is not held from answering its peer.
+    let start = Instant::now();
+    let out = updown(&ns, &dir, "up-client", &c1, "198.18.0.0/24", "1/0xffffffff");
+    let returned = start.elapsed();
+    assert!(out.stdout.contains("follow in the background"), "{out}");
+    let followed = wait_for_table(&ns, |t| t.contains("198.18.0.0"));
+    eprintln!(
+        "updown up-client returned after {returned:?}; the table followed after {followed:?}"
+    );
+
+    // A burst of calls, as a daemon bringing up many tunnels makes: the
+    // background applies queue on the table's lock, each reading the rules
+    // once it holds it, so the table ends with every network.
+    let nets: Vec<(String, String)> = (0..5)
+        .map(|i| (format!("udb{i}x{tag}"), format!("198.18.{}.0/24", 10 + i)))
+        .collect();
+    for (i, (conn, net)) in nets.iter().enumerate() {
+        updown(
+            &ns,
+            &dir,
+            "up-client",
+            conn,
+            net,
+            &format!("{}/0xffffffff", 10 + i),
+        );
+    }
+    wait_for_table(&ns, |t| {
+        nets.iter()
+            .all(|(_, net)| t.contains(net.trim_end_matches("/24")))
+    });
+    for (i, (conn, net)) in nets.iter().enumerate() {
+        updown(
+            &ns,
+            &dir,
+            "down-client",
+            conn,
+            net,
+            &format!("{}/0xffffffff", 10 + i),
+        );
+    }
+    let t = table(&ns);
+    assert!(
+        !t.contains("198.18.10.0") && !t.contains("198.18.14.0"),
+        "{t}"
+    );
+    let out = updown(
+        &ns,
+        &dir,
+        "down-client",
+        &c1,
+        "198.18.0.0/24",
+        "1/0xffffffff",
+    );
+    assert!(out.stdout.contains("table inet ldsaref replaced"), "{out}");
 
     // Without --apply the table is left as it is.
     let out = ldsaref_in(

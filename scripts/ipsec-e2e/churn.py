@@ -239,6 +239,20 @@ def report(a):
                 end = min(nxt) if nxt else None
                 if first is None or (end is not None and first > end):
                     o["unrecovered"].append(f"{backend} {name} {sub} up at {t:.3f}")
+                    # what explains it: the connection's calls around it,
+                    # and what became of the sends to that subnet until
+                    # the next down (refused by ldsaref, or sent and lost)
+                    stop = end if end is not None else t + 10
+                    near = [f"{float(c[1]):.3f} {c[2]} {c[3]} {c[4]} (returned {float(c[0]):.3f})"
+                            for c in mine if t - 10 <= float(c[1]) <= stop + 2]
+                    fates = {}
+                    for x in sends:
+                        if subnet(x[2]) == sub and t <= float(x[0]) < stop:
+                            fates[x[4]] = fates.get(x[4], 0) + 1
+                    out.setdefault("unrecovered_detail", []).append(
+                        f"{backend} {name} {sub} up at {t:.3f}, next down "
+                        f"{'none' if end is None else f'{end:.3f}'}; sends to {sub} meanwhile: "
+                        f"{fates or 'none'}; calls of {conn}: " + " | ".join(near))
                     continue
                 # ldsaref's own part: from the call's return to the first
                 # send to that subnet that left the program without an
@@ -284,6 +298,27 @@ def report(a):
     return out
 
 
+def window(t, paths):
+    """Prints the lines of the daemons' logs whose time of day (the first
+    HH:MM:SS in the line, UTC as in the guest) falls from 8 s before `t`
+    to 12 s after."""
+    import re
+    lo, hi = (t - 8) % 86400, (t + 12) % 86400
+    stamp = re.compile(r"(\d\d):(\d\d):(\d\d)")
+    for path in paths:
+        try:
+            lines = open(path, errors="replace").read().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            m = stamp.search(line[:40])
+            if not m:
+                continue
+            tod = int(m[1]) * 3600 + int(m[2]) * 60 + int(m[3])
+            if lo - 1 <= tod <= hi:
+                print(f"{path.rsplit('/', 1)[-1]}: {line}")
+
+
 def main():
     mode = sys.argv[1]
     if mode == "sink":
@@ -293,6 +328,8 @@ def main():
     elif mode == "report":
         r = report(json.loads(sys.argv[2]))
         print(json.dumps(r))
+    elif mode == "window":
+        window(float(sys.argv[2]), sys.argv[3:])
     else:
         sys.exit(__doc__)
 

@@ -307,6 +307,10 @@ print(f"CHECK {int(r['wrong'] == 0)} {tag}: no message in the wrong tunnel ({r['
 # emulator as much as ldsaref; it is reported, not failed on.
 okrec = r['recovery_ms'] <= 10000 and not r['unrecovered'] and r['ups'] > 0
 print(f"CHECK {int(okrec)} {tag}: every tunnel back up carried the running senders again within 10 s of its up-client call (worst {r['recovery_ms']} ms over {r['ups']} calls; unrecovered: {'; '.join(r['unrecovered'][:5]) or 'none'})")
+for d in r.get("unrecovered_detail", [])[:6]:
+    print(f"DETAIL unrecovered: {d}")
+for u in r["unrecovered"][:2]:
+    print(f"WINDOW {float(u.rsplit(' ', 1)[1]):.3f}")
 for b, o in r["backends"].items():
     print(f"TARGET {tag} [{b}]: first packet within 1 s of each up-client call: {'met' if o['recovery_ms'] <= 1000 else 'NOT met'} (worst {o['recovery_ms']} ms from the call, {o['recovery_after_return_ms']} ms from its return; the first successful send came at worst {o['steered_after_return_ms']} ms after the return)")
     print(f"CHECK {int(o['delivered'] > 0)} {tag} [{b}]: messages delivered through the tunnels ({o['delivered']})")
@@ -318,6 +322,15 @@ EOF
             TARGET*) echo "$(stamp) target: ${line#TARGET }" ;;
             "CHECK 1 "*) ok "${line#CHECK 1 }" ;;
             "CHECK 0 "*) bad "${line#CHECK 0 }" ;;
+            DETAIL*) echo "       ${line#DETAIL }" ;;
+            WINDOW*)
+                # the daemons' logs around an unrecovered up (at most 150 lines)
+                local w=${line#WINDOW }
+                echo "       the daemons' logs from 8 s before to 12 s after $w:"
+                python3 "$dir/churn.py" window "$w" \
+                    "$E/srv.charon.log" "$E/pluto.log" "$E/c1.charon.log" "$E/c2.charon.log" |
+                    grep -av 'sending packet\|received packet\|^.*: *$' | head -n 150 | sed 's/^/         /'
+                ;;
             esac
         done <"$E/churn-verdict"
     fi

@@ -29,6 +29,15 @@ pub struct ApplyArgs {
     /// Remove the table, and the cgroups that no process uses
     #[arg(long)]
     pub remove: bool,
+    /// Only keep an installed table current: with none in this network
+    /// namespace, compile the index and change nothing else (ldsaref
+    /// updown --apply runs it in the background after an up)
+    #[arg(long, conflicts_with_all = ["print", "remove"])]
+    pub if_installed: bool,
+    /// Also send the outcome to syslog (facility daemon): for the runs
+    /// nobody watches, such as updown's background apply
+    #[arg(long, hide = true)]
+    pub syslog: bool,
 }
 
 /// Where the rules are: `--rules`, else `LDSAREF_RULES`, else the system
@@ -246,12 +255,20 @@ pub fn apply(args: &ApplyArgs) -> u8 {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("ldsaref: {e}");
+            if args.syslog {
+                crate::syslog::error(&format!("apply: {e}"));
+            }
             1
         }
     }
 }
 
 fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
+    // One change of this namespace's table at a time, each reading the
+    // rules once it holds the lock: an apply that read older rules can
+    // never land after one that read newer (updown's background applies
+    // queue here).
+    let _serial = (!args.print).then(recent::lock).transpose()?;
     if args.remove {
         // Without the table nothing steers nor drops: a program still in
         // an ldsaref cgroup of this network namespace would send in the
@@ -308,22 +325,30 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
         print!("{}", d.batch());
         return Ok(());
     }
+    // --if-installed: the table's chains first, since they decide whether
+    // there is a table to keep current.
+    let early = if args.if_installed {
+        let listing = nft::list_chains()?;
+        if nft::fingerprint_in(&listing).is_none() {
+            println!(
+                "ldsaref: no table inet ldsaref in this network namespace: nothing to keep current"
+            );
+            let (before, _) = files::fingerprints_now(&location).unwrap_or_default();
+            index_follows(&location, &before);
+            return Ok(());
+        }
+        Some(listing)
+    } else {
+        None
+    };
     // The files' fingerprints as they are read (not waited for: a file
     // changed in the last 50 ms is not trusted to show a later change).
     let (before, settled) = files::fingerprints_now(&location).unwrap_or_default();
     let index = location.index_path();
     if settled {
-        if let Some(summary) = recent::up_to_date(&before) {
+        if let Some(summary) = recent::up_to_date(&before, early.as_deref()) {
             println!("ldsaref: table inet ldsaref is up to date ({summary}); nothing changed");
-            match if index_fresh(&location, &before) {
-                None
-            } else {
-                Some(crate::index::compile_for(&location))
-            } {
-                None => println!("ldsaref: {}: up to date", index.display()),
-                Some(Ok(path)) => println!("ldsaref: {}: compiled", path.display()),
-                Some(Err(e)) => eprintln!("ldsaref: warning: the index was not compiled: {e}"),
-            }
+            index_follows(&location, &before);
             return Ok(());
         }
     }
@@ -331,7 +356,10 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
     // install_summary).
     let cg = Cgroup2::find()?;
     // The installed table's chains, listed while the rules are read.
-    let listing = std::thread::spawn(nft::list_chains);
+    let listing = std::thread::spawn(move || match early {
+        Some(listing) => Ok(listing),
+        None => nft::list_chains(),
+    });
     let set = load(&location)?;
     let listing = listing
         .join()
@@ -353,12 +381,32 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
     if settled {
         recent::record(&before, &fingerprint, &summary);
     }
+    if args.syslog {
+        crate::syslog::info(&format!(
+            "apply: table inet ldsaref follows the rules ({summary})"
+        ));
+    }
     match compiled {
         None => println!("ldsaref: {}: up to date", index.display()),
         Some(Ok(path)) => println!("ldsaref: {}: compiled", path.display()),
         Some(Err(e)) => eprintln!("ldsaref: warning: the index was not compiled: {e}"),
     }
     Ok(())
+}
+
+/// The index of `location` compiled unless it is fresh for `files`, and
+/// what became of it printed: a failure only costs the preload's programs
+/// speed (a stale index is never used).
+fn index_follows(location: &Location, files: &[ldsaref_rules::compiled::Fingerprint]) {
+    let index = location.index_path();
+    if index_fresh(location, files) {
+        println!("ldsaref: {}: up to date", index.display());
+        return;
+    }
+    match crate::index::compile_for(location) {
+        Ok(path) => println!("ldsaref: {}: compiled", path.display()),
+        Err(e) => eprintln!("ldsaref: warning: the index was not compiled: {e}"),
+    }
 }
 
 /// Whether the index of `location` is there and compiled from the files
@@ -401,6 +449,26 @@ mod recent {
         )))
     }
 
+    /// The lock every change of this network namespace's table holds
+    /// (`/run/ldsaref/apply-DEV-INO.lock`), released when dropped.
+    pub fn lock() -> Result<std::fs::File, String> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = path()
+            .ok_or("cannot read /proc/self/ns/net (is /proc mounted?)")?
+            .with_extension("lock");
+        let _ = std::fs::create_dir_all("/run/ldsaref");
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        crate::updown::fsio::lock_exclusive(&f)
+            .map_err(|e| format!("{}: cannot lock: {e}", path.display()))?;
+        Ok(f)
+    }
+
     fn key(files: &[Fingerprint]) -> Option<String> {
         let cg = Cgroup2::find().ok()?;
         let exe = std::fs::metadata(std::env::current_exe().ok()?).ok()?;
@@ -426,15 +494,19 @@ mod recent {
         Some(fingerprint(&s))
     }
 
-    /// The summary recorded, when the table is up to date for `files`.
-    pub fn up_to_date(files: &[Fingerprint]) -> Option<String> {
+    /// The summary recorded, when the table is up to date for `files`
+    /// (`listing`: `nft list chains`, when the caller has it).
+    pub fn up_to_date(files: &[Fingerprint], listing: Option<&str>) -> Option<String> {
         let text = std::fs::read_to_string(path()?).ok()?;
         let (recorded_key, rest) = text.split_once(' ')?;
         let (table, summary) = rest.split_once(' ')?;
         if recorded_key != key(files)? {
             return None;
         }
-        let installed = nft::fingerprint_in(&nft::list_chains().ok()?)?;
+        let installed = match listing {
+            Some(listing) => nft::fingerprint_in(listing)?,
+            None => nft::fingerprint_in(&nft::list_chains().ok()?)?,
+        };
         (installed == table).then(|| summary.trim_end().to_owned())
     }
 
@@ -452,6 +524,12 @@ mod recent {
     }
 }
 
+/// The lock every change of this network namespace's table holds while it
+/// reads the table and the rules and installs (released when dropped).
+pub fn serialized() -> Result<std::fs::File, String> {
+    recent::lock()
+}
+
 /// Installs the table of `set` (unless the installed one is it already:
 /// only the sections that changed are replaced when the table's shape is
 /// the same) and creates its cgroups; prints one line saying what was
@@ -459,7 +537,8 @@ mod recent {
 ///
 /// `listing` is `nft list chains`, which the caller (updown, which looks
 /// first whether a table is there to keep current) has just run: one
-/// `nft` process less.
+/// `nft` process less. The caller holds [`serialized`] from before that
+/// listing until this returns.
 pub fn install_listed(set: &RuleSet, listing: String) -> Result<(), String> {
     let cg = Cgroup2::find()?;
     install_summary(set, &cg, listing).map(|_| ())

@@ -18,6 +18,7 @@ mod settings;
 mod shell;
 mod shellmode;
 mod status;
+mod syslog;
 mod target;
 mod updown;
 

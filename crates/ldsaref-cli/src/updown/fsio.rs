@@ -17,22 +17,28 @@ pub struct DirLock(File);
 impl DirLock {
     pub fn take(dir: &Path) -> Result<DirLock, String> {
         let f = File::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        loop {
-            // SAFETY: flock only takes a descriptor number and a flag; the
-            // descriptor is open and owned by `f` for the whole call.
-            let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
-            if r == 0 {
-                return Ok(DirLock(f));
-            }
-            let e = std::io::Error::last_os_error();
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                return Err(format!("{}: cannot lock: {e}", dir.display()));
-            }
-        }
+        lock_exclusive(&f).map_err(|e| format!("{}: cannot lock: {e}", dir.display()))?;
+        Ok(DirLock(f))
     }
 
     pub fn sync(&self) -> std::io::Result<()> {
         self.0.sync_all()
+    }
+}
+
+/// Waits for an exclusive `flock` on `f`, released when `f` is closed.
+pub fn lock_exclusive(f: &File) -> std::io::Result<()> {
+    loop {
+        // SAFETY: flock only takes a descriptor number and a flag; the
+        // descriptor is open and owned by `f` for the whole call.
+        let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
     }
 }
 

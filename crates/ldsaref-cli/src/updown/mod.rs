@@ -52,8 +52,10 @@ pub struct UpdownArgs {
     pub on_down: OnDown,
     /// Also apply the rules to the cgroup backend's table (ldsaref apply)
     /// after each change, when table inet ldsaref is installed in this
-    /// network namespace (systemd machines: the ldsaref-apply.path unit does
-    /// it for the system rules)
+    /// network namespace: before returning after a down, in the background
+    /// (ldsaref apply --if-installed, reporting to syslog) after an up
+    /// (systemd machines: the ldsaref-apply.path unit does it for the
+    /// system rules)
     #[arg(long)]
     pub apply: bool,
     /// Compile the directory's index after each change, in the background
@@ -229,16 +231,25 @@ pub fn updown_with(
         }
     }
     drop(lock);
-    refresh(args)
+    refresh(args, going_up)
 }
 
 /// What else follows the rules directory: the compiled index, rebuilt by
 /// a child left running in the background (the daemon waits for updown,
 /// and holds the tunnel's negotiation meanwhile; until the index is there,
 /// programs find it stale and parse the rules, which are right), and with
-/// `--apply` the cgroup backend's table (it must drop what the directory
-/// no longer steers, so failing that is an error).
-fn refresh(args: &UpdownArgs) -> Result<(), String> {
+/// `--apply` the cgroup backend's table.
+///
+/// The table follows a down before updown returns: the daemon removes its
+/// policies next, and the profile's cgroup must be refused by then (the
+/// block policy already holds the mark; this keeps the table's own
+/// promise, and a failure is the daemon's error to log). After an up it
+/// follows in the background, with the index (`ldsaref apply
+/// --if-installed`): the daemon answers its peer only once its updown
+/// calls return, so every moment spent here delays the tunnel for both
+/// backends, and until the table follows, the profile's cgroup stays
+/// refused (fail closed) or steered as before — never sent in the clear.
+fn refresh(args: &UpdownArgs, going_up: bool) -> Result<(), String> {
     let location = if args.dir == std::path::Path::new(files::SYSTEM_DIR) {
         Location::System
     } else {
@@ -251,14 +262,20 @@ fn refresh(args: &UpdownArgs) -> Result<(), String> {
         if fs::remove_file(&index).is_ok() {
             println!("ldsaref: {}: removed", index.display());
         }
-    } else if args.compile_index {
-        compile_in_background(&location, &args.dir);
+    } else if args.compile_index && !(args.apply && going_up) {
+        in_background(&location, &["compile", "--lock"], Some(&args.dir));
     }
     if !args.apply {
         return Ok(());
     }
+    if going_up {
+        in_background(&location, &["apply", "--if-installed", "--syslog"], None);
+        return Ok(());
+    }
     // Only a table that is there is kept current (`ldsaref apply` installs
-    // it first); the listing serves the update too.
+    // it first); the listing serves the update too, read under the lock
+    // with the rules.
+    let _serial = crate::apply::serialized()?;
     let listing = match crate::nft::list_chains() {
         Ok(l) if crate::nft::fingerprint_in(&l).is_some() => l,
         _ => return Ok(()),
@@ -274,21 +291,27 @@ fn refresh(args: &UpdownArgs) -> Result<(), String> {
     })
 }
 
-/// `ldsaref compile --lock DIR [--rules DIR]`, not waited for: it takes
-/// the directory's lock, so it compiles after any updown still changing
-/// it, and the last one compiles the last rules. Its output goes nowhere:
-/// the daemon reads updown's until every holder of the pipe is gone.
-fn compile_in_background(location: &Location, dir: &std::path::Path) {
+/// `ldsaref ARGS [DIR] --rules <the directory>`, not waited for: `compile
+/// --lock DIR` takes the directory's lock, so it compiles after any updown
+/// still changing it; `apply` takes the table's, and reads the rules once
+/// it holds it; either way the last one started works from the last rules.
+/// Its output goes nowhere: the daemon reads updown's until every holder
+/// of the pipe is gone (the background apply reports to syslog).
+fn in_background(location: &Location, args: &[&str], dir: Option<&std::path::Path>) {
     use std::process::{Command, Stdio};
+    let what = args[0];
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
-            eprintln!("ldsaref updown: warning: the index is not compiled ({e})");
+            eprintln!("ldsaref updown: warning: {what} not started ({e})");
             return;
         }
     };
     let mut c = Command::new(exe);
-    c.arg("compile").arg("--lock").arg(dir);
+    c.args(args);
+    if let Some(dir) = dir {
+        c.arg(dir);
+    }
     match location {
         Location::Explicit(p) => {
             c.arg("--rules").arg(p);
@@ -300,12 +323,16 @@ fn compile_in_background(location: &Location, dir: &std::path::Path) {
     c.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    match c.spawn() {
-        Ok(_) => println!(
+    match (c.spawn(), what) {
+        (Ok(_), "apply") => println!(
+            "ldsaref: table inet ldsaref (if installed) and {} follow in the background",
+            location.index_path().display()
+        ),
+        (Ok(_), _) => println!(
             "ldsaref: {}: compiling in the background",
             location.index_path().display()
         ),
-        Err(e) => eprintln!("ldsaref updown: warning: the index is not compiled ({e})"),
+        (Err(e), _) => eprintln!("ldsaref updown: warning: {what} not started ({e})"),
     }
 }
 
