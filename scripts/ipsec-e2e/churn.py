@@ -153,6 +153,30 @@ def read(path):
         return []
 
 
+def spi(text):
+    """An SPI as 8 lowercase hex digits, or "" when there is none."""
+    t = text.lower().removeprefix("0x")
+    try:
+        return f"{int(t, 16):08x}"
+    except ValueError:
+        return ""
+
+
+def peer_spis(path):
+    """The SPIs of every CHILD_SA the client's charon established (its
+    inbound and outbound: "established with SPIs c1c806c6_i 0fe0bb89_o"),
+    first negotiations and rekeys alike."""
+    import re
+    found = set()
+    try:
+        text = open(path, errors="replace").read()
+    except OSError:
+        return found
+    for m in re.finditer(r"established with SPIs ([0-9a-f]{8})_i(?:\([^)]*\))? ([0-9a-f]{8})_o", text):
+        found.update((m[1], m[2]))
+    return found
+
+
 def subnet(addr):
     return ".".join(addr.split(".")[:3]) + ".0/24"
 
@@ -185,8 +209,9 @@ def report(a):
     # EPOCH VERB CONN PEER_CLIENT IF_ID EXIT END, ordered by EPOCH
     raw = [l for l in read(a["calls"]) if len(l) >= 6]
     raw.sort(key=lambda l: float(l[0]))
-    # [end, start, verb, conn, client]
-    calls = [[l[6] if len(l) > 6 else l[0], l[0], l[1], l[2], l[3]] for l in raw]
+    # [end, start, verb, conn, client, spi_out]
+    calls = [[l[6] if len(l) > 6 else l[0], l[0], l[1], l[2], l[3], spi(l[7] if len(l) > 7 else "-")]
+             for l in raw]
 
     def blank():
         return {"sent": 0, "refused": 0, "delivered": 0, "wrong": 0, "recovery_ms": 0,
@@ -205,9 +230,11 @@ def report(a):
                              for l in raw if l[5] != "0"]}
     per = {b: blank() for b in a["backends"]}
     logs = a["logs"]
+    out["peer_failed"] = []
     for i in (1, 2):
         name, conn = f"client{i}", f"c{i}"
         recv = read(f"{logs}/churn-sink-c{i}.log")
+        installed = peer_spis(f"{logs}/c{i}.charon.log")
         mine = [l for l in calls if l[3] == conn or l[3].startswith(conn + "/")]
         for l in mine:
             out["updown_call_max_ms"] = max(out["updown_call_max_ms"],
@@ -238,6 +265,18 @@ def report(a):
                        if d[2].startswith("down") and d[4] == sub and float(d[1]) > t]
                 end = min(nxt) if nxt else None
                 if first is None or (end is not None and first > end):
+                    if l[5] and l[5] not in installed:
+                        # The server's SA, which the peer never installed:
+                        # the daemons failed the negotiation (seen: pluto
+                        # 4.10 answering a CREATE_CHILD_SA that crossed its
+                        # liveness probe with TS_UNACCEPTABLE after
+                        # installing its side). Nothing can reach the
+                        # client through it, whatever steers the sends.
+                        if backend == next(iter(a["backends"])):
+                            out["peer_failed"].append(
+                                f"{name} {sub} up at {t:.3f} (SPI_OUT {l[5]}, "
+                                f"never established at {name})")
+                        continue
                     o["unrecovered"].append(f"{backend} {name} {sub} up at {t:.3f}")
                     # what explains it: the connection's calls around it,
                     # and what became of the sends to that subnet until

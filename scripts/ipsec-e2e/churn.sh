@@ -289,7 +289,10 @@ print(f"SUMMARY {tag}: cycles {r['cycles']}, sent {r['sent']}, refused {r['refus
       f"delivered {r['delivered']}, leaked {r['leaked']}, wrong {r['wrong']}, "
       f"worst recovery {r['recovery_ms']} ms (from the call's return {r['recovery_after_return_ms']} ms; "
       f"longest updown call {r['updown_call_max_ms']} ms; ups {r['ups']}, unrecovered {len(r['unrecovered'])}, "
-      f"ok-while-down {r['ok_while_down']}, errnos {r['errnos']})")
+      f"ok-while-down {r['ok_while_down']}, errnos {r['errnos']}; "
+      f"ups the daemons failed at the peer {len(r['peer_failed'])})")
+for d in r["peer_failed"][:6]:
+    print(f"DETAIL up-client whose SA the peer never established (not counted in recovery): {d}")
 for b, o in r["backends"].items():
     print(f"SUMMARY {tag} [{b}]: sent {o['sent']}, refused {o['refused']}, delivered {o['delivered']}, "
           f"wrong {o['wrong']}, worst recovery {o['recovery_ms']} ms (from the call's return "

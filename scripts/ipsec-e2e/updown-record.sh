@@ -6,10 +6,11 @@
 #   updown-record.sh RECDIR LDSAREF updown --dir RULESDIR [options...]
 #
 # RECDIR/calls.log gets one line per call:
-#   EPOCH PLUTO_VERB PLUTO_CONNECTION PLUTO_PEER_CLIENT IF_ID_OUT EXIT END
+#   EPOCH PLUTO_VERB PLUTO_CONNECTION PLUTO_PEER_CLIENT IF_ID_OUT EXIT END SPI_OUT
 # (EPOCH: seconds.microseconds when the daemon called, which orders the
 # calls; the churn report measures recovery from it; END: when ldsaref
-# updown returned, after which the daemon acts). While RECDIR/on
+# updown returned, after which the daemon acts; SPI_OUT: the SA's, which
+# pluto passes and charon does not, "-" then). While RECDIR/on
 # exists, the environment of the call is also kept as
 # RECDIR/env/EPOCH-VERB-CONN.env: NAME=value lines, sorted, without any
 # variable whose name says it could hold key material (KEY, SECRET, PSK,
@@ -35,5 +36,5 @@ fi
 "$@"
 rc=$?
 # One short line, appended (O_APPEND): concurrent calls do not mix.
-echo "$t ${PLUTO_VERB:-none} ${PLUTO_CONNECTION:-none} ${PLUTO_PEER_CLIENT:-none} ${PLUTO_IF_ID_OUT:-${PLUTO_VIRT_INTERFACE:--}} $rc $EPOCHREALTIME" >>"$rec/calls.log"
+echo "$t ${PLUTO_VERB:-none} ${PLUTO_CONNECTION:-none} ${PLUTO_PEER_CLIENT:-none} ${PLUTO_IF_ID_OUT:-${PLUTO_VIRT_INTERFACE:--}} $rc $EPOCHREALTIME ${SPI_OUT:--}" >>"$rec/calls.log"
 exit $rc
