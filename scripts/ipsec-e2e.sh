@@ -192,7 +192,7 @@ if [ "$only" != static ]; then
         gosender=$work/gosender
     [ -n "$gosender" ] || { say "cannot build scripts/ipsec-e2e/gosender" >&2; exit 1; }
 fi
-guest_opts="only=$only,daemons=$daemons,variants=$variants,churn=$churn,lsw=$lsw,gosender=$gosender"
+guest_opts="only=$only,daemons=$daemons,variants=$variants,churn=$churn,lsw=$lsw,gosender=$gosender,record=${record:+1}"
 cat >"$ird/init" <<INIT
 #!/bin/busybox sh
 /bin/busybox --install -s /bin

@@ -337,7 +337,12 @@ EOF
             esac
         done <"$E/churn-verdict"
     fi
-    print_records "$daemon" "$variant"
+    # The environments (thousands of lines) only when the host keeps them.
+    if [ -n "${opt_record:-}" ]; then
+        print_records "$daemon" "$variant"
+    else
+        echo "$(stamp)        ($(ls "$REC/env" 2>/dev/null | wc -l) updown environments recorded for $daemon/$variant; --record DIR keeps them)"
+    fi
     if [ "$phase_failed" != 0 ]; then
         echo "---- $tag: updown calls (last 30)"
         sort -n "$REC/calls.log" 2>&1 | tail -n 30

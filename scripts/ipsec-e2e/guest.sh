@@ -26,7 +26,7 @@ set -uo pipefail
 
 dir=$1
 lds=$2/ldsaref
-opt_only=all opt_daemons=strongswan+libreswan opt_churn=20 opt_variants=marks+xfrmi
+opt_only=all opt_daemons=strongswan+libreswan opt_churn=20 opt_variants=marks+xfrmi opt_record=
 IFS=, read -ra _opts <<<"${3:-}"
 for _o in "${_opts[@]}"; do
     case $_o in
@@ -36,6 +36,7 @@ for _o in "${_opts[@]}"; do
     variants=*) opt_variants=${_o#*=} ;;
     lsw=*) LSW=${_o#*=} ;;
     gosender=*) GOSENDER=${_o#*=} ;;
+    record=*) opt_record=${_o#*=} ;;
     esac
 done
 E=/mnt/e2e
