@@ -211,3 +211,36 @@ fn updown_applies_the_table_again_after_each_change() {
     let removed = ldsaref_in(&ns, &["apply", "--remove"], &[]);
     assert_eq!(removed.code(), Some(0), "{removed}");
 }
+
+#[test]
+fn apply_if_installed_keeps_a_table_current_and_installs_none() {
+    require_root!();
+    let ns = Netns::new();
+    let t = TempDir::new("apply-if-installed");
+    let rules = t.join("rules");
+    let tag = std::process::id();
+    std::fs::write(&rules, format!("[aii{tag}]\n198.18.0.0/24 mark 0x1\n")).unwrap();
+    let r = rules.to_str().unwrap();
+
+    // No table: nothing installed, the index compiled all the same.
+    let out = ldsaref_in(&ns, &["apply", "--if-installed", "--rules", r], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    assert!(out.stdout.contains("nothing to keep current"), "{out}");
+    assert!(!has_table(&ns), "--if-installed installed a table");
+    assert!(t.join("rules.index").exists(), "{out}");
+
+    // Installed: it follows a change.
+    let out = ldsaref_in(&ns, &["apply", "--rules", r], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    std::fs::write(&rules, format!("[aii{tag}]\n198.19.0.0/24 mark 0x2\n")).unwrap();
+    let out = ldsaref_in(&ns, &["apply", "--if-installed", "--rules", r], &[]);
+    assert_eq!(out.code(), Some(0), "{out}");
+    let now = table(&ns);
+    assert!(
+        now.contains("198.19.0.0") && !now.contains("198.18.0.0"),
+        "{now}"
+    );
+
+    let removed = ldsaref_in(&ns, &["apply", "--remove"], &[]);
+    assert_eq!(removed.code(), Some(0), "{removed}");
+}
