@@ -302,7 +302,9 @@ def report(a):
                 if ok is not None and (end is None or ok < end):
                     o["steered_after_return_ms"] = max(o["steered_after_return_ms"],
                                                        int(max(0.0, ok - float(l[0])) * 1000))
-                o["recovery_ms"] = max(o["recovery_ms"], int((first - t) * 1000))
+                if int((first - t) * 1000) > o["recovery_ms"]:
+                    o["recovery_ms"] = int((first - t) * 1000)
+                    o["slowest_up_at"] = t
                 o["slowest"].append([int((first - t) * 1000),
                                      f"{backend} {name} {sub} up at {t:.3f} (returned {float(l[0]):.3f}), first at {first:.3f}"])
                 # the same from when ldsaref updown returned (the rules written)
@@ -327,6 +329,8 @@ def report(a):
         o["slowest"] = [d for _, d in sorted(o["slowest"], reverse=True)[:3]]
         for k in ("sent", "refused", "delivered", "wrong", "ok_while_down", "ups"):
             out[k] += o[k]
+        if o["recovery_ms"] > out["recovery_ms"]:
+            out["slowest_up_at"] = o["slowest_up_at"]
         for k in ("recovery_ms", "recovery_after_return_ms", "steered_after_return_ms"):
             out[k] = max(out[k], o[k])
         out["unrecovered"] += o["unrecovered"]
@@ -337,12 +341,12 @@ def report(a):
     return out
 
 
-def window(t, paths):
+def window(t, before, after, paths):
     """Prints the lines of the daemons' logs whose time of day (the first
-    HH:MM:SS in the line, UTC as in the guest) falls from 8 s before `t`
-    to 12 s after."""
+    HH:MM:SS in the line, UTC as in the guest) falls from `before` s
+    before `t` to `after` s after."""
     import re
-    lo, hi = (t - 8) % 86400, (t + 12) % 86400
+    lo, hi = (t - before) % 86400, (t + after) % 86400
     stamp = re.compile(r"(\d\d):(\d\d):(\d\d)")
     for path in paths:
         try:
@@ -368,7 +372,7 @@ def main():
         r = report(json.loads(sys.argv[2]))
         print(json.dumps(r))
     elif mode == "window":
-        window(float(sys.argv[2]), sys.argv[3:])
+        window(float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5:])
     else:
         sys.exit(__doc__)
 
