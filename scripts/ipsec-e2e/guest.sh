@@ -284,11 +284,12 @@ peers_up() {
 # What each end of each veth transmits is what is on the wire (captured
 # inbound, the server's decapsulated packets would show up too: without an
 # xfrm interface the kernel re-injects them on the same device).
-capture_start() {
-    local i
+capture_start() { # [FILTER]: keep only the packets it matches
+    local i filter=()
+    [ -n "${1:-}" ] && filter=("$1")
     for i in 1 2; do
-        bg ip netns exec srv tcpdump -Z root -n -U -Q out -i "s-c$i" -w "$E/srv-c$i.pcap" >"$E/srv-c$i.tcpdump.log" 2>&1
-        bg ip netns exec "c$i" tcpdump -Z root -n -U -Q out -i c-srv -w "$E/c$i-srv.pcap" >"$E/c$i-srv.tcpdump.log" 2>&1
+        bg ip netns exec srv tcpdump -Z root -n -U -Q out -i "s-c$i" -w "$E/srv-c$i.pcap" "${filter[@]}" >"$E/srv-c$i.tcpdump.log" 2>&1
+        bg ip netns exec "c$i" tcpdump -Z root -n -U -Q out -i c-srv -w "$E/c$i-srv.pcap" "${filter[@]}" >"$E/c$i-srv.tcpdump.log" 2>&1
     done
     local f
     for f in srv-c1 c1-srv srv-c2 c2-srv; do
