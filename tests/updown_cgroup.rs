@@ -12,6 +12,15 @@ use std::time::{Duration, Instant};
 
 use common::{cli_path, run_with_timeout, Netns, RunOutput, TempDir};
 
+/// The tests of this file one at a time: `apply --remove` removes every
+/// empty cgroup under ldsaref.slice, which is shared by all namespaces,
+/// so one test's could remove the other's before its table loads.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// `ldsaref ARGS` in `ns` through nsenter (which keeps /sys and its cgroup2
 /// mount), with exactly `vars` and a PATH in the environment.
 fn ldsaref_in(ns: &Netns, args: &[&str], vars: &[(&str, &str)]) -> RunOutput {
@@ -80,6 +89,7 @@ fn updown(ns: &Netns, dir: &Path, verb: &str, conn: &str, peer: &str, mark: &str
 #[test]
 fn updown_applies_the_table_again_after_each_change() {
     require_root!();
+    let _one = one_at_a_time();
     let ns = Netns::new();
     let t = TempDir::new("updown-cgroup");
     let dir = t.join("rules.d");
@@ -215,6 +225,7 @@ fn updown_applies_the_table_again_after_each_change() {
 #[test]
 fn apply_if_installed_keeps_a_table_current_and_installs_none() {
     require_root!();
+    let _one = one_at_a_time();
     let ns = Netns::new();
     let t = TempDir::new("apply-if-installed");
     let rules = t.join("rules");

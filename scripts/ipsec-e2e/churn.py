@@ -16,6 +16,7 @@
 Messages are "TAG SEQ PROTO DST": TAG is the client the sender means,
 so a receiver that gets another tag got it through the wrong tunnel.
 """
+import bisect
 import errno
 import json
 import os
@@ -251,6 +252,21 @@ def report(a):
             right = [r for r in got if r[3] == name]
             o["wrong"] += len(got) - len(right)
             o["delivered"] += len({(r[1], r[4]) for r in right})
+            # per subnet, sorted times: what arrived, and which sends left
+            # without an error (searched by bisection: a phase has tens of
+            # thousands of each, and the emulated guest runs Python slowly)
+            arrived, left = {}, {}
+            for r in right:
+                arrived.setdefault(subnet(r[2]), []).append(float(r[0]))
+            for x in sends:
+                if x[4] == "ok":
+                    left.setdefault(subnet(x[2]), []).append(float(x[0]))
+            for times in (*arrived.values(), *left.values()):
+                times.sort()
+
+            def first_from(times, t):
+                k = bisect.bisect_left(times, t)
+                return times[k] if k < len(times) else None
             for l in mine:
                 if l[2] not in ("up-client", "up-host"):
                     continue
@@ -258,8 +274,7 @@ def report(a):
                 if t < a.get("since", 0):
                     continue  # before the senders ran
                 o["ups"] += 1
-                first = min((float(r[0]) for r in right if subnet(r[2]) == sub and float(r[0]) >= t),
-                            default=None)
+                first = first_from(arrived.get(sub, []), t)
                 # a later down of the same subnet ends the wait
                 nxt = [float(d[1]) for d in mine
                        if d[2].startswith("down") and d[4] == sub and float(d[1]) > t]
@@ -297,8 +312,7 @@ def report(a):
                 # send to that subnet that left the program without an
                 # error (ldsaref steering it, the server's SA there); the
                 # rest of the recovery is the tunnel reaching the client
-                ok = min((float(s[0]) for s in sends if s[4] == "ok" and subnet(s[2]) == sub
-                          and float(s[0]) >= t), default=None)
+                ok = first_from(left.get(sub, []), t)
                 if ok is not None and (end is None or ok < end):
                     o["steered_after_return_ms"] = max(o["steered_after_return_ms"],
                                                        int(max(0.0, ok - float(l[0])) * 1000))
@@ -318,10 +332,10 @@ def report(a):
                 t, sub = float(l[0]), l[4]
                 ups = [float(u[1]) for u in mine if u[2].startswith("up") and u[4] == sub and float(u[1]) > t]
                 end = min(ups) if ups else float("inf")
-                for s in sends:
-                    ts = float(s[0])
-                    if s[4] == "ok" and subnet(s[2]) == sub and t + a["grace"] < ts < end:
-                        o["ok_while_down"] += 1
+                times = left.get(sub, [])
+                lo = bisect.bisect_right(times, t + a["grace"])
+                hi = bisect.bisect_left(times, end)
+                o["ok_while_down"] += max(0, hi - lo)
         # messages of no backend's form count as wrong too
         out["wrong"] += sum(1 for r in recv
                             if len(r) < 5 or not any(of(p, r[4]) for p in a["backends"].values()))

@@ -450,8 +450,9 @@ mod recent {
     }
 
     /// The lock every change of this network namespace's table holds
-    /// (`/run/ldsaref/apply-DEV-INO.lock`), released when dropped.
-    pub fn lock() -> Result<std::fs::File, String> {
+    /// (`/run/ldsaref/apply-DEV-INO.lock`), released when dropped; `None`
+    /// for a process that may not create or open it (not root).
+    pub fn lock() -> Result<Option<std::fs::File>, String> {
         use std::os::unix::fs::OpenOptionsExt;
         let path = path()
             .ok_or("cannot read /proc/self/ns/net (is /proc mounted?)")?
@@ -463,11 +464,24 @@ mod recent {
             .create(true)
             .truncate(false)
             .mode(0o600)
-            .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .open(&path);
+        let f = match f {
+            Ok(f) => f,
+            // Not root: this process cannot change the table either, and
+            // says so where it tries (after the rules' own errors).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound
+                ) =>
+            {
+                return Ok(None)
+            }
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
         crate::updown::fsio::lock_exclusive(&f)
             .map_err(|e| format!("{}: cannot lock: {e}", path.display()))?;
-        Ok(f)
+        Ok(Some(f))
     }
 
     fn key(files: &[Fingerprint]) -> Option<String> {
@@ -527,7 +541,7 @@ mod recent {
 
 /// The lock every change of this network namespace's table holds while it
 /// reads the table and the rules and installs (released when dropped).
-pub fn serialized() -> Result<std::fs::File, String> {
+pub fn serialized() -> Result<Option<std::fs::File>, String> {
     recent::lock()
 }
 
