@@ -17,8 +17,11 @@ use common::{cli_path, run_with_timeout, Netns, RunOutput, TempDir};
 /// so one test's could remove the other's before its table loads.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+/// What every test here starts from, taken in this order: its turn, a
+/// network namespace and a directory of its own.
+fn begin(dir: &str) -> (std::sync::MutexGuard<'static, ()>, Netns, TempDir) {
+    let turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    (turn, Netns::new(), TempDir::new(dir))
 }
 
 /// `ldsaref ARGS` in `ns` through nsenter (which keeps /sys and its cgroup2
@@ -36,20 +39,22 @@ fn ldsaref_in(ns: &Netns, args: &[&str], vars: &[(&str, &str)]) -> RunOutput {
     run_with_timeout(&mut c, Duration::from_secs(60))
 }
 
-fn table(ns: &Netns) -> String {
+/// `nft list table inet ldsaref` in `ns`.
+fn list_table(ns: &Netns) -> RunOutput {
     let mut c = Command::new("nsenter");
     c.arg(format!("--net=/run/netns/{}", ns.name()))
         .args(["nft", "list", "table", "inet", "ldsaref"]);
-    let out = run_with_timeout(&mut c, Duration::from_secs(30));
+    run_with_timeout(&mut c, Duration::from_secs(30))
+}
+
+fn table(ns: &Netns) -> String {
+    let out = list_table(ns);
     assert!(out.success(), "{out}");
     out.stdout
 }
 
 fn has_table(ns: &Netns) -> bool {
-    let mut c = Command::new("nsenter");
-    c.arg(format!("--net=/run/netns/{}", ns.name()))
-        .args(["nft", "list", "table", "inet", "ldsaref"]);
-    run_with_timeout(&mut c, Duration::from_secs(30)).success()
+    list_table(ns).success()
 }
 
 /// Waits (at most 10 s: a background apply on a loaded machine) until the
@@ -89,9 +94,7 @@ fn updown(ns: &Netns, dir: &Path, verb: &str, conn: &str, peer: &str, mark: &str
 #[test]
 fn updown_applies_the_table_again_after_each_change() {
     require_root!();
-    let _one = one_at_a_time();
-    let ns = Netns::new();
-    let t = TempDir::new("updown-cgroup");
+    let (_turn, ns, t) = begin("updown-cgroup");
     let dir = t.join("rules.d");
     let tag = std::process::id();
     let (c1, c2) = (format!("udc1x{tag}"), format!("udc2x{tag}"));
@@ -225,9 +228,7 @@ fn updown_applies_the_table_again_after_each_change() {
 #[test]
 fn apply_if_installed_keeps_a_table_current_and_installs_none() {
     require_root!();
-    let _one = one_at_a_time();
-    let ns = Netns::new();
-    let t = TempDir::new("apply-if-installed");
+    let (_turn, ns, t) = begin("apply-if-installed");
     let rules = t.join("rules");
     let tag = std::process::id();
     std::fs::write(&rules, format!("[aii{tag}]\n198.18.0.0/24 mark 0x1\n")).unwrap();

@@ -268,7 +268,7 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
     // rules once it holds the lock: an apply that read older rules can
     // never land after one that read newer (updown's background applies
     // queue here).
-    let _serial = (!args.print).then(recent::lock).transpose()?;
+    let _serial = (!args.print).then(serialized).transpose()?;
     if args.remove {
         // Without the table nothing steers nor drops: a program still in
         // an ldsaref cgroup of this network namespace would send in the

@@ -263,13 +263,29 @@ fn refresh(args: &UpdownArgs, going_up: bool) -> Result<(), String> {
             println!("ldsaref: {}: removed", index.display());
         }
     } else if args.compile_index && !(args.apply && going_up) {
-        in_background(&location, &["compile", "--lock"], Some(&args.dir));
+        in_background(
+            &location,
+            &["compile", "--lock"],
+            Some(&args.dir),
+            &format!(
+                "ldsaref: {}: compiling in the background",
+                location.index_path().display()
+            ),
+        );
     }
     if !args.apply {
         return Ok(());
     }
     if going_up {
-        in_background(&location, &["apply", "--if-installed", "--syslog"], None);
+        in_background(
+            &location,
+            &["apply", "--if-installed", "--syslog"],
+            None,
+            &format!(
+                "ldsaref: table inet ldsaref (if installed) and {} follow in the background",
+                location.index_path().display()
+            ),
+        );
         return Ok(());
     }
     // Only a table that is there is kept current (`ldsaref apply` installs
@@ -296,8 +312,9 @@ fn refresh(args: &UpdownArgs, going_up: bool) -> Result<(), String> {
 /// still changing it; `apply` takes the table's, and reads the rules once
 /// it holds it; either way the last one started works from the last rules.
 /// Its output goes nowhere: the daemon reads updown's until every holder
-/// of the pipe is gone (the background apply reports to syslog).
-fn in_background(location: &Location, args: &[&str], dir: Option<&std::path::Path>) {
+/// of the pipe is gone (the background apply reports to syslog). Prints
+/// `started` once it has started.
+fn in_background(location: &Location, args: &[&str], dir: Option<&std::path::Path>, started: &str) {
     use std::process::{Command, Stdio};
     let what = args[0];
     let exe = match std::env::current_exe() {
@@ -323,16 +340,9 @@ fn in_background(location: &Location, args: &[&str], dir: Option<&std::path::Pat
     c.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    match (c.spawn(), what) {
-        (Ok(_), "apply") => println!(
-            "ldsaref: table inet ldsaref (if installed) and {} follow in the background",
-            location.index_path().display()
-        ),
-        (Ok(_), _) => println!(
-            "ldsaref: {}: compiling in the background",
-            location.index_path().display()
-        ),
-        (Err(e), _) => eprintln!("ldsaref updown: warning: {what} not started ({e})"),
+    match c.spawn() {
+        Ok(_) => println!("{started}"),
+        Err(e) => eprintln!("ldsaref updown: warning: {what} not started ({e})"),
     }
 }
 
