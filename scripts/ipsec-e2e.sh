@@ -13,8 +13,11 @@
 #
 #   sudo scripts/ipsec-e2e.sh [--no-build] [--timeout SECONDS] [--churn N]
 #        [--only static|churn] [--daemon strongswan|libreswan]
-#        [--variant marks|xfrmi] [--record DIR] [--console FILE]
+#        [--variant marks|xfrmi] [--record DIR] [--console FILE] [--serial]
 #
+# Two guests run at once (static checks and xfrm interfaces; the marks
+# churn), each console line prefixed with its guest's name; --serial (or a
+# narrower --only/--variant) runs a single guest.
 # --churn N: cycles per daemon (default 20, what CI runs; 100 is the full
 # run). --record DIR: writes the updown environments the daemons passed as
 # DIR/DAEMON/VARIANT/NN-VERB-CONN.env (e.g. DIR =
@@ -26,14 +29,16 @@
 set -euo pipefail
 
 start=$SECONDS
+qemu_pids=() tail_pids=()
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
-build=1
+build=1 serial=
 timeout_s=2400
 churn=20 only=all daemons=strongswan+libreswan variants=marks+xfrmi record= keep_console=
 while [ $# -gt 0 ]; do
     case $1 in
     --no-build) build= ;;
+    --serial) serial=1 ;;
     --timeout) timeout_s=$2; shift ;;
     --churn) churn=$2; shift ;;
     --only) only=$2; shift ;;
@@ -41,7 +46,7 @@ while [ $# -gt 0 ]; do
     --variant) variants=$2; shift ;;
     --record) record=$2; shift ;;
     --console) keep_console=$2; shift ;;
-    *) sed -n '15,17p' "$0" >&2; exit 2 ;;
+    *) sed -n '14,16p' "$0" >&2; exit 2 ;;
     esac
     shift
 done
@@ -76,8 +81,11 @@ save_records() { # CONSOLE DIR
 }
 finish() {
     local rc=$?
-    [ -n "${qemu_pid:-}" ] && kill "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null || true
-    [ -n "${tail_pid:-}" ] && kill "$tail_pid" 2>/dev/null || true
+    local p
+    for p in "${qemu_pids[@]}"; do
+        kill "$p" 2>/dev/null && wait "$p" 2>/dev/null || true
+    done
+    for p in "${tail_pids[@]}"; do kill "$p" 2>/dev/null || true; done
     [ -n "${work:-}" ] && rm -rf "$work"
     say "total time $((SECONDS - start)) s"
     exit "$rc"
@@ -192,8 +200,23 @@ if [ "$only" != static ]; then
         gosender=$work/gosender
     [ -n "$gosender" ] || { say "cannot build scripts/ipsec-e2e/gosender" >&2; exit 1; }
 fi
-guest_opts="only=$only,daemons=$daemons,variants=$variants,churn=$churn,lsw=$lsw,gosender=$gosender,record=${record:+1}"
-cat >"$ird/init" <<INIT
+# The guests: by default two at once, since one leaves most of the second
+# core idle (~1.2 cores on 2 while its daemons wait on their timers): the
+# static checks and the xfrm-interface phases in one, the marks churn of
+# every daemon (the long, timed part) in the other. --serial, or any
+# narrower --only/--variant, runs one guest with everything asked for.
+guests=()
+if [ -z "$serial" ] && [ "$only" = all ] && [ "$variants" = marks+xfrmi ]; then
+    guests+=("static+xfrmi|only=all,variants=xfrmi")
+    guests+=("churn|only=churn,variants=marks")
+else
+    guests+=("guest|only=$only,variants=$variants")
+fi
+
+# Writes the initramfs of one guest (OPTS: what it runs) to OUT.
+make_initrd() { # OPTS OUT
+    local opts="$1,daemons=$daemons,churn=$churn,lsw=$lsw,gosender=$gosender,record=${record:+1}"
+    cat >"$ird/init" <<INIT
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
@@ -206,46 +229,70 @@ mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=262144,cache=loose hostroo
 umount /dev /proc
 # switch_root, not chroot: module autoload (crypto, xfrm) resolves paths
 # from the kernel threads' root.
-exec switch_root /newroot /bin/bash "$here/ipsec-e2e/guest-init.sh" "$here/ipsec-e2e" "$bin" "$guest_timeout" "$guest_opts"
+exec switch_root /newroot /bin/bash "$here/ipsec-e2e/guest-init.sh" "$here/ipsec-e2e" "$bin" "$guest_timeout" "$opts"
 INIT
-chmod +x "$ird/init"
-(cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) >"$work/initrd.gz"
+    chmod +x "$ird/init"
+    (cd "$ird" && find . | cpio -o -H newc --quiet | gzip -1) >"$2"
+}
 
-say "booting the guest (qemu, software emulation; timeout ${timeout_s} s)"
-console=$work/console.log
-: >"$console" # before tail starts: qemu's redirection may come later
-# -net none: the guest has no network device at all, so nothing it sends
-# can leave it; every address it uses lives in its own namespaces.
-timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
-    -machine pc -accel tcg -cpu max -bios /usr/share/qemu/qboot.rom \
-    -smp 2 -m 1G -display none -no-reboot -nodefaults -serial stdio -net none \
-    -kernel "$kernel" -initrd "$work/initrd.gz" \
-    -append "console=ttyS0 quiet loglevel=3 panic=-1" \
-    -fsdev local,id=hostroot,path=/,security_model=passthrough,readonly=on,multidevs=remap \
-    -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot \
-    </dev/null >"$console" 2>&1 &
-qemu_pid=$!
-# The console is shown live so that the CI log alone explains a failure.
-tail -n +1 -f --pid="$qemu_pid" "$console" &
-tail_pid=$!
+# Boots one guest in the background: qemu's pid in qemu_pids, its console
+# shown live (each line prefixed with the guest's name when there are
+# two), so that the CI log alone explains a failure.
+boot() { # NAME INITRD CONSOLE
+    : >"$3" # before tail starts: qemu's redirection may come later
+    # -net none: the guest has no network device at all, so nothing it
+    # sends can leave it; every address it uses lives in its own namespaces.
+    timeout --kill-after=10 "$timeout_s" qemu-system-x86_64 \
+        -machine pc -accel tcg -cpu max -bios /usr/share/qemu/qboot.rom \
+        -smp 2 -m 1G -display none -no-reboot -nodefaults -serial stdio -net none \
+        -kernel "$kernel" -initrd "$2" \
+        -append "console=ttyS0 quiet loglevel=3 panic=-1" \
+        -fsdev local,id=hostroot,path=/,security_model=passthrough,readonly=on,multidevs=remap \
+        -device virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot \
+        </dev/null >"$3" 2>&1 &
+    qemu_pids+=($!)
+    local prefix=
+    ((${#guests[@]} > 1)) && prefix="$1| "
+    tail -n +1 -f --pid="$!" "$3" | sed -u "s/^/$prefix/" &
+    tail_pids+=($!)
+}
+
+say "booting ${#guests[@]} guest(s): ${guests[*]%%|*} (qemu, software emulation; timeout ${timeout_s} s)"
+consoles=()
+for g in "${guests[@]}"; do
+    name=${g%%|*}
+    make_initrd "${g#*|}" "$work/initrd-$name.gz"
+    consoles+=("$work/console-$name.log")
+    boot "$name" "$work/initrd-$name.gz" "$work/console-$name.log"
+done
 set +e
-wait "$qemu_pid"
-wait "$tail_pid"
+for p in "${qemu_pids[@]}" "${tail_pids[@]}"; do wait "$p"; done
 set -e
-qemu_pid=
+qemu_pids=()
 
-[ -z "$keep_console" ] || cp "$console" "$keep_console"
+[ -z "$keep_console" ] || cat "${consoles[@]}" >"$keep_console"
 if [ -n "$record" ]; then
-    save_records "$console" "$record"
+    for c in "${consoles[@]}"; do save_records "$c" "$record"; done
 fi
 
-result=$(grep -a '^LDSAREF-E2E-RESULT: ' "$console" | tail -1 | tr -d '\r' || true)
-if [ -z "$result" ]; then
-    say "FAIL: the guest gave no result line (timeout or crash); its console is above"
-    exit 1
-fi
-say "guest: ${result#LDSAREF-E2E-RESULT: }"
-case $result in
-"LDSAREF-E2E-RESULT: pass"*) exit 0 ;;
-*) exit 1 ;;
-esac
+rc=0
+k=0
+for g in "${guests[@]}"; do
+    name=${g%%|*} console=${consoles[$k]}
+    k=$((k + 1))
+    result=$(grep -a '^LDSAREF-E2E-RESULT: ' "$console" | tail -1 | tr -d '\r' || true)
+    if [ -z "$result" ]; then
+        say "FAIL: $name: the guest gave no result line (timeout or crash); its console is above"
+        rc=1
+        continue
+    fi
+    say "$name: ${result#LDSAREF-E2E-RESULT: }"
+    case $result in
+    "LDSAREF-E2E-RESULT: pass"*) ;;
+    *)
+        rc=1
+        grep -a '^ *failed: ' "$console" | tr -d '\r' | sed "s/^ */ipsec-e2e: $name: /"
+        ;;
+    esac
+done
+exit $rc

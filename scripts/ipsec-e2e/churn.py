@@ -178,6 +178,30 @@ def peer_spis(path):
     return found
 
 
+def peer_established(path):
+    """The times of day (s, with ms) at which the client's charon logged a
+    CHILD_SA as established ("HH:MM:SS.mmm ... CHILD_SA net{1} established
+    with SPIs"), sorted."""
+    import re
+    times = []
+    try:
+        lines = open(path, errors="replace").read().splitlines()
+    except OSError:
+        return times
+    for line in lines:
+        m = re.match(r"(\d\d):(\d\d):(\d\d)\.(\d\d\d) .*CHILD_SA \S+ established with SPIs", line)
+        if m:
+            times.append(int(m[1]) * 3600 + int(m[2]) * 60 + int(m[3]) + int(m[4]) / 1000)
+    times.sort()
+    return times
+
+
+def epoch_near(tod, t):
+    """The epoch of time of day `tod` (UTC, as in the guest) nearest `t`."""
+    e = t - t % 86400 + tod
+    return e - 86400 if e - t > 43200 else e + 86400 if t - e > 43200 else e
+
+
 def subnet(addr):
     return ".".join(addr.split(".")[:3]) + ".0/24"
 
@@ -201,6 +225,13 @@ def report(a):
       to that subnet that succeeded (ldsaref's part of the recovery; the
       rest is the tunnel reaching the client: charon answers its peer
       only after all its updown calls).
+    - peer_ms / after_peer_ms: the recovery split where the client's
+      charon logged its CHILD_SA as established (the last time before the
+      first message, at most 2 s before the call): peer_ms from the call
+      to then (the daemons: the server's updown calls, its answer, the
+      client installing the SA), after_peer_ms from then, or from the
+      call's return if later, to the first message (the steering, and
+      the senders' own 40 ms cadence); the worst of each.
     - ok_while_down: sends that succeeded more than `grace` s after a
       down-client call returned and before the next up-client (they
       either leaked, which the wire shows, or were dropped silently,
@@ -217,7 +248,7 @@ def report(a):
     def blank():
         return {"sent": 0, "refused": 0, "delivered": 0, "wrong": 0, "recovery_ms": 0,
                 "recovery_after_return_ms": 0, "steered_after_return_ms": 0,
-                "ok_while_down": 0, "ups": 0,
+                "ok_while_down": 0, "ups": 0, "peer_ms": 0, "after_peer_ms": 0,
                 "unrecovered": [], "slowest": [], "errnos": {}}
 
     def of(prefix, seq):
@@ -236,6 +267,7 @@ def report(a):
         name, conn = f"client{i}", f"c{i}"
         recv = read(f"{logs}/churn-sink-c{i}.log")
         installed = peer_spis(f"{logs}/c{i}.charon.log")
+        established = peer_established(f"{logs}/c{i}.charon.log")
         mine = [l for l in calls if l[3] == conn or l[3].startswith(conn + "/")]
         for l in mine:
             out["updown_call_max_ms"] = max(out["updown_call_max_ms"],
@@ -321,6 +353,14 @@ def report(a):
                     o["slowest_up_at"] = t
                 o["slowest"].append([int((first - t) * 1000),
                                      f"{backend} {name} {sub} up at {t:.3f} (returned {float(l[0]):.3f}), first at {first:.3f}"])
+                # where the client had its SA: the daemons' part before,
+                # the steering's after
+                k = bisect.bisect_right(established, (first % 86400) + 0.0005)
+                est = epoch_near(established[k - 1], t) if k else None
+                if est is not None and t - 2 <= est <= first:
+                    o["peer_ms"] = max(o["peer_ms"], int((est - t) * 1000))
+                    o["after_peer_ms"] = max(o["after_peer_ms"],
+                                             int((first - max(est, float(l[0]))) * 1000))
                 # the same from when ldsaref updown returned (the rules written)
                 o["recovery_after_return_ms"] = max(o["recovery_after_return_ms"],
                                                     int(max(0.0, first - float(l[0])) * 1000))
@@ -345,7 +385,8 @@ def report(a):
             out[k] += o[k]
         if o["recovery_ms"] > out["recovery_ms"]:
             out["slowest_up_at"] = o["slowest_up_at"]
-        for k in ("recovery_ms", "recovery_after_return_ms", "steered_after_return_ms"):
+        for k in ("recovery_ms", "recovery_after_return_ms", "steered_after_return_ms",
+                  "peer_ms", "after_peer_ms"):
             out[k] = max(out[k], o[k])
         out["unrecovered"] += o["unrecovered"]
         out["slowest"] += o["slowest"]

@@ -302,7 +302,9 @@ for b, o in r["backends"].items():
     print(f"SUMMARY {tag} [{b}]: sent {o['sent']}, refused {o['refused']}, delivered {o['delivered']}, "
           f"wrong {o['wrong']}, worst recovery {o['recovery_ms']} ms (from the call's return "
           f"{o['recovery_after_return_ms']} ms; first successful send after the return "
-          f"{o['steered_after_return_ms']} ms), ups {o['ups']}, ok-while-down {o['ok_while_down']}, "
+          f"{o['steered_after_return_ms']} ms; split where the client's SA was established: "
+          f"daemons {o['peer_ms']} ms, then to the first message {o['after_peer_ms']} ms), "
+          f"ups {o['ups']}, ok-while-down {o['ok_while_down']}, "
           f"errnos {o['errnos']}; slowest: {'; '.join(o['slowest']) or 'none'}")
 print(f"CHECK {int(not r['updown_failed'])} {tag}: every ldsaref updown call exited 0 ({len(r['updown_failed'])} did not: {'; '.join(r['updown_failed'][:3]) or 'none'})")
 print(f"CHECK {int(r['leaked'] == 0)} {tag}: no cleartext to/from the client networks on the wire ({r['leaked']} packets)")
@@ -324,7 +326,7 @@ for u in r["unrecovered"][:2]:
 if r["recovery_ms"] > 1000 and "slowest_up_at" in r:
     print(f"WINDOW {r['slowest_up_at']:.3f} 1 {r['recovery_ms'] / 1000 + 0.5:.1f} slowest recovery")
 for b, o in r["backends"].items():
-    print(f"TARGET {tag} [{b}]: first packet within 1 s of each up-client call: {'met' if o['recovery_ms'] <= 1000 else 'NOT met'} (worst {o['recovery_ms']} ms from the call, {o['recovery_after_return_ms']} ms from its return; the first successful send came at worst {o['steered_after_return_ms']} ms after the return)")
+    print(f"TARGET {tag} [{b}]: first packet within 1 s of each up-client call: {'met' if o['recovery_ms'] <= 1000 else 'NOT met'} (worst {o['recovery_ms']} ms from the call, {o['recovery_after_return_ms']} ms from its return; the first successful send came at worst {o['steered_after_return_ms']} ms after the return; from the call to the client's SA at worst {o['peer_ms']} ms, from the client's SA to the first message at worst {o['after_peer_ms']} ms)")
     print(f"CHECK {int(o['delivered'] > 0)} {tag} [{b}]: messages delivered through the tunnels ({o['delivered']})")
 EOF
         local line

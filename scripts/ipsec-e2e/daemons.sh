@@ -132,6 +132,8 @@ charon {
         log {
             path = $E/$1.charon.log
             time_format = %H:%M:%S
+            # HH:MM:SS.mmm: the churn report times each client's SA
+            time_add_ms = yes
             default = 1
         }
     }
