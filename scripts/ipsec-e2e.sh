@@ -276,10 +276,8 @@ if [ -n "$record" ]; then
 fi
 
 rc=0
-k=0
 for g in "${guests[@]}"; do
-    name=${g%%|*} console=${consoles[$k]}
-    k=$((k + 1))
+    name=${g%%|*} console=$work/console-${g%%|*}.log
     result=$(grep -a '^LDSAREF-E2E-RESULT: ' "$console" | tail -1 | tr -d '\r' || true)
     if [ -z "$result" ]; then
         say "FAIL: $name: the guest gave no result line (timeout or crash); its console is above"

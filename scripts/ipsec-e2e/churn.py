@@ -163,37 +163,28 @@ def spi(text):
         return ""
 
 
-def peer_spis(path):
-    """The SPIs of every CHILD_SA the client's charon established (its
-    inbound and outbound: "established with SPIs c1c806c6_i 0fe0bb89_o"),
-    first negotiations and rekeys alike."""
+def peer_sas(path):
+    """What the client's charon logged of every CHILD_SA it established,
+    first negotiations and rekeys alike ("HH:MM:SS.mmm ... CHILD_SA net{1}
+    established with SPIs c1c806c6_i 0fe0bb89_o"): the set of their SPIs
+    (inbound and outbound), and the times of day (s, with ms) at which
+    they were established, sorted."""
     import re
-    found = set()
-    try:
-        text = open(path, errors="replace").read()
-    except OSError:
-        return found
-    for m in re.finditer(r"established with SPIs ([0-9a-f]{8})_i(?:\([^)]*\))? ([0-9a-f]{8})_o", text):
-        found.update((m[1], m[2]))
-    return found
-
-
-def peer_established(path):
-    """The times of day (s, with ms) at which the client's charon logged a
-    CHILD_SA as established ("HH:MM:SS.mmm ... CHILD_SA net{1} established
-    with SPIs"), sorted."""
-    import re
-    times = []
+    spis, times = set(), []
     try:
         lines = open(path, errors="replace").read().splitlines()
     except OSError:
-        return times
+        return spis, times
     for line in lines:
-        m = re.match(r"(\d\d):(\d\d):(\d\d)\.(\d\d\d) .*CHILD_SA \S+ established with SPIs", line)
-        if m:
-            times.append(int(m[1]) * 3600 + int(m[2]) * 60 + int(m[3]) + int(m[4]) / 1000)
+        m = re.search(r"established with SPIs ([0-9a-f]{8})_i(?:\([^)]*\))? ([0-9a-f]{8})_o", line)
+        if not m:
+            continue
+        spis.update((m[1], m[2]))
+        t = re.match(r"(\d\d):(\d\d):(\d\d)\.(\d\d\d) .*CHILD_SA \S+ established", line)
+        if t:
+            times.append(int(t[1]) * 3600 + int(t[2]) * 60 + int(t[3]) + int(t[4]) / 1000)
     times.sort()
-    return times
+    return spis, times
 
 
 def epoch_near(tod, t):
@@ -266,8 +257,7 @@ def report(a):
     for i in (1, 2):
         name, conn = f"client{i}", f"c{i}"
         recv = read(f"{logs}/churn-sink-c{i}.log")
-        installed = peer_spis(f"{logs}/c{i}.charon.log")
-        established = peer_established(f"{logs}/c{i}.charon.log")
+        installed, established = peer_sas(f"{logs}/c{i}.charon.log")
         mine = [l for l in calls if l[3] == conn or l[3].startswith(conn + "/")]
         for l in mine:
             out["updown_call_max_ms"] = max(out["updown_call_max_ms"],
