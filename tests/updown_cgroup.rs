@@ -74,6 +74,28 @@ fn wait_for_table(ns: &Netns, ok: impl Fn(&str) -> bool) -> Duration {
     }
 }
 
+/// The tickets of `ns`'s background applies: handed out, followed (see
+/// `apply_queue.rs`).
+fn tickets(ns: &Netns) -> (u64, u64) {
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{}", ns.name())).args([
+        "stat",
+        "-L",
+        "-c",
+        "%d %i",
+        "/proc/self/ns/net",
+    ]);
+    let out = run_with_timeout(&mut c, Duration::from_secs(30));
+    assert!(out.success(), "{out}");
+    let id = out.stdout.trim().replace(' ', "-");
+    let text =
+        std::fs::read_to_string(format!("/run/ldsaref/apply-{id}.queue")).unwrap_or_default();
+    let mut n = text
+        .split(' ')
+        .map(|x| x.trim().parse::<u64>().unwrap_or(0));
+    (n.next().unwrap_or(0), n.next().unwrap_or(0))
+}
+
 fn updown(ns: &Netns, dir: &Path, verb: &str, conn: &str, peer: &str, mark: &str) -> RunOutput {
     let out = ldsaref_in(
         ns,
@@ -182,6 +204,37 @@ fn updown_applies_the_table_again_after_each_change() {
         nets.iter()
             .all(|(_, net)| t.contains(net.trim_end_matches("/24")))
     });
+    // Each up took a ticket; once the last apply that read the rules has
+    // installed them, an apply holding any of those tickets has nothing
+    // to do (a burst's queued applies stop at once), and one holding a
+    // later ticket reads the rules as before.
+    let start = Instant::now();
+    let (handed_out, followed) = loop {
+        let (h, f) = tickets(&ns);
+        if (h > 0 && f == h) || start.elapsed() > Duration::from_secs(10) {
+            break (h, f);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        handed_out >= 6 && followed == handed_out,
+        "{handed_out} {followed}"
+    );
+    let rules = dir.to_str().unwrap();
+    for (ticket, expect) in [
+        (handed_out, "already follows the rules of ticket"),
+        (handed_out - 3, "already follows the rules of ticket"),
+        (handed_out + 1, "table inet ldsaref is up to date"),
+    ] {
+        let t = ticket.to_string();
+        let out = ldsaref_in(
+            &ns,
+            &["apply", "--if-installed", "--ticket", &t, "--rules", rules],
+            &[],
+        );
+        assert_eq!(out.code(), Some(0), "{out}");
+        assert!(out.stdout.contains(expect), "ticket {ticket}: {out}");
+    }
     for (i, (conn, net)) in nets.iter().enumerate() {
         updown(
             &ns,

@@ -38,6 +38,10 @@ pub struct ApplyArgs {
     /// nobody watches, such as updown's background apply
     #[arg(long, hide = true)]
     pub syslog: bool,
+    /// updown's ticket (see apply_queue): nothing to do when an apply that
+    /// read the rules after it was taken has installed them
+    #[arg(long, hide = true, value_name = "N")]
+    pub ticket: Option<u64>,
 }
 
 /// Where the rules are: `--rules`, else `LDSAREF_RULES`, else the system
@@ -170,9 +174,9 @@ pub fn desired(compiled: Compiled, cg: Option<&Cgroup2>, create: bool) -> Result
 fn update_batch(
     set: &RuleSet,
     d: &Desired,
-    listing: &str,
+    listing: &nft::Chains,
 ) -> Result<Option<(String, usize)>, String> {
-    let chains = nft::chains_in(listing);
+    let chains = listing.names();
     if !chains
         .iter()
         .any(|c| *c == format!("{SHAPE_CHAIN}{}", d.shape))
@@ -325,16 +329,38 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
         print!("{}", d.batch());
         return Ok(());
     }
+    // The tickets handed out so far, read before the rules are.
+    let rules = location.index_path().display().to_string();
+    let queue = crate::apply_queue::read();
+    if let (Some(ticket), Some(q)) = (args.ticket, &queue) {
+        if q.covers(ticket, &rules) {
+            println!(
+                "ldsaref: table inet ldsaref already follows the rules of ticket {ticket} (an \
+                 apply that read them later installed them); nothing to do"
+            );
+            return Ok(());
+        }
+    }
+    follow(args, &location)?;
+    if let Some(q) = queue {
+        crate::apply_queue::followed(q.handed_out, &rules);
+    }
+    Ok(())
+}
+
+/// Brings the table (and the index) to the rules at `location`, under the
+/// table's lock.
+fn follow(args: &ApplyArgs, location: &Location) -> Result<(), String> {
     // --if-installed: the table's chains first, since they decide whether
     // there is a table to keep current.
     let early = if args.if_installed {
         let listing = nft::list_chains()?;
-        if nft::fingerprint_in(&listing).is_none() {
+        if !listing.installed() {
             println!(
                 "ldsaref: no table inet ldsaref in this network namespace: nothing to keep current"
             );
-            let (before, _) = files::fingerprints_now(&location).unwrap_or_default();
-            index_follows(&location, &before);
+            let (before, _) = files::fingerprints_now(location).unwrap_or_default();
+            index_follows(location, &before);
             return Ok(());
         }
         Some(listing)
@@ -343,12 +369,12 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
     };
     // The files' fingerprints as they are read (not waited for: a file
     // changed in the last 50 ms is not trusted to show a later change).
-    let (before, settled) = files::fingerprints_now(&location).unwrap_or_default();
+    let (before, settled) = files::fingerprints_now(location).unwrap_or_default();
     let index = location.index_path();
     if settled {
-        if let Some(summary) = recent::up_to_date(&before, early.as_deref()) {
+        if let Some(summary) = recent::up_to_date(&before, early.as_ref()) {
             println!("ldsaref: table inet ldsaref is up to date ({summary}); nothing changed");
-            index_follows(&location, &before);
+            index_follows(location, &before);
             return Ok(());
         }
     }
@@ -360,16 +386,16 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
         Some(listing) => Ok(listing),
         None => nft::list_chains(),
     });
-    let set = load(&location)?;
+    let set = load(location)?;
     let listing = listing
         .join()
-        .unwrap_or_else(|_| Err("nft list chains: the thread panicked".to_owned()))?;
+        .unwrap_or_else(|_| Err("listing the table's chains: the thread panicked".to_owned()))?;
     let compiled = std::thread::scope(|s| {
         // The preload's programs read the same rules: their index follows
         // (a failure only costs them speed: a stale index is never used),
         // compiled from the same set while nft loads the table.
-        let compile = (!(settled && index_fresh(&location, &before)))
-            .then(|| s.spawn(|| crate::index::compile_loaded(&location, &set, &before, settled)));
+        let compile = (!(settled && index_fresh(location, &before)))
+            .then(|| s.spawn(|| crate::index::compile_loaded(location, &set, &before, settled)));
         let installed = install_summary(&set, &cg, listing);
         let compiled = compile.map(|h| {
             h.join()
@@ -510,8 +536,8 @@ mod recent {
     }
 
     /// The summary recorded, when the table is up to date for `files`
-    /// (`listing`: `nft list chains`, when the caller has it).
-    pub fn up_to_date(files: &[Fingerprint], listing: Option<&str>) -> Option<String> {
+    /// (`listing`: the table's chains, when the caller has them).
+    pub fn up_to_date(files: &[Fingerprint], listing: Option<&nft::Chains>) -> Option<String> {
         let text = std::fs::read_to_string(path()?).ok()?;
         let (recorded_key, rest) = text.split_once(' ')?;
         let (table, summary) = rest.split_once(' ')?;
@@ -519,8 +545,8 @@ mod recent {
             return None;
         }
         let installed = match listing {
-            Some(listing) => nft::fingerprint_in(listing)?,
-            None => nft::fingerprint_in(&nft::list_chains().ok()?)?,
+            Some(listing) => listing.fingerprint()?,
+            None => nft::list_chains().ok()?.fingerprint()?,
         };
         (installed == table).then(|| summary.trim_end().to_owned())
     }
@@ -550,17 +576,17 @@ pub fn serialized() -> Result<Option<std::fs::File>, String> {
 /// the same) and creates its cgroups; prints one line saying what was
 /// done. `ldsaref updown` calls it after each change.
 ///
-/// `listing` is `nft list chains`, which the caller (updown, which looks
-/// first whether a table is there to keep current) has just run: one
-/// `nft` process less. The caller holds [`serialized`] from before that
-/// listing until this returns.
-pub fn install_listed(set: &RuleSet, listing: String) -> Result<(), String> {
+/// `listing` is the table's chains, which the caller (updown, which looks
+/// first whether a table is there to keep current) has just read. The
+/// caller holds [`serialized`] from before that listing until this
+/// returns.
+pub fn install_listed(set: &RuleSet, listing: nft::Chains) -> Result<(), String> {
     let cg = Cgroup2::find()?;
     install_summary(set, &cg, listing).map(|_| ())
 }
 
 /// [`install_listed`], giving the table's fingerprint and the summary of the
-/// rules (profiles, rules) it printed; `listing` is `nft list chains`.
+/// rules (profiles, rules) it printed; `listing` is the table's chains.
 ///
 /// `cg` is found by the caller before it starts any thread: under `ip
 /// netns exec` the view is a private mount, and unshare(CLONE_NEWNS)
@@ -570,12 +596,12 @@ pub fn install_listed(set: &RuleSet, listing: String) -> Result<(), String> {
 fn install_summary(
     set: &RuleSet,
     cg: &Cgroup2,
-    listing: String,
+    listing: nft::Chains,
 ) -> Result<(String, String), String> {
     // The fingerprints first: unchanged rules need nothing flattened.
     let lazy = compile_sections(set, |_, _| false).map_err(|e| e.to_string())?;
     let mut d = desired(lazy, Some(cg), true)?;
-    let installed = nft::fingerprint_in(&listing);
+    let installed = listing.fingerprint();
     let summary = format!(
         "{} profile{}, {} rule{}",
         d.compiled.profiles.len(),

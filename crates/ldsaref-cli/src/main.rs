@@ -7,6 +7,7 @@
 //! 127 the program was not found.
 
 mod apply;
+mod apply_queue;
 mod cgroup;
 mod explain;
 mod index;

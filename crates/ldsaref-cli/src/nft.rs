@@ -1,5 +1,6 @@
 //! The one place that runs `nft`: a whole batch through `nft -f -` (one
-//! transaction), and what the installed table says about itself.
+//! transaction); and what the installed table says about itself (its
+//! chains' names, read over netlink).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -13,13 +14,6 @@ fn nft() -> Command {
         .find(|p| std::path::Path::new(p).exists())
         .unwrap_or("nft");
     Command::new(path)
-}
-
-fn output(args: &[&str]) -> Result<std::process::Output, String> {
-    nft()
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run nft (install nftables): {e}"))
 }
 
 /// Runs `batch` as one `nft -f -` transaction: all of it or nothing.
@@ -47,64 +41,61 @@ pub fn run_batch(batch: &str) -> Result<(), String> {
     }
 }
 
+/// The chains of `table inet ldsaref` as the kernel has them now
+/// (`None`: no table in this network namespace); read over netlink, not
+/// by an `nft` process (see `ldsaref_kernel::nftables`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Chains(Option<Vec<String>>);
+
+impl Chains {
+    #[cfg(test)]
+    pub fn of(names: Option<&[&str]>) -> Chains {
+        Chains(names.map(|n| n.iter().map(|s| s.to_string()).collect()))
+    }
+
+    /// Whether the table is there.
+    pub fn installed(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// The names, none when there is no table.
+    pub fn names(&self) -> &[String] {
+        self.0.as_deref().unwrap_or_default()
+    }
+
+    /// The table's fingerprint, read from its fingerprint chain's name;
+    /// `None` when the table is not there. A table without the chain (not
+    /// made by `ldsaref apply`) has the empty fingerprint.
+    pub fn fingerprint(&self) -> Option<String> {
+        let names = self.0.as_ref()?;
+        Some(
+            names
+                .iter()
+                .find_map(|n| n.strip_prefix(FINGERPRINT_CHAIN))
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    }
+}
+
 /// The table's fingerprint: `Ok(None)` when no `inet ldsaref` table is
 /// installed in this network namespace.
 pub fn installed_fingerprint() -> Result<Option<String>, String> {
-    Ok(fingerprint_in(&list_chains()?))
+    Ok(list_chains()?.fingerprint())
 }
 
-/// `nft list chains inet`: the chains' names, without the elements.
-pub fn list_chains() -> Result<String, String> {
-    let out = output(&["list", "chains", "inet"])?;
-    if !out.status.success() {
-        return Err(format!(
-            "nft list chains: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The names of the chains of `table inet ldsaref` in `nft list chains`
-/// output.
-pub fn chains_in(listing: &str) -> Vec<String> {
-    let mut in_table = false;
-    let mut v = Vec::new();
-    for line in listing.lines() {
-        if line.starts_with("table ") {
-            in_table = line.trim_end() == "table inet ldsaref {";
-            continue;
-        }
-        if in_table {
-            if let Some(rest) = line.trim().strip_prefix("chain ") {
-                v.push(rest.trim_end_matches(" {").trim().to_owned());
-            }
-        }
-    }
-    v
-}
-
-/// Reads the fingerprint chain of `table inet ldsaref` in `nft list
-/// chains` output; `None` when the table is not there. A table without
-/// the chain (not made by `ldsaref apply`) has the empty fingerprint.
-pub fn fingerprint_in(listing: &str) -> Option<String> {
-    let mut in_table = false;
-    let mut found = false;
-    for line in listing.lines() {
-        if line.starts_with("table ") {
-            in_table = line.trim_end() == "table inet ldsaref {";
-            found |= in_table;
-            continue;
-        }
-        if in_table {
-            if let Some(rest) = line.trim().strip_prefix("chain ") {
-                if let Some(fp) = rest.strip_prefix(FINGERPRINT_CHAIN) {
-                    return Some(fp.trim_end_matches(" {").trim().to_owned());
-                }
-            }
-        }
-    }
-    found.then(String::new)
+/// The installed table's chains.
+pub fn list_chains() -> Result<Chains, String> {
+    ldsaref_kernel::nftables::chains(ldsaref_kernel::nftables::INET, "ldsaref")
+        .map(Chains)
+        .map_err(|e| {
+            let hint = if e.raw_os_error() == Some(libc::EPERM) {
+                " (reading the nftables tables needs root: CAP_NET_ADMIN)"
+            } else {
+                ""
+            };
+            format!("cannot list the chains of table inet ldsaref: {e}{hint}")
+        })
 }
 
 /// Deletes the table; `Ok(false)` if there was none.
@@ -120,15 +111,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_the_fingerprint_among_other_tables() {
-        let listing = "table inet other {\n\tchain rules_x {\n\t}\n}\n\
-                       table inet ldsaref {\n\tchain rules_00ff {\n\t}\n\tchain p0 {\n\t}\n\
-                       \tchain output {\n\t\ttype route hook output priority mangle; policy accept;\n\t}\n}\n";
-        assert_eq!(fingerprint_in(listing).as_deref(), Some("00ff"));
-        assert_eq!(fingerprint_in("table inet other {\n}\n"), None);
-        assert_eq!(
-            fingerprint_in("table inet ldsaref {\n\tchain p0 {\n\t}\n}\n").as_deref(),
-            Some("")
-        );
+    fn the_fingerprint_is_the_fingerprint_chains_suffix() {
+        let t = Chains::of(Some(&["output", "rules_00ff", "p0"]));
+        assert_eq!(t.fingerprint().as_deref(), Some("00ff"));
+        assert!(t.installed());
+        assert_eq!(Chains::of(None).fingerprint(), None);
+        assert!(Chains::of(None).names().is_empty());
+        assert_eq!(Chains::of(Some(&["p0"])).fingerprint().as_deref(), Some(""));
     }
 }

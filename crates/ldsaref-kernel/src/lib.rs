@@ -15,9 +15,14 @@
 //! - [`probe`]: what this kernel and these privileges support.
 //! - [`mapped`]: the compiled rules index, mapped read-only.
 //! - [`xfrm`]: outbound XFRM block policies over netlink (`ldsaref updown`).
+//! - [`nftables`]: the names of a table's chains over netlink (`ldsaref
+//!   apply` reads its fingerprints there).
+//! - [`netlink`]: the socket and framing those two share.
 
 pub mod cmsg;
 pub mod mapped;
+pub mod netlink;
+pub mod nftables;
 pub mod op;
 pub mod opts;
 pub mod probe;

@@ -12,6 +12,8 @@
 use std::io;
 use std::net::IpAddr;
 
+use crate::netlink::{Socket, NLMSG_HDR, NLM_F_ACK, NLM_F_REQUEST};
+
 /// `NETLINK_XFRM`.
 const NETLINK_XFRM: libc::c_int = 6;
 /// `XFRM_MSG_UPDPOLICY`: add, or replace the policy with the same
@@ -21,11 +23,6 @@ const XFRM_MSG_UPDPOLICY: u16 = 0x19;
 const XFRMA_MARK: u16 = 21;
 const XFRM_POLICY_OUT: u8 = 1;
 const XFRM_POLICY_BLOCK: u8 = 1;
-const NLM_F_REQUEST: u16 = 1;
-const NLM_F_ACK: u16 = 4;
-const NLMSG_ERROR: u16 = 2;
-
-const NLMSG_HDR: usize = 16;
 /// `struct xfrm_selector`.
 const SELECTOR: usize = 56;
 /// `struct xfrm_userpolicy_info`: the selector, `xfrm_lifetime_cfg` (64),
@@ -121,7 +118,7 @@ fn addr(out: &mut [u8], a: IpAddr) {
 /// the kernel's answer to each. The first refusal is the error (with the
 /// index of the policy it answers); the policies before it stay.
 pub fn send(policies: &[OutPolicy]) -> Result<(), (usize, io::Error)> {
-    let sock = Socket::open().map_err(|e| (0, e))?;
+    let sock = Socket::open(NETLINK_XFRM).map_err(|e| (0, e))?;
     for (i, p) in policies.iter().enumerate() {
         let seq = i as u32 + 1;
         let msg = policy_update(p, seq).ok_or_else(|| {
@@ -136,100 +133,6 @@ pub fn send(policies: &[OutPolicy]) -> Result<(), (usize, io::Error)> {
         sock.request(&msg, seq).map_err(|e| (i, e))?;
     }
     Ok(())
-}
-
-/// A `NETLINK_XFRM` socket, closed on drop.
-struct Socket(libc::c_int);
-
-impl Socket {
-    fn open() -> io::Result<Socket> {
-        // SAFETY: socket(2) takes no pointers.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                NETLINK_XFRM,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Socket(fd))
-    }
-
-    /// Sends one request and reads until the acknowledgement of `seq`.
-    fn request(&self, msg: &[u8], seq: u32) -> io::Result<()> {
-        // SAFETY: sockaddr_nl is plain data; all zeros is the kernel
-        // (pid 0), no groups.
-        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: msg is a live buffer of msg.len() bytes; kernel is a
-        // valid sockaddr_nl of the size given.
-        let n = unsafe {
-            libc::sendto(
-                self.0,
-                msg.as_ptr().cast(),
-                msg.len(),
-                0,
-                (&kernel as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut buf = [0u8; 4096];
-        loop {
-            // SAFETY: buf is a live, writable buffer of buf.len() bytes.
-            let n = unsafe { libc::recv(self.0, buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            if let Some(answer) = ack(&buf[..n as usize], seq) {
-                return answer;
-            }
-        }
-    }
-}
-
-impl Drop for Socket {
-    fn drop(&mut self) {
-        // SAFETY: the descriptor is ours and closed once.
-        unsafe { libc::close(self.0) };
-    }
-}
-
-/// The answer to request `seq` among the netlink messages in `buf`, if
-/// one is there: `NLMSG_ERROR` with error 0 is the acknowledgement, a
-/// negative one the errno.
-fn ack(buf: &[u8], seq: u32) -> Option<io::Result<()>> {
-    let mut at = 0;
-    while at + NLMSG_HDR <= buf.len() {
-        let len = u32::from_ne_bytes(buf[at..at + 4].try_into().ok()?) as usize;
-        if len < NLMSG_HDR || at + len > buf.len() {
-            return Some(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "truncated netlink answer",
-            )));
-        }
-        let kind = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().ok()?);
-        let s = u32::from_ne_bytes(buf[at + 8..at + 12].try_into().ok()?);
-        if kind == NLMSG_ERROR && s == seq && len >= NLMSG_HDR + 4 {
-            let err = i32::from_ne_bytes(buf[at + 16..at + 20].try_into().ok()?);
-            return Some(if err == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::from_raw_os_error(-err))
-            });
-        }
-        // NLMSG_ALIGN
-        at += (len + 3) & !3;
-    }
-    None
 }
 
 #[cfg(test)]
@@ -299,21 +202,5 @@ mod tests {
             ..p
         };
         assert!(policy_update(&mixed, 1).is_none());
-    }
-
-    #[test]
-    fn acks_and_errors_are_read_by_sequence() {
-        let mut buf = vec![0u8; 36 * 2];
-        for (i, (seq, err)) in [(3u32, 0i32), (4, -1)].iter().enumerate() {
-            let at = i * 36;
-            buf[at..at + 4].copy_from_slice(&36u32.to_ne_bytes());
-            buf[at + 4..at + 6].copy_from_slice(&2u16.to_ne_bytes());
-            buf[at + 8..at + 12].copy_from_slice(&seq.to_ne_bytes());
-            buf[at + 16..at + 20].copy_from_slice(&err.to_ne_bytes());
-        }
-        assert!(matches!(ack(&buf, 3), Some(Ok(()))));
-        assert_eq!(ack(&buf, 4).unwrap().unwrap_err().raw_os_error(), Some(1));
-        assert!(ack(&buf, 5).is_none());
-        assert!(ack(&buf[..20], 3).unwrap().is_err(), "truncated");
     }
 }

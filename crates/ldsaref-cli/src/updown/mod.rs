@@ -277,9 +277,16 @@ fn refresh(args: &UpdownArgs, going_up: bool) -> Result<(), String> {
         return Ok(());
     }
     if going_up {
+        // A ticket, so that the applies of a burst of ups that find their
+        // rules already installed by another stop at once (apply_queue).
+        let ticket = crate::apply_queue::take().map(|t| t.to_string());
+        let mut apply = vec!["apply", "--if-installed", "--syslog"];
+        if let Some(t) = &ticket {
+            apply.extend(["--ticket", t]);
+        }
         in_background(
             &location,
-            &["apply", "--if-installed", "--syslog"],
+            &apply,
             None,
             &format!(
                 "ldsaref: table inet ldsaref (if installed) and {} follow in the background",
@@ -293,7 +300,7 @@ fn refresh(args: &UpdownArgs, going_up: bool) -> Result<(), String> {
     // with the rules.
     let _serial = crate::apply::serialized()?;
     let listing = match crate::nft::list_chains() {
-        Ok(l) if crate::nft::fingerprint_in(&l).is_some() => l,
+        Ok(l) if l.installed() => l,
         _ => return Ok(()),
     };
     let set = match crate::settings::load_rules(&location)? {
