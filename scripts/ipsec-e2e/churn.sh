@@ -102,6 +102,50 @@ wire_count() { # FILTER: packets matching it, summed over the four captures
     echo $total
 }
 
+# The clients' XFRM statistics (/proc/net/xfrm_stat is per network
+# namespace), saved as $E/xfrm_stat-cI.SUFFIX: the kernel's own count of
+# what each client's SAs decrypted and its policies then refused. A packet
+# the server put into the wrong tunnel whose inner addresses the receiving
+# client's selectors do not cover is dropped there (XfrmInTmplMismatch),
+# where no receiver's tag can see it.
+xfrm_stats() { # SUFFIX
+    local i
+    for i in 1 2; do
+        ip netns exec "c$i" cat /proc/net/xfrm_stat >"$E/xfrm_stat-c$i.$1" 2>/dev/null
+    done
+}
+
+# One line per client: the counters that moved between the two snapshots,
+# then a CHECK that no decrypted packet was refused for not matching its
+# SA's template or state (the wrong tunnel at the SA level). Packets for an
+# SA already gone (XfrmInNoStates) and decrypted ones a client had just
+# removed the policy for (XfrmInNoPols) are what a tunnel going down
+# leaves in flight: reported, not failed on.
+xfrm_stats_check() {
+    local i
+    for i in 1 2; do
+        python3 - "$E/xfrm_stat-c$i.before" "$E/xfrm_stat-c$i.after" "c$i" "$tag" <<'PY'
+import sys
+def read(p):
+    try:
+        return {k: int(v) for k, v in (l.split() for l in open(p) if l.strip())}
+    except (OSError, ValueError):
+        return None
+a, b = read(sys.argv[1]), read(sys.argv[2])
+who, tag = sys.argv[3], sys.argv[4]
+if a is None or b is None:
+    print(f"CHECK 0 {tag}: {who}'s XFRM statistics could be read before and after the phase")
+    sys.exit()
+moved = {k: b[k] - a.get(k, 0) for k in b if b[k] != a.get(k, 0)}
+print(f"DETAIL {who}: XFRM statistics that moved during the phase: "
+      + (", ".join(f"{k} {v}" for k, v in sorted(moved.items())) or "none"))
+wrong = moved.get("XfrmInTmplMismatch", 0) + moved.get("XfrmInStateMismatch", 0)
+print(f"CHECK {int(wrong == 0)} {tag}: {who}'s SAs decrypted nothing its policies refused as another "
+      f"tunnel's (XfrmInTmplMismatch + XfrmInStateMismatch: {wrong})")
+PY
+    done
+}
+
 capture_stop() {
     local ns p
     for ns in srv c1 c2; do
@@ -122,7 +166,7 @@ daemon_phase() {
     # client under `ldsaref run --cgroup`, which no preload reaches.
     CGROUP=
     [ "$variant" = marks ] && [ -n "${GOSENDER:-}" ] && CGROUP=1
-    rm -rf "$REC" "$RULES" "$E"/churn-*.log "$E/c1.initiate.out" "$E/c2.initiate.out"
+    rm -rf "$REC" "$RULES" "$E"/churn-*.log "$E"/churn-verdict.xfrm "$E"/xfrm_stat-* "$E/c1.initiate.out" "$E/c2.initiate.out"
     mkdir -p "$REC/env" "$RULES"
     chmod 755 "$RULES"
     daemon_net_up "$daemon" "$variant"
@@ -163,6 +207,7 @@ daemon_phase() {
     # The senders: started once the rules exist (ldsaref run refuses an
     # unknown profile), never restarted.
     local since
+    xfrm_stats before
     since=$(date +%s.%N)
     for i in 1 2; do
         bg ip netns exec srv "$lds" run --rules "$RULES" --profile "$(profile_of "$daemon" $i)" --mode nfmark -- \
@@ -273,6 +318,8 @@ daemon_phase_end() { # DAEMON VARIANT T0 [SINCE CYCLES]
             "$tag" "$cycles" "$leaked" "$since" "$REC/calls.log" "$backends" "$E")
         local r
         r=$(python3 "$dir/churn.py" report "$json")
+        xfrm_stats after
+        xfrm_stats_check >>"$E/churn-verdict.xfrm"
         if [ "$daemon" = strongswan ]; then
             rekeys=$(grep -c 'CHILD_SA .* established' "$E/srv.charon.log")
         else
@@ -347,7 +394,7 @@ EOF
                     grep -av 'sending packet\|received packet\|^.*: *$' | head -n 150 | sed 's/^/         /'
                 ;;
             esac
-        done <"$E/churn-verdict"
+        done < <(cat "$E/churn-verdict" "$E/churn-verdict.xfrm")
     fi
     # The environments (thousands of lines) only when the host keeps them.
     if [ -n "${opt_record:-}" ]; then
