@@ -223,6 +223,7 @@ def report(a):
       client installing the SA), after_peer_ms from then, or from the
       call's return if later, to the first message (the steering, and
       the senders' own 40 ms cadence); the worst of each.
+    - updown_calls: per verb, the median and longest ldsaref updown call.
     - ok_while_down: sends that succeeded more than `grace` s after a
       down-client call returned and before the next up-client (they
       either leaked, which the wire shows, or were dropped silently,
@@ -383,6 +384,13 @@ def report(a):
         for e, n in o["errnos"].items():
             out["errnos"][e] = out["errnos"].get(e, 0) + n
     out["backends"] = per
+    # how long ldsaref updown took, per verb (the daemon waits for each
+    # call, and charon runs them one at a time): median / max ms, count
+    took = {}
+    for l in calls:
+        took.setdefault(l[2], []).append((float(l[0]) - float(l[1])) * 1000)
+    out["updown_calls"] = {v: f"{sorted(t)[len(t) // 2]:.0f}/{max(t):.0f} ms ({len(t)})"
+                           for v, t in sorted(took.items())}
     return out
 
 

@@ -343,6 +343,8 @@ print(f"SUMMARY {tag}: cycles {r['cycles']}, sent {r['sent']}, refused {r['refus
       f"longest updown call {r['updown_call_max_ms']} ms; ups {r['ups']}, unrecovered {len(r['unrecovered'])}, "
       f"ok-while-down {r['ok_while_down']}, errnos {r['errnos']}; "
       f"ups the daemons failed at the peer {len(r['peer_failed'])})")
+print(f"DETAIL ldsaref updown calls, median/longest per verb: "
+      + ", ".join(f"{v} {t}" for v, t in r["updown_calls"].items()))
 for d in r["peer_failed"][:6]:
     print(f"DETAIL up-client whose SA the peer never established (not counted in recovery): {d}")
 for b, o in r["backends"].items():
