@@ -166,7 +166,7 @@ daemon_phase() {
     # client under `ldsaref run --cgroup`, which no preload reaches.
     CGROUP=
     [ "$variant" = marks ] && [ -n "${GOSENDER:-}" ] && CGROUP=1
-    rm -rf "$REC" "$RULES" "$E"/churn-*.log "$E"/churn-verdict.xfrm "$E"/xfrm_stat-* "$E/c1.initiate.out" "$E/c2.initiate.out"
+    rm -rf "$REC" "$RULES" "$E"/churn-*.log "$E"/xfrm_stat-* "$E/c1.initiate.out" "$E/c2.initiate.out"
     mkdir -p "$REC/env" "$RULES"
     chmod 755 "$RULES"
     daemon_net_up "$daemon" "$variant"
@@ -319,7 +319,6 @@ daemon_phase_end() { # DAEMON VARIANT T0 [SINCE CYCLES]
         local r
         r=$(python3 "$dir/churn.py" report "$json")
         xfrm_stats after
-        xfrm_stats_check >>"$E/churn-verdict.xfrm"
         if [ "$daemon" = strongswan ]; then
             rekeys=$(grep -c 'CHILD_SA .* established' "$E/srv.charon.log")
         else
@@ -378,6 +377,7 @@ for b, o in r["backends"].items():
     print(f"TARGET {tag} [{b}]: first packet within 1 s of each up-client call: {'met' if o['recovery_ms'] <= 1000 else 'NOT met'} (worst {o['recovery_ms']} ms from the call, {o['recovery_after_return_ms']} ms from its return; the first successful send came at worst {o['steered_after_return_ms']} ms after the return; from the call to the client's SA at worst {o['peer_ms']} ms, from the client's SA to the first message at worst {o['after_peer_ms']} ms)")
     print(f"CHECK {int(o['delivered'] > 0)} {tag} [{b}]: messages delivered through the tunnels ({o['delivered']})")
 EOF
+        xfrm_stats_check >>"$E/churn-verdict"
         local line
         while read -r line; do
             case $line in
@@ -396,7 +396,7 @@ EOF
                     grep -av 'sending packet\|received packet\|^.*: *$' | head -n 150 | sed 's/^/         /'
                 ;;
             esac
-        done < <(cat "$E/churn-verdict" "$E/churn-verdict.xfrm")
+        done <"$E/churn-verdict"
     fi
     # The environments (thousands of lines) only when the host keeps them.
     if [ -n "${opt_record:-}" ]; then
