@@ -77,6 +77,16 @@ fn wait_for_table(ns: &Netns, ok: impl Fn(&str) -> bool) -> Duration {
 /// The tickets of `ns`'s background applies: handed out, followed (see
 /// `apply_queue.rs`).
 fn tickets(ns: &Netns) -> (u64, u64) {
+    let text = std::fs::read_to_string(format!("/run/ldsaref/apply-{}.queue", ns_id(ns)))
+        .unwrap_or_default();
+    let mut n = text
+        .split(' ')
+        .map(|x| x.trim().parse::<u64>().unwrap_or(0));
+    (n.next().unwrap_or(0), n.next().unwrap_or(0))
+}
+
+/// `DEV-INO` of `ns`, as ldsaref names its files in /run/ldsaref.
+fn ns_id(ns: &Netns) -> String {
     let mut c = Command::new("nsenter");
     c.arg(format!("--net=/run/netns/{}", ns.name())).args([
         "stat",
@@ -87,13 +97,7 @@ fn tickets(ns: &Netns) -> (u64, u64) {
     ]);
     let out = run_with_timeout(&mut c, Duration::from_secs(30));
     assert!(out.success(), "{out}");
-    let id = out.stdout.trim().replace(' ', "-");
-    let text =
-        std::fs::read_to_string(format!("/run/ldsaref/apply-{id}.queue")).unwrap_or_default();
-    let mut n = text
-        .split(' ')
-        .map(|x| x.trim().parse::<u64>().unwrap_or(0));
-    (n.next().unwrap_or(0), n.next().unwrap_or(0))
+    out.stdout.trim().replace(' ', "-")
 }
 
 fn updown(ns: &Netns, dir: &Path, verb: &str, conn: &str, peer: &str, mark: &str) -> RunOutput {
@@ -304,6 +308,84 @@ fn apply_if_installed_keeps_a_table_current_and_installs_none() {
     assert!(
         now.contains("198.19.0.0") && !now.contains("198.18.0.0"),
         "{now}"
+    );
+
+    let removed = ldsaref_in(&ns, &["apply", "--remove"], &[]);
+    assert_eq!(removed.code(), Some(0), "{removed}");
+}
+
+/// The daemon reads updown's output until every holder of the pipe is
+/// gone: the background apply after an up (a child forked from updown)
+/// must not hold it, even while it waits for the table's lock.
+#[test]
+fn the_background_apply_lets_go_of_the_daemons_pipe() {
+    require_root!();
+    let (_turn, ns, t) = begin("updown-pipe");
+    let dir = t.join("rules.d");
+    let tag = std::process::id();
+    let conn = format!("udp{tag}");
+    updown(
+        &ns,
+        &dir,
+        "up-client",
+        &conn,
+        "198.18.0.0/24",
+        "1/0xffffffff",
+    );
+    let applied = ldsaref_in(&ns, &["apply", "--rules", dir.to_str().unwrap()], &[]);
+    assert_eq!(applied.code(), Some(0), "{applied}");
+
+    // Another change of the table holds the lock for 3 s.
+    let lock = format!("/run/ldsaref/apply-{}.lock", ns_id(&ns));
+    let mut holder = Command::new("flock")
+        .args([&lock, "-c", "echo held; sleep 3"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("flock (util-linux)");
+    let mut held = [0u8; 5];
+    std::io::Read::read_exact(holder.stdout.as_mut().unwrap(), &mut held).unwrap();
+
+    // updown's output reaches its end when updown exits, with the apply
+    // it started still waiting for the lock.
+    let start = Instant::now();
+    let mut c = Command::new("nsenter");
+    c.arg(format!("--net=/run/netns/{}", ns.name()))
+        .args(["/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
+        .args([
+            "PLUTO_VERSION=1.1",
+            "PLUTO_VERB=up-client",
+            &format!("PLUTO_CONNECTION={conn}"),
+            "PLUTO_MY_CLIENT=203.0.113.1/32",
+            "PLUTO_PEER_CLIENT=198.19.0.0/24",
+            "PLUTO_MARK_OUT=1/0xffffffff",
+        ])
+        .arg(cli_path())
+        .args(["updown", "--apply", "--dir", dir.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let eof = start.elapsed();
+    assert!(child.wait().unwrap().success(), "{out}{err}");
+    assert!(out.contains("follow in the background"), "{out}{err}");
+    assert!(
+        eof < Duration::from_secs(2),
+        "updown's output ended only after {eof:?}: the background apply held it"
+    );
+    assert!(
+        !table(&ns).contains("198.19.0.0"),
+        "applied through the lock"
+    );
+
+    // Once the lock is free, the apply that waited installs the change.
+    assert!(holder.wait().unwrap().success());
+    let followed = wait_for_table(&ns, |t| t.contains("198.19.0.0"));
+    eprintln!(
+        "output ended after {eof:?}; the table followed {followed:?} after the lock's release"
     );
 
     let removed = ldsaref_in(&ns, &["apply", "--remove"], &[]);

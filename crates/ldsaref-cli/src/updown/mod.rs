@@ -279,15 +279,10 @@ fn refresh(args: &UpdownArgs, going_up: bool) -> Result<(), String> {
     if going_up {
         // A ticket, so that the applies of a burst of ups that find their
         // rules already installed by another stop at once (apply_queue).
-        let ticket = crate::apply_queue::take().map(|t| t.to_string());
-        let mut apply = vec!["apply", "--if-installed", "--syslog"];
-        if let Some(t) = &ticket {
-            apply.extend(["--ticket", t]);
-        }
-        in_background(
+        let ticket = crate::apply_queue::take();
+        apply_in_background(
             &location,
-            &apply,
-            None,
+            ticket,
             &format!(
                 "ldsaref: table inet ldsaref (if installed) and {} follow in the background",
                 location.index_path().display()
@@ -350,6 +345,100 @@ fn in_background(location: &Location, args: &[&str], dir: Option<&std::path::Pat
     match c.spawn() {
         Ok(_) => println!("{started}"),
         Err(e) => eprintln!("ldsaref updown: warning: {what} not started ({e})"),
+    }
+}
+
+/// `ldsaref apply --if-installed --syslog [--ticket N]` for `location`,
+/// not waited for, in a child forked from this process: an exec of
+/// ldsaref cost 0.1-0.4 s before its `main` ran in the emulated guest of
+/// the end-to-end test, every bit of it added to the time a tunnel's
+/// cgroup waits for its table. Spawned as [`in_background`] does when
+/// this process has another thread (a fork would copy only this one,
+/// with whatever locks the others held) or cannot fork. Prints `started`
+/// once it has started.
+fn apply_in_background(location: &Location, ticket: Option<u64>, started: &str) {
+    use std::io::Write;
+    if !single_threaded() {
+        return spawn_apply(location, ticket, started);
+    }
+    // Nothing buffered may reach the daemon twice.
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: fork takes no pointers. This process has one thread, so the
+    // child's copy of it holds no lock that a thread it does not have
+    // took; the child never returns into the caller (applied() ends in
+    // _exit).
+    match unsafe { libc::fork() } {
+        0 => applied(location, ticket),
+        -1 => spawn_apply(location, ticket, started),
+        _ => println!("{started}"),
+    }
+}
+
+fn spawn_apply(location: &Location, ticket: Option<u64>, started: &str) {
+    let ticket = ticket.map(|t| t.to_string());
+    let mut apply = vec!["apply", "--if-installed", "--syslog"];
+    if let Some(t) = &ticket {
+        apply.extend(["--ticket", t]);
+    }
+    in_background(location, &apply, None, started);
+}
+
+/// Whether this process runs one thread (`/proc/self/status`).
+fn single_threaded() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:").map(|n| n.trim() == "1"))
+        })
+        .unwrap_or(false)
+}
+
+/// The forked child: lets go of the daemon's pipe and descriptors (the
+/// daemon reads updown's output until every holder of it is gone), runs
+/// the apply, and exits with its status.
+fn applied(location: &Location, ticket: Option<u64>) -> ! {
+    let code = std::panic::catch_unwind(|| {
+        detach();
+        let mut args = crate::apply::ApplyArgs {
+            rules: None,
+            print: false,
+            remove: false,
+            if_installed: true,
+            syslog: true,
+            ticket,
+        };
+        match location {
+            Location::Explicit(p) => args.rules = Some(p.clone()),
+            // As `in_background` runs it: the system files, whatever the
+            // daemon's environment says.
+            Location::System => std::env::remove_var(ldsaref_rules::settings::vars::LDSAREF_RULES),
+        }
+        crate::apply::apply(&args)
+    })
+    .unwrap_or(101);
+    // SAFETY: _exit takes no pointers; it skips the exit handlers, which
+    // are the parent's (it flushes and exits on its own).
+    unsafe { libc::_exit(i32::from(code)) }
+}
+
+/// Standard input, output and error to /dev/null, every other inherited
+/// descriptor closed.
+fn detach() {
+    // SAFETY: the path is a NUL-terminated literal; dup2 and close take
+    // descriptor numbers only; close_range takes numbers and flags.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+            if null > 2 {
+                libc::close(null);
+            }
+        }
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
     }
 }
 
