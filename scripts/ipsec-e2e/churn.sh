@@ -336,6 +336,19 @@ daemon_phase_end() { # DAEMON VARIANT T0 [SINCE CYCLES]
                 tcpdump -tt -n -r "$E/$f.pcap" 'not esp and not arp and not (udp port 500 or udp port 4500) and net 198.18.0.0/15' 2>/dev/null |
                     head -n 20 | sed "s/^/         $f: /"
             done
+            # What the daemon and ldsaref did around each (the first 5):
+            # the updown calls from 3 s before to 1 s after, and the
+            # server's outbound XFRM policies and routing rules as the
+            # phase ends.
+            for f in srv-c1 srv-c2; do
+                tcpdump -tt -n -r "$E/$f.pcap" 'not esp and not arp and not (udp port 500 or udp port 4500) and net 198.18.0.0/15' 2>/dev/null |
+                    head -n 5 | while read -r t _; do
+                    echo "         updown calls around $t ($f): EPOCH VERB CONN CLIENT IF_ID EXIT END"
+                    awk -v t="$t" '$1 >= t - 3 && $1 <= t + 1' "$REC/calls.log" | sort -n | sed 's/^/           /'
+                done
+            done
+            echo "         the server's outbound policies now:"
+            ip -n srv xfrm policy list dir out 2>&1 | grep -E '^src|mark|action|priority' | head -n 40 | sed 's/^/           /'
         fi
         echo "$(stamp)        other non-ESP/IKE/ARP packets on the wire (not to/from the client networks): $other; CHILD SAs established by the server: $rekeys"
         python3 - "$r" "$tag" <<'EOF' >"$E/churn-verdict"
