@@ -111,6 +111,7 @@ xfrm_stats() { # SUFFIX
     for i in 1 2; do
         ip netns exec "c$i" cat /proc/net/xfrm_stat >"$E/xfrm_stat-c$i.$1" 2>/dev/null
     done
+    ip netns exec srv cat /proc/net/xfrm_stat >"$E/xfrm_stat-srv.$1" 2>/dev/null
 }
 
 # One line per client: the counters that moved between the two snapshots,
@@ -128,6 +129,19 @@ xfrm_stats() { # SUFFIX
 # meant for, only its tag says (the receivers' check).
 xfrm_stats_check() {
     local i
+    # The server's, reported: its outbound counters say what its policies
+    # did with the senders' packets (XfrmOutPolBlock: ldsaref's fallback
+    # blocks or a daemon's; XfrmOutNoStates: a policy without its SA).
+    python3 - "$E/xfrm_stat-srv.before" "$E/xfrm_stat-srv.after" <<'PY'
+import sys
+try:
+    a, b = ({k: int(v) for k, v in (l.split() for l in open(p) if l.strip())} for p in sys.argv[1:3])
+    moved = {k: b[k] - a.get(k, 0) for k in b if b[k] != a.get(k, 0)}
+    print("DETAIL srv: XFRM statistics that moved during the phase: "
+          + (", ".join(f"{k} {v}" for k, v in sorted(moved.items())) or "none"))
+except (OSError, ValueError) as e:
+    print(f"DETAIL srv: XFRM statistics not read ({e})")
+PY
     for i in 1 2; do
         python3 - "$E/xfrm_stat-c$i.before" "$E/xfrm_stat-c$i.after" "c$i" "$tag" <<'PY'
 import sys
