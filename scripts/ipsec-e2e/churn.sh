@@ -359,6 +359,10 @@ daemon_phase_end() { # DAEMON VARIANT T0 [SINCE CYCLES]
                     head -n 5 | while read -r t _; do
                     echo "         updown calls around $t ($f): EPOCH VERB CONN CLIENT IF_ID EXIT END"
                     awk -v t="$t" '$1 >= t - 3 && $1 <= t + 1' "$REC/calls.log" | sort -n | sed 's/^/           /'
+                    echo "         the daemons' logs from 2 s before to 1 s after:"
+                    python3 "$dir/churn.py" window "$t" 2 1 \
+                        "$E/srv.charon.log" "$E/pluto.log" "$E/c1.charon.log" "$E/c2.charon.log" |
+                        grep -av 'sending packet\|received packet\|^.*: *$' | head -n 80 | sed 's/^/           /'
                 done
             done
             echo "         the server's outbound policies now:"
