@@ -27,6 +27,14 @@ fn begin(dir: &str) -> (std::sync::MutexGuard<'static, ()>, Netns, TempDir) {
 /// `ldsaref ARGS` in `ns` through nsenter (which keeps /sys and its cgroup2
 /// mount), with exactly `vars` and a PATH in the environment.
 fn ldsaref_in(ns: &Netns, args: &[&str], vars: &[(&str, &str)]) -> RunOutput {
+    run_with_timeout(
+        &mut ldsaref_command(ns, args, vars),
+        Duration::from_secs(60),
+    )
+}
+
+/// The command [`ldsaref_in`] runs.
+fn ldsaref_command(ns: &Netns, args: &[&str], vars: &[(&str, &str)]) -> Command {
     let mut c = Command::new("nsenter");
     c.arg(format!("--net=/run/netns/{}", ns.name()))
         .arg("/usr/bin/env")
@@ -36,7 +44,7 @@ fn ldsaref_in(ns: &Netns, args: &[&str], vars: &[(&str, &str)]) -> RunOutput {
         c.arg(format!("{k}={v}"));
     }
     c.arg(cli_path()).args(args);
-    run_with_timeout(&mut c, Duration::from_secs(60))
+    c
 }
 
 /// `nft list table inet ldsaref` in `ns`.
@@ -348,20 +356,19 @@ fn the_background_apply_lets_go_of_the_daemons_pipe() {
     // updown's output reaches its end when updown exits, with the apply
     // it started still waiting for the lock.
     let start = Instant::now();
-    let mut c = Command::new("nsenter");
-    c.arg(format!("--net=/run/netns/{}", ns.name()))
-        .args(["/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"])
-        .args([
-            "PLUTO_VERSION=1.1",
-            "PLUTO_VERB=up-client",
-            &format!("PLUTO_CONNECTION={conn}"),
-            "PLUTO_MY_CLIENT=203.0.113.1/32",
-            "PLUTO_PEER_CLIENT=198.19.0.0/24",
-            "PLUTO_MARK_OUT=1/0xffffffff",
-        ])
-        .arg(cli_path())
-        .args(["updown", "--apply", "--dir", dir.to_str().unwrap()])
-        .stdin(std::process::Stdio::null())
+    let mut c = ldsaref_command(
+        &ns,
+        &["updown", "--apply", "--dir", dir.to_str().unwrap()],
+        &[
+            ("PLUTO_VERSION", "1.1"),
+            ("PLUTO_VERB", "up-client"),
+            ("PLUTO_CONNECTION", &conn),
+            ("PLUTO_MY_CLIENT", "203.0.113.1/32"),
+            ("PLUTO_PEER_CLIENT", "198.19.0.0/24"),
+            ("PLUTO_MARK_OUT", "1/0xffffffff"),
+        ],
+    );
+    c.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let mut child = c.spawn().unwrap();

@@ -479,10 +479,17 @@ mod recent {
     /// (`/run/ldsaref/apply-DEV-INO.lock`), released when dropped; `None`
     /// for a process that may not create or open it (not root).
     pub fn lock() -> Result<Option<std::fs::File>, String> {
+        locked("lock")
+    }
+
+    /// `/run/ldsaref/apply-DEV-INO.EXTENSION`, created (mode 0600) and
+    /// locked exclusively until dropped; `None` for a process that may not
+    /// create or open it (not root).
+    pub fn locked(extension: &str) -> Result<Option<std::fs::File>, String> {
         use std::os::unix::fs::OpenOptionsExt;
         let path = path()
             .ok_or("cannot read /proc/self/ns/net (is /proc mounted?)")?
-            .with_extension("lock");
+            .with_extension(extension);
         let _ = std::fs::create_dir_all("/run/ldsaref");
         let f = std::fs::OpenOptions::new()
             .read(true)
@@ -569,6 +576,13 @@ mod recent {
 /// reads the table and the rules and installs (released when dropped).
 pub fn serialized() -> Result<Option<std::fs::File>, String> {
     recent::lock()
+}
+
+/// This network namespace's `/run/ldsaref/apply-DEV-INO.EXTENSION`
+/// (beside the table's lock), created and locked until dropped; `None`
+/// when not root.
+pub fn namespace_file_locked(extension: &str) -> Result<Option<std::fs::File>, String> {
+    recent::locked(extension)
 }
 
 /// Installs the table of `set` (unless the installed one is it already:

@@ -24,10 +24,7 @@
 //! coalescing: an apply without a ticket, or that cannot read the file,
 //! applies as before.
 
-use std::fs::File;
 use std::io::{Read, Seek, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::PathBuf;
 
 /// The counters, in the order of the file, and the rules followed (the
 /// index path of their location: one per location).
@@ -63,29 +60,12 @@ impl Counters {
     }
 }
 
-fn path() -> Option<PathBuf> {
-    let m = std::fs::metadata("/proc/self/ns/net").ok()?;
-    Some(PathBuf::from(format!(
-        "/run/ldsaref/apply-{}-{}.queue",
-        m.dev(),
-        m.ino()
-    )))
-}
-
 /// Runs `change` on the counters under the file's own lock (held for
 /// microseconds, never while an apply works); the counters after it.
 fn update(change: impl FnOnce(&mut Counters)) -> Option<Counters> {
-    let path = path()?;
-    let _ = std::fs::create_dir_all("/run/ldsaref");
-    let mut f: File = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .ok()?;
-    crate::updown::fsio::lock_exclusive(&f).ok()?;
+    let mut f = crate::apply::namespace_file_locked("queue")
+        .ok()
+        .flatten()?;
     let mut text = String::new();
     f.read_to_string(&mut text).ok()?;
     let mut c = Counters::parse(&text);

@@ -80,27 +80,34 @@ fn nfgenmsg(family: u8) -> Vec<u8> {
 
 /// `NFT_MSG_GETTABLE` for one table, acknowledged (or `ENOENT`).
 fn table_request(family: u8, name: &[u8], seq: u32) -> Vec<u8> {
-    let mut body = nfgenmsg(family);
-    netlink::put_attribute(&mut body, NFTA_TABLE_NAME, name);
-    netlink::request(
-        NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE,
+    nft_request(
+        NFT_MSG_GETTABLE,
         NLM_F_REQUEST | NLM_F_ACK,
+        family,
+        NFTA_TABLE_NAME,
+        name,
         seq,
-        &body,
     )
 }
 
 /// A dump of the family's chains, naming the table (kernels that filter
 /// dumps by table do; the answer is filtered again by [`read_chains`]).
 fn chain_dump_request(family: u8, table: &[u8], seq: u32) -> Vec<u8> {
-    let mut body = nfgenmsg(family);
-    netlink::put_attribute(&mut body, NFTA_CHAIN_TABLE, table);
-    netlink::request(
-        NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETCHAIN,
+    nft_request(
+        NFT_MSG_GETCHAIN,
         NLM_F_REQUEST | NLM_F_DUMP,
+        family,
+        NFTA_CHAIN_TABLE,
+        table,
         seq,
-        &body,
     )
+}
+
+/// An nf_tables request of type `msg` with one attribute.
+fn nft_request(msg: u16, flags: u16, family: u8, attr: u16, value: &[u8], seq: u32) -> Vec<u8> {
+    let mut body = nfgenmsg(family);
+    netlink::put_attribute(&mut body, attr, value);
+    netlink::request(NFNL_SUBSYS_NFTABLES << 8 | msg, flags, seq, &body)
 }
 
 #[derive(Debug, PartialEq, Eq)]
