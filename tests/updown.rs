@@ -667,62 +667,27 @@ fn rx_packets(ns: &Netns, dev: &str) -> u64 {
     nums[1]
 }
 
-/// The fallback block policy, in the kernel. A gateway namespace has a
-/// route to the client network through a veth (the mark's route) and no
-/// IPsec policy of a daemon: the state right after the daemon removed its
-/// own. Once `updown` has brought the marked connection up, and after it
-/// went down again, a datagram or a connect with the connection's mark
-/// fails at once (EPERM) and nothing reaches the wire; without the mark
-/// the same datagram leaves, so the route was there to take.
-#[test]
-fn a_marked_packet_meets_a_block_not_the_clear_once_the_policy_is_gone() {
-    require_root!();
-    let (_t, dir) = rules_dir();
-    let gw = Netns::new();
-    let peer = Netns::new();
-    // No IPv6: its neighbour discovery would be counted on the wire.
-    for ns in [&gw, &peer] {
-        let mut c = ns.command("sysctl");
-        c.args([
-            "-qw",
-            "net.ipv6.conf.all.disable_ipv6=1",
-            "net.ipv6.conf.default.disable_ipv6=1",
-        ]);
-        run_with_timeout(&mut c, Duration::from_secs(10)).assert_success();
-    }
-    gw.veth_to(&peer, "s-c1", "192.0.2.1/30", "c-srv", "192.0.2.2/30");
-    gw.ip(&[
-        "route",
-        "add",
-        "198.18.0.0/24",
-        "via",
-        "192.0.2.2",
-        "dev",
-        "s-c1",
-    ]);
-    let d = dir.to_str().unwrap();
-    let call = |verb: &str| {
-        let vars = [
-            ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-            ("PLUTO_VERSION", "1.1"),
-            ("PLUTO_VERB", verb),
-            ("PLUTO_CONNECTION", "c1"),
-            ("PLUTO_MY_CLIENT", "203.0.113.1/32"),
-            ("PLUTO_PEER_CLIENT", "198.18.0.0/24"),
-            ("PLUTO_MARK_OUT", "2154102784/0xffffffff"),
-        ];
-        let mut c = gw.command_env(&vars, cli_path());
-        c.args(["updown", "--dir", d]);
-        let out = run_with_timeout(&mut c, Duration::from_secs(30));
-        assert_eq!(out.code(), Some(0), "{verb}: {out}");
-    };
-    let probe = r#"
+/// A gateway namespace with a route to the client network 198.18.0.0/24
+/// through a veth to a peer namespace (the mark's route) and no IPsec
+/// policy of a daemon: the state right after the daemon removed its own.
+struct Gateway {
+    _t: TempDir,
+    dir: PathBuf,
+    gw: Netns,
+    peer: Netns,
+}
+
+/// What the probes send: a datagram or a connect with the connection's
+/// mark, or a datagram without it; each prints `sent` or the errno.
+const PROBE: &str = r#"
 import errno, socket, struct, sys
 mark = struct.pack("I", 0x80650000)
 def outcome(f):
     try:
         f()
         return "sent"
+    except socket.timeout:
+        return "timeout"
     except OSError as e:
         return errno.errorcode[e.errno]
 def udp(marked):
@@ -733,45 +698,172 @@ def udp(marked):
 def tcp():
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
-    s.settimeout(3)
+    s.settimeout(2)
     s.connect(("198.18.0.5", 80))
 which = sys.argv[1]
 print(outcome({"udp-marked": lambda: udp(True), "tcp-marked": tcp, "udp-plain": lambda: udp(False)}[which]))
 "#;
-    let run = |which: &str| -> String {
-        let mut c = gw.command(python3());
-        c.args(["-c", probe, which]);
+
+impl Gateway {
+    fn new() -> Gateway {
+        let (t, dir) = rules_dir();
+        let gw = Netns::new();
+        let peer = Netns::new();
+        // No IPv6: its neighbour discovery would be counted on the wire.
+        for ns in [&gw, &peer] {
+            let mut c = ns.command("sysctl");
+            c.args([
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ]);
+            run_with_timeout(&mut c, Duration::from_secs(10)).assert_success();
+        }
+        gw.veth_to(&peer, "s-c1", "192.0.2.1/30", "c-srv", "192.0.2.2/30");
+        gw.ip(&[
+            "route",
+            "add",
+            "198.18.0.0/24",
+            "via",
+            "192.0.2.2",
+            "dev",
+            "s-c1",
+        ]);
+        Gateway {
+            _t: t,
+            dir,
+            gw,
+            peer,
+        }
+    }
+
+    /// charon's call of `ldsaref updown [extra]` for connection c1, whose
+    /// mark is 0x80650000.
+    fn call(&self, verb: &str, extra: &[&str]) {
+        let vars = [
+            ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            ("PLUTO_VERSION", "1.1"),
+            ("PLUTO_VERB", verb),
+            ("PLUTO_CONNECTION", "c1"),
+            ("PLUTO_MY_CLIENT", "203.0.113.1/32"),
+            ("PLUTO_PEER_CLIENT", "198.18.0.0/24"),
+            ("PLUTO_MARK_OUT", "2154102784/0xffffffff"),
+        ];
+        let mut c = self.gw.command_env(&vars, cli_path());
+        c.args(["updown", "--dir", self.dir.to_str().unwrap()])
+            .args(extra);
+        let out = run_with_timeout(&mut c, Duration::from_secs(30));
+        assert_eq!(out.code(), Some(0), "{verb}: {out}");
+    }
+
+    fn probe(&self, which: &str) -> String {
+        let mut c = self.gw.command(python3());
+        c.args(["-c", PROBE, which]);
         let out = run_with_timeout(&mut c, Duration::from_secs(30));
         assert_eq!(out.code(), Some(0), "{out}");
         out.stdout.trim().to_string()
-    };
+    }
 
-    call("up-client");
-    let blocks = gw.ip(&["xfrm", "policy", "list"]);
+    /// Packets that reached the peer so far.
+    fn wire(&self) -> u64 {
+        rx_packets(&self.peer, "c-srv")
+    }
+
+    fn policies(&self) -> String {
+        self.gw.ip(&["xfrm", "policy", "list"])
+    }
+}
+
+/// The fallback block policy, in the kernel. Once `updown` has brought
+/// the marked connection up, and after it went down again, a datagram or
+/// a connect with the connection's mark fails at once (EPERM) and nothing
+/// reaches the wire; without the mark the same datagram leaves, so the
+/// route was there to take.
+#[test]
+fn a_marked_packet_meets_a_block_not_the_clear_once_the_policy_is_gone() {
+    require_root!();
+    let g = Gateway::new();
+    g.call("up-client", &[]);
+    let blocks = g.policies();
     assert_eq!(blocks.matches("action block").count(), 2, "{blocks}");
     for verb in ["up-client", "down-client"] {
         if verb == "down-client" {
-            call(verb);
-            assert!(listing(&dir).is_empty(), "the file goes with the last SA");
+            g.call(verb, &[]);
+            assert!(listing(&g.dir).is_empty(), "the file goes with the last SA");
         }
-        let before = rx_packets(&peer, "c-srv");
-        assert_eq!(run("udp-marked"), "EPERM", "after {verb}");
-        assert_eq!(run("tcp-marked"), "EPERM", "after {verb}");
-        assert_eq!(
-            rx_packets(&peer, "c-srv"),
-            before,
-            "after {verb}: nothing on the wire"
-        );
+        let before = g.wire();
+        assert_eq!(g.probe("udp-marked"), "EPERM", "after {verb}");
+        assert_eq!(g.probe("tcp-marked"), "EPERM", "after {verb}");
+        assert_eq!(g.wire(), before, "after {verb}: nothing on the wire");
     }
     // The blocks stay for the next time the tunnel is down.
-    let blocks = gw.ip(&["xfrm", "policy", "list"]);
+    let blocks = g.policies();
     assert_eq!(blocks.matches("action block").count(), 2, "{blocks}");
-    let before = rx_packets(&peer, "c-srv");
-    assert_eq!(run("udp-plain"), "sent");
+    let before = g.wire();
+    assert_eq!(g.probe("udp-plain"), "sent");
+    assert!(g.wire() > before, "unmarked, the route is taken");
+}
+
+/// The netfilter guard, in the kernel: a policy that lets the client
+/// network through in the clear and matches every mark (as a daemon's
+/// passthrough shunt installed without the connection's mark would),
+/// with a better precedence than the block. The kernel picks it, not the
+/// block; the guard still drops the marked packets (UDP fails with EPERM,
+/// a connect gets no answer) and nothing reaches the wire. Without the
+/// guard the same datagram leaves in the clear: what it guards against.
+#[test]
+fn a_marked_packet_never_leaves_in_the_clear_whatever_policy_matches_it() {
+    require_root!();
+    let g = Gateway::new();
+    g.call("up-client", &[]);
+    // A second up finds its guard installed and changes nothing.
+    let table = || {
+        let mut c = g.gw.command("nft");
+        c.args(["list", "table", "inet", "ldsaref_guard"]);
+        let out = run_with_timeout(&mut c, Duration::from_secs(10));
+        assert_eq!(out.code(), Some(0), "{out}");
+        out.stdout
+    };
+    let first = table();
+    g.call("up-client", &[]);
+    assert_eq!(table(), first);
+    assert_eq!(first.matches("jump g_").count(), 1, "{first}");
     assert!(
-        rx_packets(&peer, "c-srv") > before,
-        "unmarked, the route is taken"
+        first.contains("meta mark 0x80650000 ip daddr 198.18.0.0/24 rt ipsec missing"),
+        "{first}"
     );
+    g.call("down-client", &[]);
+
+    g.gw.ip(&[
+        "xfrm",
+        "policy",
+        "add",
+        "src",
+        "0.0.0.0/0",
+        "dst",
+        "198.18.0.0/24",
+        "dir",
+        "out",
+        "priority",
+        "100",
+        "action",
+        "allow",
+    ]);
+    let before = g.wire();
+    assert_eq!(g.probe("udp-marked"), "EPERM");
+    assert_eq!(g.probe("tcp-marked"), "timeout");
+    assert_eq!(g.wire(), before, "nothing on the wire");
+    let dropped = table();
+    assert!(
+        !dropped.contains("counter packets 0 bytes 0 drop"),
+        "the guard's counter: {dropped}"
+    );
+
+    let mut c = g.gw.command("nft");
+    c.args(["delete", "table", "inet", "ldsaref_guard"]);
+    run_with_timeout(&mut c, Duration::from_secs(10)).assert_success();
+    assert_eq!(g.probe("udp-marked"), "sent", "without the guard");
+    assert!(g.wire() > before, "without the guard, in the clear");
 }
 
 /// The index follows the directory: compiled in the background after an

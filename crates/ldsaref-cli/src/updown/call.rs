@@ -64,6 +64,28 @@ pub struct Selector {
 }
 
 impl Selector {
+    /// `PLUTO_PEER_CLIENT` as an address and a prefix length (a host
+    /// without one has its full length).
+    pub fn peer_net(&self) -> Result<(IpAddr, u8), String> {
+        let (net, len) = match self.peer.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (self.peer.as_str(), None),
+        };
+        let addr: IpAddr = net
+            .parse()
+            .map_err(|_| format!("PLUTO_PEER_CLIENT={}: not a network", self.peer))?;
+        let full = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            Some(l) => l
+                .parse()
+                .ok()
+                .filter(|l| *l <= full)
+                .ok_or_else(|| format!("PLUTO_PEER_CLIENT={}: bad prefix length", self.peer))?,
+            None => full,
+        };
+        Ok((addr, len))
+    }
+
     /// The rule's fields after the destination: `tcp 22`, `53`, or ``.
     pub fn fields(&self) -> String {
         let proto = match self.proto {

@@ -1,6 +1,6 @@
-//! What `ldsaref updown` asks of the kernel's IPsec layer: the fallback
-//! block policy behind a marked connection (over netlink, in process:
-//! `ldsaref_kernel::xfrm`), and the name of the xfrm interface with a
+//! What `ldsaref updown` asks of the kernel: the fallback block policy
+//! behind a marked connection (over netlink, in process:
+//! `ldsaref_kernel::xfrm`), its netfilter guard (`guard`), and the name of the xfrm interface with a
 //! given id (through iproute2's `ip`, on every IPsec gateway).
 //!
 //! # Why a block policy
@@ -16,7 +16,9 @@
 //! once it is gone, a marked packet hits the block and the call fails
 //! (`EPERM`) instead of leaving unprotected, whatever the timing. The
 //! block is never removed by updown: it costs nothing while the tunnel is
-//! up and is what protects it while it is down.
+//! up and is what protects it while it is down. Being the last policy the
+//! kernel would pick, it does not hold against a policy a daemon installs
+//! without the mark; the netfilter guard (`guard`) does.
 //!
 //! xfrm interfaces need none: a packet routed into one without a policy
 //! is dropped by the interface.
@@ -24,9 +26,11 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 
+use ldsaref_kernel::nftables;
 use ldsaref_kernel::xfrm::{self, OutPolicy};
 
 use super::call::{Sa, Selector};
+use super::guard::{self, Guard};
 
 /// Lower precedence than any daemon's policy (pluto's are in the
 /// thousands, charon's below 2^20, trap and fallback ones included).
@@ -37,6 +41,9 @@ pub const BLOCK_PRIORITY: u32 = 0xffff_ff00;
 pub trait Xfrm {
     /// Installs (or refreshes) the block policy behind `sel` for `sa`.
     fn block(&self, sel: &Selector, sa: &Sa) -> Result<(), String>;
+    /// Installs (unless it is there) the netfilter guard behind `sel` for
+    /// `sa` (see `guard`).
+    fn guard(&self, sel: &Selector, sa: &Sa) -> Result<(), String>;
     /// The name of the xfrm interface whose `if_id` is `id`.
     fn interface(&self, id: u32) -> Result<String, String>;
 }
@@ -47,22 +54,7 @@ pub trait Xfrm {
 /// policies by selector and mark, not priority), and no daemon installs
 /// /1 source selectors.
 pub fn block_policies(sel: &Selector, value: u32, mask: u32) -> Result<Vec<OutPolicy>, String> {
-    let (net, len) = match sel.peer.split_once('/') {
-        Some((a, l)) => (a, Some(l)),
-        None => (sel.peer.as_str(), None),
-    };
-    let dst: IpAddr = net
-        .parse()
-        .map_err(|_| format!("PLUTO_PEER_CLIENT={}: not a network", sel.peer))?;
-    let full = if dst.is_ipv4() { 32 } else { 128 };
-    let len: u8 = match len {
-        Some(l) => l
-            .parse()
-            .ok()
-            .filter(|l| *l <= full)
-            .ok_or_else(|| format!("PLUTO_PEER_CLIENT={}: bad prefix length", sel.peer))?,
-        None => full,
-    };
+    let (dst, len) = sel.peer_net()?;
     let halves: [IpAddr; 2] = if dst.is_ipv4() {
         [
             Ipv4Addr::new(0, 0, 0, 0).into(),
@@ -167,6 +159,23 @@ impl Xfrm for Ip {
         let policies = block_policies(sel, value, mask)?;
         xfrm::send(&policies)
             .map_err(|(i, e)| format!("ip {}: {e}", command(&policies[i.min(policies.len() - 1)])))
+    }
+
+    fn guard(&self, sel: &Selector, sa: &Sa) -> Result<(), String> {
+        let Sa::Mark { value, mask } = *sa else {
+            return Ok(());
+        };
+        let guard = Guard::new(sel, value, mask)?;
+        // Serialized with other updowns of this namespace whatever their
+        // rules directory: each rewrites the base chain from the guard
+        // chains it listed.
+        let _lock = crate::apply::namespace_file_locked("guard")?;
+        let chains = nftables::chains(nftables::INET, guard::TABLE)
+            .map_err(|e| format!("cannot list table inet {}: {e}", guard::TABLE))?;
+        match guard::batch(chains.as_deref(), &guard) {
+            None => Ok(()),
+            Some(batch) => crate::nft::run_batch(&batch),
+        }
     }
 
     fn interface(&self, id: u32) -> Result<String, String> {

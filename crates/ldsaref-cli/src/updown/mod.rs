@@ -7,6 +7,7 @@
 //! - [`call`]: one call's variables (verb, connection, selector, SA);
 //! - [`conn_file`]: the connection's file, one entry per subnet pair;
 //! - [`kernel`]: the fallback block policy and xfrm interface names;
+//! - [`guard`]: the netfilter guard behind a mark;
 //! - [`fsio`]: locking and atomic replacement in the rules directory.
 //!
 //! Every change is a complete file renamed into place, under an exclusive
@@ -17,6 +18,7 @@
 mod call;
 mod conn_file;
 pub(crate) mod fsio;
+mod guard;
 mod kernel;
 
 use std::fs;
@@ -67,6 +69,12 @@ pub struct UpdownArgs {
     /// follows the mark's route, in the clear if that route allows it)
     #[arg(long = "no-block-policy")]
     pub no_block_policy: bool,
+    /// Do not install the netfilter guard behind a mark rule (table inet
+    /// ldsaref_guard: a packet with the mark, to the connection's client
+    /// network, is dropped unless IPsec transformed it, whichever XFRM
+    /// policy the kernel picked; needs nft)
+    #[arg(long = "no-guard")]
+    pub no_guard: bool,
 }
 
 /// What a connection going down leaves in the rules directory.
@@ -185,13 +193,20 @@ pub fn updown_with(
     };
     state.apply(kind, sel.as_ref(), action.as_deref());
 
-    // The block goes in before the rule that sets the mark can be read,
-    // and stays: see `kernel`.
+    // The block and the guard go in before the rule that sets the mark can
+    // be read, and stay: see `kernel` and `guard`.
     if let (Some(sel), Some(sa @ Sa::Mark { .. })) = (&sel, &sa) {
         if !args.no_block_policy {
             xfrm.block(sel, sa).map_err(|e| {
                 format!(
                     "cannot install the fallback block policy ({e}); nothing written: without it, packets with the mark could leave in the clear once {daemon} removes its policy (--no-block-policy steers without it)"
+                )
+            })?;
+        }
+        if !args.no_guard {
+            xfrm.guard(sel, sa).map_err(|e| {
+                format!(
+                    "cannot install the netfilter guard ({e}); nothing written: without it, packets with the mark could leave in the clear when an XFRM policy of {daemon}'s other than its tunnel's matches them (--no-guard steers without it)"
                 )
             })?;
         }
@@ -467,7 +482,9 @@ mod tests {
     #[derive(Default)]
     struct FakeXfrm {
         blocks: RefCell<Vec<String>>,
+        guards: RefCell<Vec<String>>,
         fail: bool,
+        fail_guard: bool,
     }
 
     impl Xfrm for FakeXfrm {
@@ -476,6 +493,16 @@ mod tests {
                 return Err("RTNETLINK answers: Operation not permitted".into());
             }
             self.blocks
+                .borrow_mut()
+                .push(format!("{} {}", sel.rule_prefix(), sa.action(None)));
+            Ok(())
+        }
+
+        fn guard(&self, sel: &Selector, sa: &Sa) -> Result<(), String> {
+            if self.fail_guard {
+                return Err("cannot run nft (install nftables)".into());
+            }
+            self.guards
                 .borrow_mut()
                 .push(format!("{} {}", sel.rule_prefix(), sa.action(None)));
             Ok(())
@@ -513,6 +540,7 @@ mod tests {
             global: false,
             on_down: OnDown::Remove,
             no_block_policy: false,
+            no_guard: false,
             apply: false,
             compile_index: false,
         }
@@ -571,9 +599,11 @@ mod tests {
             rules_of(&a).unwrap(),
             "[net]\n198.18.0.0/24 mark 0x80650000\n198.19.0.0/24 mark 0x80650000"
         );
-        // Downs ask nothing of the kernel: the blocks stay.
+        assert_eq!(*x.guards.borrow(), *x.blocks.borrow());
+        // Downs ask nothing of the kernel: the blocks and guards stay.
         call(&a, &x, "down-client", "198.18.0.0/24", &[MARK]).unwrap();
         assert_eq!(x.blocks.borrow().len(), 2);
+        assert_eq!(x.guards.borrow().len(), 2);
         assert_eq!(
             rules_of(&a).unwrap(),
             "[net]\n198.18.0.0/24 deny\n198.19.0.0/24 mark 0x80650000"
@@ -592,9 +622,23 @@ mod tests {
             "{e}"
         );
         assert_eq!(rules_of(&a), None);
-        // Unless asked to steer without it.
+        // Nor when the guard cannot be.
+        let unguarded = FakeXfrm {
+            fail_guard: true,
+            ..FakeXfrm::default()
+        };
+        let e = call(&a, &unguarded, "up-client", "198.18.0.0/24", &[MARK]).unwrap_err();
+        assert!(
+            e.contains("netfilter guard")
+                && e.contains("--no-guard")
+                && e.contains("install nftables"),
+            "{e}"
+        );
+        assert_eq!(rules_of(&a), None);
+        // Unless asked to steer without them.
         let b = UpdownArgs {
             no_block_policy: true,
+            no_guard: true,
             ..args(&s.0)
         };
         call(&b, &failing, "up-client", "198.18.0.0/24", &[MARK]).unwrap();
@@ -626,6 +670,7 @@ mod tests {
         )
         .unwrap();
         assert!(x.blocks.borrow().is_empty());
+        assert!(x.guards.borrow().is_empty());
         assert_eq!(
             rules_of(&a).unwrap(),
             "[net]\n198.18.0.0/24 dev ipsec2\n198.51.100.0/24 saref 101"
@@ -665,6 +710,10 @@ mod recordings {
             self.blocks
                 .borrow_mut()
                 .insert(format!("{} {}", sel.rule_prefix(), sa.action(None)));
+            Ok(())
+        }
+
+        fn guard(&self, _: &Selector, _: &Sa) -> Result<(), String> {
             Ok(())
         }
 
@@ -737,6 +786,7 @@ mod recordings {
             global: false,
             on_down: OnDown::Remove,
             no_block_policy: false,
+            no_guard: false,
             apply: false,
             compile_index: false,
         };

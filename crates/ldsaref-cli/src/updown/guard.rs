@@ -1,0 +1,227 @@
+//! The netfilter guard behind a marked connection: a packet that carries
+//! the connection's mark, to its client network, leaves only if IPsec
+//! transformed it.
+//!
+//! # Why, beside the block policy
+//!
+//! The block policy (see `kernel`) only works if the kernel's XFRM lookup
+//! picks it, and it has the lowest precedence there is: any other policy
+//! that matches the packet wins. A daemon may install such policies of its
+//! own while it negotiates or clears a tunnel (a `%pass` or `%hold` shunt,
+//! a trap), and one installed without the connection's mark matches every
+//! mark. A churn run in CI once saw a cleartext TCP FIN with a client's
+//! mark leave while libreswan was clearing the other client's tunnel: the
+//! block was there, something else was picked.
+//!
+//! The guard does not depend on which policy the kernel picked. In
+//! netfilter's postrouting hook, the packet's route says whether IPsec
+//! transformed it (`rt ipsec`: the route is an XFRM bundle); a packet with
+//! the mark, to the network, on a plain route is dropped (the sender's
+//! call fails with `EPERM`, as with the block). The tunnel's own outer
+//! packets (ESP, AH, IKE and NAT-T from ports 500 and 4500) pass: they
+//! keep the inner packet's mark, and in a host-to-host tunnel they go to
+//! an address inside the network.
+//!
+//! # The table
+//!
+//! `table inet ldsaref_guard`: one regular chain per guard, named after
+//! what it guards (so that the table itself says which guards exist, read
+//! over netlink without an `nft` process), and a `postrouting` base chain
+//! that lets unmarked packets and the tunnels' own packets through at once
+//! and jumps to every guard chain. Like the block, a guard is never removed
+//! by updown: it costs nothing while the tunnel is up and is what protects
+//! the network while it is down. An up that finds its guard there changes
+//! nothing (no `nft` runs); a new one rewrites the base chain with the
+//! jumps of every guard chain the table has, in one transaction.
+
+use std::net::IpAddr;
+
+use super::call::Selector;
+
+/// The guard's table, in the `inet` family.
+pub const TABLE: &str = "ldsaref_guard";
+
+/// The base chain; the guard chains' names start with [`PREFIX`].
+const BASE: &str = "postrouting";
+const PREFIX: &str = "g_";
+
+/// What one guard drops: packets whose mark is `value` under `mask`, to
+/// `net`/`len`, of protocol `proto` to port `port` (0: any).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Guard {
+    pub value: u32,
+    pub mask: u32,
+    pub net: IpAddr,
+    pub len: u8,
+    pub proto: u8,
+    pub port: u16,
+}
+
+impl Guard {
+    /// The guard for a mark rule on `sel`.
+    pub fn new(sel: &Selector, value: u32, mask: u32) -> Result<Guard, String> {
+        let (addr, len) = sel.peer_net()?;
+        Ok(Guard {
+            value,
+            mask,
+            net: network(addr, len),
+            len,
+            proto: sel.proto,
+            port: if sel.proto != 0 { sel.port } else { 0 },
+        })
+    }
+
+    /// The chain's name: every field, so that equal guards have equal
+    /// names and the name alone says whether a guard is installed.
+    pub fn chain(&self) -> String {
+        let addr = match self.net {
+            IpAddr::V4(a) => format!("{:08x}", u32::from(a)),
+            IpAddr::V6(a) => format!("{:032x}", u128::from(a)),
+        };
+        format!(
+            "{PREFIX}{:08x}_{:08x}_{addr}_{}_{}_{}",
+            self.value, self.mask, self.len, self.proto, self.port
+        )
+    }
+
+    /// The rule in the guard's chain.
+    pub fn rule(&self) -> String {
+        let mark = if self.mask == u32::MAX {
+            format!("meta mark {:#x}", self.value)
+        } else {
+            format!("meta mark and {:#x} == {:#x}", self.mask, self.value)
+        };
+        let family = if self.net.is_ipv4() { "ip" } else { "ip6" };
+        let mut r = format!("{mark} {family} daddr {}/{}", self.net, self.len);
+        if self.proto != 0 {
+            r += &format!(" meta l4proto {}", self.proto);
+            if self.port != 0 {
+                r += &format!(" th dport {}", self.port);
+            }
+        }
+        r + " rt ipsec missing counter drop"
+    }
+}
+
+/// `addr` with the bits past `len` cleared (nft refuses a prefix with host
+/// bits).
+fn network(addr: IpAddr, len: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => {
+            let m = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            IpAddr::V4((u32::from(a) & m).into())
+        }
+        IpAddr::V6(a) => {
+            let m = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            IpAddr::V6((u128::from(a) & m).into())
+        }
+    }
+}
+
+/// The `nft -f` batch that installs `guard` into a table whose chains are
+/// `chains` (`None`: no table yet), or `None` when it is installed already.
+pub fn batch(chains: Option<&[String]>, guard: &Guard) -> Option<String> {
+    let name = guard.chain();
+    let chains = chains.unwrap_or_default();
+    if chains.iter().any(|c| *c == name) && chains.iter().any(|c| c == BASE) {
+        return None;
+    }
+    let t = format!("inet {TABLE}");
+    let mut b = format!("add table {t}\n");
+    b += &format!("add chain {t} {name}\nflush chain {t} {name}\n");
+    b += &format!("add rule {t} {name} {}\n", guard.rule());
+    b += &format!(
+        "add chain {t} {BASE} {{ type filter hook postrouting priority 0; policy accept; }}\n\
+         flush chain {t} {BASE}\n\
+         add rule {t} {BASE} meta mark 0 accept\n\
+         add rule {t} {BASE} meta l4proto {{ esp, ah }} accept\n\
+         add rule {t} {BASE} udp sport {{ 500, 4500 }} accept\n"
+    );
+    let mut jumps: Vec<&str> = chains
+        .iter()
+        .map(String::as_str)
+        .filter(|c| c.starts_with(PREFIX) && *c != name)
+        .collect();
+    jumps.push(&name);
+    jumps.sort_unstable();
+    for j in jumps {
+        b += &format!("add rule {t} {BASE} jump {j}\n");
+    }
+    Some(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sel(peer: &str, proto: u8, port: u16) -> Selector {
+        Selector {
+            mine: "-".into(),
+            peer: peer.into(),
+            proto,
+            port,
+        }
+    }
+
+    #[test]
+    fn a_guard_names_and_drops_what_its_selector_says() {
+        let g = Guard::new(&sel("198.19.0.7/24", 0, 0), 1, u32::MAX).unwrap();
+        assert_eq!(g.chain(), "g_00000001_ffffffff_c6130000_24_0_0");
+        assert_eq!(
+            g.rule(),
+            "meta mark 0x1 ip daddr 198.19.0.0/24 rt ipsec missing counter drop"
+        );
+        let g = Guard::new(&sel("2001:db8:1::/48", 6, 22), 0x200, 0xff00).unwrap();
+        assert_eq!(
+            g.chain(),
+            "g_00000200_0000ff00_20010db8000100000000000000000000_48_6_22"
+        );
+        assert_eq!(
+            g.rule(),
+            "meta mark and 0xff00 == 0x200 ip6 daddr 2001:db8:1::/48 meta l4proto 6 th dport 22 rt ipsec missing counter drop"
+        );
+        // A host: its full length.
+        let g = Guard::new(&sel("198.19.0.5", 17, 0), 2, u32::MAX).unwrap();
+        assert_eq!(g.len, 32);
+        assert!(g
+            .rule()
+            .contains("ip daddr 198.19.0.5/32 meta l4proto 17 rt"));
+        assert!(Guard::new(&sel("198.19.0.0/40", 0, 0), 1, 1)
+            .unwrap_err()
+            .contains("bad prefix length"));
+    }
+
+    #[test]
+    fn the_batch_adds_a_new_guard_beside_the_others_and_nothing_twice() {
+        let g = Guard::new(&sel("198.19.0.0/24", 0, 0), 1, u32::MAX).unwrap();
+        let first = batch(None, &g).unwrap();
+        assert!(first.starts_with("add table inet ldsaref_guard\n"));
+        assert!(first.contains(
+            "add chain inet ldsaref_guard postrouting { type filter hook postrouting priority 0; policy accept; }\n\
+             flush chain inet ldsaref_guard postrouting\n"
+        ));
+        assert_eq!(first.matches(" jump ").count(), 1, "{first}");
+        // The exemptions come before the jumps.
+        let esp = first.find("esp, ah").unwrap();
+        assert!(esp < first.find(" jump ").unwrap());
+
+        let installed: Vec<String> = ["postrouting", &g.chain()]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(batch(Some(&installed), &g), None);
+        // Without its base chain, the guard is installed again.
+        assert!(batch(Some(&installed[1..]), &g).is_some());
+
+        let g2 = Guard::new(&sel("198.19.0.0/24", 0, 0), 2, u32::MAX).unwrap();
+        let second = batch(Some(&installed), &g2).unwrap();
+        let jumps: Vec<&str> = second
+            .lines()
+            .filter_map(|l| l.split(" jump ").nth(1))
+            .collect();
+        assert_eq!(jumps, [g.chain(), g2.chain()]);
+        // Only the new guard's chain is (re)written.
+        assert!(!second.contains(&format!("flush chain inet ldsaref_guard {}", g.chain())));
+        assert!(second.contains(&format!("flush chain inet ldsaref_guard {}", g2.chain())));
+    }
+}
