@@ -123,7 +123,7 @@ fn network(addr: IpAddr, len: u8) -> IpAddr {
 pub fn batch(chains: Option<&[String]>, guard: &Guard) -> Option<String> {
     let name = guard.chain();
     let chains = chains.unwrap_or_default();
-    if chains.iter().any(|c| *c == name) && chains.iter().any(|c| c == BASE) {
+    if chains.contains(&name) && chains.iter().any(|c| c == BASE) {
         return None;
     }
     let t = format!("inet {TABLE}");
