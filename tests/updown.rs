@@ -125,7 +125,7 @@ fn protocol_port_and_marks_become_the_rule() {
     ]);
     // The block policy behind a mark rule is tested in a namespace of its
     // own (below), not in the host's.
-    let out = updown(&dir, &["--no-block-policy"], &v);
+    let out = updown(&dir, &["--no-block-policy", "--no-guard"], &v);
     assert_eq!(out.code(), Some(0), "{out}");
     let hit = decided_by(&explain(&dir, Some("ssh"), "198.51.100.9:22", "tcp"));
     assert!(hit.ends_with("198.51.100.0/24 tcp 22 mark 0x3e9"), "{hit}");
@@ -136,7 +136,11 @@ fn protocol_port_and_marks_become_the_rule() {
 
     // --mark wins over the SAref; IPv6 verbs and clients work the same.
     let v6 = pluto("up-client-v6", "six", "2001:db8:1::/48", "101");
-    let out = updown(&dir, &["--mark", "0x200/0xff00", "--no-block-policy"], &v6);
+    let out = updown(
+        &dir,
+        &["--mark", "0x200/0xff00", "--no-block-policy", "--no-guard"],
+        &v6,
+    );
     assert_eq!(out.code(), Some(0), "{out}");
     let six = explain(&dir, Some("six"), "[2001:db8:1::5]:443", "udp");
     assert!(
