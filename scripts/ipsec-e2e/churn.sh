@@ -111,6 +111,11 @@ xfrm_stats() { # SUFFIX
     for ns in srv c1 c2; do
         ip netns exec "$ns" cat /proc/net/xfrm_stat >"$E/xfrm_stat-$ns.$1" 2>/dev/null
     done
+    # The server's netfilter guards (updown's, behind each mark rule):
+    # "CHAINS DROPPED", the guard chains and the packets they dropped.
+    ip netns exec srv nft list table inet ldsaref_guard 2>/dev/null |
+        awk '/^\tchain g_/ {c++} /counter packets/ {for (i = 1; i < NF; i++) if ($i == "packets") d += $(i + 1)}
+             END {print c + 0, d + 0}' >"$E/guard-srv.$1"
 }
 
 # One line per namespace: the counters that moved between the two
@@ -139,6 +144,19 @@ def read(p):
         return {k: int(v) for k, v in (l.split() for l in open(p) if l.strip())}
     except (OSError, ValueError):
         return None
+def guard(p):
+    try:
+        return [int(w) for w in open(p).read().split()]
+    except (OSError, ValueError):
+        return None
+ga, gb = guard(f"{E}/guard-srv.before"), guard(f"{E}/guard-srv.after")
+if ga and gb and len(ga) == 2 and len(gb) == 2:
+    print(f"DETAIL srv: the netfilter guard dropped {gb[1] - ga[1]} packets during the phase "
+          f"(marked, to a client network, not transformed by IPsec; {gb[0]} guard chains)")
+    if tag.endswith("/marks"):
+        print(f"CHECK {int(gb[0] >= 1)} {tag}: updown installed its netfilter guards on the server ({gb[0]} chains)")
+else:
+    print(f"CHECK 0 {tag}: the server's guard table could be read before and after the phase")
 for who in ("srv", "c1", "c2"):
     a, b = read(f"{E}/xfrm_stat-{who}.before"), read(f"{E}/xfrm_stat-{who}.after")
     if a is None or b is None:
@@ -177,7 +195,7 @@ daemon_phase() {
     # client under `ldsaref run --cgroup`, which no preload reaches.
     CGROUP=
     [ "$variant" = marks ] && [ -n "${GOSENDER:-}" ] && CGROUP=1
-    rm -rf "$REC" "$RULES" "$E"/churn-*.log "$E"/xfrm_stat-* "$E/c1.initiate.out" "$E/c2.initiate.out"
+    rm -rf "$REC" "$RULES" "$E"/churn-*.log "$E"/xfrm_stat-* "$E"/guard-srv.* "$E/c1.initiate.out" "$E/c2.initiate.out"
     mkdir -p "$REC/env" "$RULES"
     chmod 755 "$RULES"
     daemon_net_up "$daemon" "$variant"
