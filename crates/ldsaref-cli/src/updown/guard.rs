@@ -6,12 +6,12 @@
 //!
 //! The block policy (see `kernel`) only works if the kernel's XFRM lookup
 //! picks it, and it has the lowest precedence there is: any other policy
-//! that matches the packet wins. A daemon may install such policies of its
-//! own while it negotiates or clears a tunnel (a `%pass` or `%hold` shunt,
-//! a trap), and one installed without the connection's mark matches every
-//! mark. A churn run in CI once saw a cleartext TCP FIN with a client's
-//! mark leave while libreswan was clearing the other client's tunnel: the
-//! block was there, something else was picked.
+//! that matches the packet wins. A daemon's may match every mark (libreswan
+//! installs the shunt that holds a negotiation without the connection's
+//! mark; with `negotiationshunt=passthrough` it lets everything through).
+//! And a churn run in CI once saw a cleartext TCP FIN with a client's mark
+//! leave, the block in place, while libreswan cleared the other client's
+//! tunnel: cause not found.
 //!
 //! The guard does not depend on which policy the kernel picked. In
 //! netfilter's postrouting hook, the packet's route says whether IPsec

@@ -280,8 +280,7 @@ fn refresh(args: &UpdownArgs, going_up: bool) -> Result<(), String> {
     } else if args.compile_index && !(args.apply && going_up) {
         in_background(
             &location,
-            &["compile", "--lock"],
-            Some(&args.dir),
+            Job::Compile(&args.dir),
             &format!(
                 "ldsaref: {}: compiling in the background",
                 location.index_path().display()
@@ -295,9 +294,9 @@ fn refresh(args: &UpdownArgs, going_up: bool) -> Result<(), String> {
         // A ticket, so that the applies of a burst of ups that find their
         // rules already installed by another stop at once (apply_queue).
         let ticket = crate::apply_queue::take();
-        apply_in_background(
+        in_background(
             &location,
-            ticket,
+            Job::Apply(ticket),
             &format!(
                 "ldsaref: table inet ldsaref (if installed) and {} follow in the background",
                 location.index_path().display()
@@ -324,16 +323,61 @@ fn refresh(args: &UpdownArgs, going_up: bool) -> Result<(), String> {
     })
 }
 
-/// `ldsaref ARGS [DIR] --rules <the directory>`, not waited for: `compile
-/// --lock DIR` takes the directory's lock, so it compiles after any updown
-/// still changing it; `apply` takes the table's, and reads the rules once
-/// it holds it; either way the last one started works from the last rules.
-/// Its output goes nowhere: the daemon reads updown's until every holder
-/// of the pipe is gone (the background apply reports to syslog). Prints
-/// `started` once it has started.
-fn in_background(location: &Location, args: &[&str], dir: Option<&std::path::Path>, started: &str) {
+/// What updown leaves running after it returns.
+#[derive(Clone, Copy)]
+enum Job<'a> {
+    /// `ldsaref compile --lock DIR`: it takes the directory's lock, so it
+    /// compiles after any updown still changing it.
+    Compile(&'a std::path::Path),
+    /// `ldsaref apply --if-installed --syslog [--ticket N]`: it takes the
+    /// table's lock and reads the rules once it holds it.
+    Apply(Option<u64>),
+}
+
+/// Runs `job` for `location`, not waited for, in a child forked from this
+/// process: the last one started works from the last rules either way.
+/// Forked rather than exec'd: in the emulated guest of the end-to-end test
+/// an exec of ldsaref cost 0.1-0.4 s before its `main` ran, and a spawn
+/// holds updown until the child has exec'd (vfork), every bit of it added
+/// to the time the daemon waits before it answers its peer. Spawned
+/// instead ([`spawned`]) when this process has another thread (a fork
+/// would copy only this one, with whatever locks the others held) or
+/// cannot fork. The child's output goes nowhere: the daemon reads
+/// updown's until every holder of the pipe is gone (the background apply
+/// reports to syslog). Prints `started` once it has started.
+fn in_background(location: &Location, job: Job, started: &str) {
+    use std::io::Write;
+    if !single_threaded() {
+        return spawned(location, job, started);
+    }
+    // Nothing buffered may reach the daemon twice.
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: fork takes no pointers. This process has one thread, so the
+    // child's copy of it holds no lock that a thread it does not have
+    // took; the child never returns into the caller (forked() ends in
+    // _exit).
+    match unsafe { libc::fork() } {
+        0 => forked(location, job),
+        -1 => spawned(location, job, started),
+        _ => println!("{started}"),
+    }
+}
+
+/// `ldsaref ARGS --rules <the directory>` for `job`, not waited for.
+fn spawned(location: &Location, job: Job, started: &str) {
     use std::process::{Command, Stdio};
-    let what = args[0];
+    let args: Vec<std::ffi::OsString> = match job {
+        Job::Compile(dir) => vec!["compile".into(), "--lock".into(), dir.into()],
+        Job::Apply(ticket) => {
+            let mut a = vec!["apply".into(), "--if-installed".into(), "--syslog".into()];
+            if let Some(t) = ticket {
+                a.extend(["--ticket".into(), t.to_string().into()]);
+            }
+            a
+        }
+    };
+    let what = args[0].to_string_lossy().into_owned();
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
@@ -343,9 +387,6 @@ fn in_background(location: &Location, args: &[&str], dir: Option<&std::path::Pat
     };
     let mut c = Command::new(exe);
     c.args(args);
-    if let Some(dir) = dir {
-        c.arg(dir);
-    }
     match location {
         Location::Explicit(p) => {
             c.arg("--rules").arg(p);
@@ -363,42 +404,6 @@ fn in_background(location: &Location, args: &[&str], dir: Option<&std::path::Pat
     }
 }
 
-/// `ldsaref apply --if-installed --syslog [--ticket N]` for `location`,
-/// not waited for, in a child forked from this process: an exec of
-/// ldsaref cost 0.1-0.4 s before its `main` ran in the emulated guest of
-/// the end-to-end test, every bit of it added to the time a tunnel's
-/// cgroup waits for its table. Spawned as [`in_background`] does when
-/// this process has another thread (a fork would copy only this one,
-/// with whatever locks the others held) or cannot fork. Prints `started`
-/// once it has started.
-fn apply_in_background(location: &Location, ticket: Option<u64>, started: &str) {
-    use std::io::Write;
-    if !single_threaded() {
-        return spawn_apply(location, ticket, started);
-    }
-    // Nothing buffered may reach the daemon twice.
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
-    // SAFETY: fork takes no pointers. This process has one thread, so the
-    // child's copy of it holds no lock that a thread it does not have
-    // took; the child never returns into the caller (applied() ends in
-    // _exit).
-    match unsafe { libc::fork() } {
-        0 => applied(location, ticket),
-        -1 => spawn_apply(location, ticket, started),
-        _ => println!("{started}"),
-    }
-}
-
-fn spawn_apply(location: &Location, ticket: Option<u64>, started: &str) {
-    let ticket = ticket.map(|t| t.to_string());
-    let mut apply = vec!["apply", "--if-installed", "--syslog"];
-    if let Some(t) = &ticket {
-        apply.extend(["--ticket", t]);
-    }
-    in_background(location, &apply, None, started);
-}
-
 /// Whether this process runs one thread (`/proc/self/status`).
 fn single_threaded() -> bool {
     fs::read_to_string("/proc/self/status")
@@ -412,25 +417,35 @@ fn single_threaded() -> bool {
 
 /// The forked child: lets go of the daemon's pipe and descriptors (the
 /// daemon reads updown's output until every holder of it is gone), runs
-/// the apply, and exits with its status.
-fn applied(location: &Location, ticket: Option<u64>) -> ! {
+/// `job` as its command would, and exits with its status.
+fn forked(location: &Location, job: Job) -> ! {
     let code = std::panic::catch_unwind(|| {
         detach();
-        let mut args = crate::apply::ApplyArgs {
-            rules: None,
-            print: false,
-            remove: false,
-            if_installed: true,
-            syslog: true,
-            ticket,
-        };
-        match location {
-            Location::Explicit(p) => args.rules = Some(p.clone()),
-            // As `in_background` runs it: the system files, whatever the
+        if let Location::System = location {
+            // As `spawned` runs it: the system files, whatever the
             // daemon's environment says.
-            Location::System => std::env::remove_var(ldsaref_rules::settings::vars::LDSAREF_RULES),
+            std::env::remove_var(ldsaref_rules::settings::vars::LDSAREF_RULES);
         }
-        crate::apply::apply(&args)
+        let rules = match location {
+            Location::Explicit(p) => Some(p.clone()),
+            _ => None,
+        };
+        match job {
+            Job::Compile(dir) => match fsio::DirLock::take(dir) {
+                Ok(_held) => {
+                    crate::settings::compile(&crate::settings::location_of(rules.as_deref()))
+                }
+                Err(_) => 1,
+            },
+            Job::Apply(ticket) => crate::apply::apply(&crate::apply::ApplyArgs {
+                rules,
+                print: false,
+                remove: false,
+                if_installed: true,
+                syslog: true,
+                ticket,
+            }),
+        }
     })
     .unwrap_or(101);
     // SAFETY: _exit takes no pointers; it skips the exit handlers, which
