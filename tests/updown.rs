@@ -870,6 +870,38 @@ fn a_marked_packet_never_leaves_in_the_clear_whatever_policy_matches_it() {
     assert!(g.wire() > before, "without the guard, in the clear");
 }
 
+/// An xfrm-interface connection whose interface is not there: the real
+/// dump of this namespace's links (over netlink) finds none with the
+/// id, and the call fails naming it, with nothing written. (This host's
+/// kernel may have no xfrm interfaces at all; the end-to-end guest names
+/// real ones.)
+#[test]
+fn an_interface_id_without_its_interface_is_refused() {
+    require_root!();
+    let (_t, dir) = rules_dir();
+    let ns = Netns::new();
+    let other = Netns::new();
+    ns.veth_to(&other, "s-c1", "192.0.2.1/30", "c-srv", "192.0.2.2/30");
+    let vars = [
+        ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+        ("PLUTO_VERSION", "1.1"),
+        ("PLUTO_VERB", "up-client"),
+        ("PLUTO_CONNECTION", "c1"),
+        ("PLUTO_PEER_CLIENT", "198.18.0.0/24"),
+        ("PLUTO_IF_ID_OUT", "7"),
+    ];
+    let mut c = ns.command_env(&vars, cli_path());
+    c.args(["updown", "--dir", dir.to_str().unwrap()]);
+    let out = run_with_timeout(&mut c, Duration::from_secs(30));
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stderr
+            .contains("PLUTO_IF_ID_OUT=7: no xfrm interface has if_id 7"),
+        "{out}"
+    );
+    assert!(!dir.exists() || listing(&dir).is_empty(), "nothing written");
+}
+
 /// The index follows the directory: compiled in the background after an
 /// up (updown itself does not wait for it: the daemon waits for updown),
 /// removed with the last rules file.

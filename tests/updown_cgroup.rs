@@ -49,14 +49,26 @@ fn ldsaref_command(ns: &Netns, args: &[&str], vars: &[(&str, &str)]) -> Command 
 
 /// `nft list table inet ldsaref` in `ns`.
 fn list_table(ns: &Netns) -> RunOutput {
+    nft_list(ns, "ldsaref")
+}
+
+/// `nft list table inet TABLE` in `ns`.
+fn nft_list(ns: &Netns, table: &str) -> RunOutput {
     let mut c = Command::new("nsenter");
     c.arg(format!("--net=/run/netns/{}", ns.name()))
-        .args(["nft", "list", "table", "inet", "ldsaref"]);
+        .args(["nft", "list", "table", "inet", table]);
     run_with_timeout(&mut c, Duration::from_secs(30))
 }
 
 fn table(ns: &Netns) -> String {
     let out = list_table(ns);
+    assert!(out.success(), "{out}");
+    out.stdout
+}
+
+/// `nft list table inet ldsaref_guard` in `ns` (updown's guards).
+fn list_guards(ns: &Netns) -> String {
+    let out = nft_list(ns, "ldsaref_guard");
     assert!(out.success(), "{out}");
     out.stdout
 }
@@ -109,9 +121,24 @@ fn ns_id(ns: &Netns) -> String {
 }
 
 fn updown(ns: &Netns, dir: &Path, verb: &str, conn: &str, peer: &str, mark: &str) -> RunOutput {
+    updown_with(ns, dir, &[], verb, conn, peer, mark)
+}
+
+/// `updown` with `extra` arguments.
+fn updown_with(
+    ns: &Netns,
+    dir: &Path,
+    extra: &[&str],
+    verb: &str,
+    conn: &str,
+    peer: &str,
+    mark: &str,
+) -> RunOutput {
+    let mut args = vec!["updown", "--apply", "--dir", dir.to_str().unwrap()];
+    args.extend_from_slice(extra);
     let out = ldsaref_in(
         ns,
-        &["updown", "--apply", "--dir", dir.to_str().unwrap()],
+        &args,
         &[
             ("PLUTO_VERSION", "1.1"),
             ("PLUTO_VERB", verb),
@@ -150,8 +177,8 @@ fn updown_applies_the_table_again_after_each_change() {
         "{before}"
     );
 
-    // client1's tunnel goes down: its network leaves the table with the
-    // rules file, in the same call.
+    // client1's tunnel goes down: its network leaves the table in the
+    // background (its guard holds the mark meanwhile).
     let start = Instant::now();
     let out = updown(
         &ns,
@@ -162,28 +189,36 @@ fn updown_applies_the_table_again_after_each_change() {
         "1/0xffffffff",
     );
     let took = start.elapsed();
-    assert!(out.stdout.contains("table inet ldsaref replaced"), "{out}");
-    let after = table(&ns);
+    assert!(out.stdout.contains("follow in the background"), "{out}");
+    let followed = wait_for_table(&ns, |t| {
+        !t.contains("198.18.0.0") && t.contains("198.19.0.0")
+    });
+    eprintln!("updown down-client returned after {took:?}; the table followed after {followed:?}");
+    let guards = list_guards(&ns);
     assert!(
-        !after.contains("198.18.0.0") && after.contains("198.19.0.0"),
-        "{after}"
+        guards.contains("meta mark 0x00000001 ip daddr 198.18.0.0/24 rt ipsec missing"),
+        "{guards}"
     );
-    eprintln!("updown down-client with the table re-applied: {took:?}");
 
-    // The last one: the table stays, empty, and still drops what the
-    // profiles' cgroups send.
-    let out = updown(
+    // The last one, without the guard: the table follows before updown
+    // returns (nothing else would hold the profile's traffic), stays,
+    // empty, and still drops what the profiles' cgroups send.
+    let start = Instant::now();
+    let out = updown_with(
         &ns,
         &dir,
+        &["--no-guard"],
         "down-client",
         &c2,
         "198.19.0.0/24",
         "2/0xffffffff",
     );
+    let took = start.elapsed();
     assert!(out.stdout.contains("table inet ldsaref replaced"), "{out}");
     let empty = table(&ns);
     assert!(!empty.contains("198.19.0.0"), "{empty}");
     assert!(empty.contains("drop"), "{empty}");
+    eprintln!("updown down-client --no-guard with the table re-applied: {took:?}");
 
     // Up again: the table follows in the background, so that the daemon
     // is not held from answering its peer.
@@ -257,12 +292,10 @@ fn updown_applies_the_table_again_after_each_change() {
             &format!("{}/0xffffffff", 10 + i),
         );
     }
-    let t = table(&ns);
-    assert!(
-        !t.contains("198.18.10.0") && !t.contains("198.18.14.0"),
-        "{t}"
-    );
-    let out = updown(
+    wait_for_table(&ns, |t| {
+        !t.contains("198.18.10.0") && !t.contains("198.18.14.0")
+    });
+    updown(
         &ns,
         &dir,
         "down-client",
@@ -270,7 +303,8 @@ fn updown_applies_the_table_again_after_each_change() {
         "198.18.0.0/24",
         "1/0xffffffff",
     );
-    assert!(out.stdout.contains("table inet ldsaref replaced"), "{out}");
+    // No rules file left: the background apply installs the empty table.
+    wait_for_table(&ns, |t| !t.contains("198.18.0.0") && t.contains("drop"));
 
     // Without --apply the table is left as it is.
     let out = ldsaref_in(

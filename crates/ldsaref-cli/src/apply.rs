@@ -360,7 +360,9 @@ fn follow(args: &ApplyArgs, location: &Location) -> Result<(), String> {
                 "ldsaref: no table inet ldsaref in this network namespace: nothing to keep current"
             );
             let (before, _) = files::fingerprints_now(location).unwrap_or_default();
-            index_follows(location, &before);
+            if !before.is_empty() {
+                index_follows(location, &before);
+            }
             return Ok(());
         }
         Some(listing)
@@ -386,7 +388,13 @@ fn follow(args: &ApplyArgs, location: &Location) -> Result<(), String> {
         Some(listing) => Ok(listing),
         None => nft::list_chains(),
     });
-    let set = load(location)?;
+    let set = match settings::load_rules(location)? {
+        Some(set) => set,
+        // Kept current (updown, after the last connection went down): an
+        // empty table still drops what the profiles' cgroups send.
+        None if args.if_installed => RuleSet::parse("", "(no rules)").map_err(|e| e.to_string())?,
+        None => load(location)?,
+    };
     let listing = listing
         .join()
         .unwrap_or_else(|_| Err("listing the table's chains: the thread panicked".to_owned()))?;
@@ -394,7 +402,7 @@ fn follow(args: &ApplyArgs, location: &Location) -> Result<(), String> {
         // The preload's programs read the same rules: their index follows
         // (a failure only costs them speed: a stale index is never used),
         // compiled from the same set while nft loads the table.
-        let compile = (!(settled && index_fresh(location, &before)))
+        let compile = (!(before.is_empty() || settled && index_fresh(location, &before)))
             .then(|| s.spawn(|| crate::index::compile_loaded(location, &set, &before, settled)));
         let installed = install_summary(&set, &cg, listing);
         let compiled = compile.map(|h| {

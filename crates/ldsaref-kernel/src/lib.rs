@@ -17,9 +17,12 @@
 //! - [`xfrm`]: outbound XFRM block policies over netlink (`ldsaref updown`).
 //! - [`nftables`]: the names of a table's chains over netlink (`ldsaref
 //!   apply` reads its fingerprints there).
-//! - [`netlink`]: the socket and framing those two share.
+//! - [`link`]: the xfrm interface with a given `if_id`, over netlink
+//!   (`ldsaref updown`).
+//! - [`netlink`]: the socket and framing those three share.
 
 pub mod cmsg;
+pub mod link;
 pub mod mapped;
 pub mod netlink;
 pub mod nftables;

@@ -15,6 +15,15 @@ pub const NLM_F_DUMP_INTR: u16 = 0x10;
 pub const NLMSG_ERROR: u16 = 2;
 pub const NLMSG_DONE: u16 = 3;
 
+/// Where a dump stands after one datagram of it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Dump {
+    /// More datagrams follow; whether one was marked interrupted.
+    More(bool),
+    /// The end; whether one was marked interrupted.
+    Done(bool),
+}
+
 /// One message of a netlink answer: its type, flags, sequence number and
 /// payload (after the header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@
 use std::io;
 
 use crate::netlink::{
-    self, Message, Socket, NLMSG_DONE, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
+    self, Dump, Message, Socket, NLMSG_DONE, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
 
 const NETLINK_NETFILTER: libc::c_int = 12;
@@ -108,13 +108,6 @@ fn nft_request(msg: u16, flags: u16, family: u8, attr: u16, value: &[u8], seq: u
     let mut body = nfgenmsg(family);
     netlink::put_attribute(&mut body, attr, value);
     netlink::request(NFNL_SUBSYS_NFTABLES << 8 | msg, flags, seq, &body)
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Dump {
-    /// More datagrams follow; whether one was marked interrupted.
-    More(bool),
-    Done(bool),
 }
 
 /// Adds the names of `table`'s chains among `msgs` (one datagram of the

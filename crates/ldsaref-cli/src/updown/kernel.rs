@@ -1,7 +1,8 @@
 //! What `ldsaref updown` asks of the kernel: the fallback block policy
 //! behind a marked connection (over netlink, in process:
-//! `ldsaref_kernel::xfrm`), its netfilter guard (`guard`), and the name of the xfrm interface with a
-//! given id (through iproute2's `ip`, on every IPsec gateway).
+//! `ldsaref_kernel::xfrm`), its netfilter guard (`guard`), and the name
+//! of the xfrm interface with a given id (over netlink too:
+//! `ldsaref_kernel::link`).
 //!
 //! # Why a block policy
 //!
@@ -24,10 +25,9 @@
 //! is dropped by the interface.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::process::Command;
 
-use ldsaref_kernel::nftables;
 use ldsaref_kernel::xfrm::{self, OutPolicy};
+use ldsaref_kernel::{link, nftables};
 
 use super::call::{Sa, Selector};
 use super::guard::{self, Guard};
@@ -101,53 +101,9 @@ pub fn command(p: &OutPolicy) -> String {
     )
 }
 
-/// The interface with `if_id` `id` in `ip -d -o link show type xfrm`'s
-/// output (one interface a line: `12: ipsec1@s-c1: <…> … xfrm if_id 0x1 …`).
-pub fn interface_in(listing: &str, id: u32) -> Option<String> {
-    listing.lines().find_map(|line| {
-        let mut words = line.split_whitespace();
-        let name = words.nth(1)?.trim_end_matches(':');
-        let name = name.split('@').next()?;
-        let mut words = line.split_whitespace();
-        words.find(|w| *w == "if_id")?;
-        let v = words.next()?;
-        let n = match v.strip_prefix("0x") {
-            Some(h) => u32::from_str_radix(h, 16).ok()?,
-            None => v.parse().ok()?,
-        };
-        (n == id).then(|| name.to_owned())
-    })
-}
-
-/// The real kernel: netlink for policies, `ip` for interfaces.
+/// The real kernel, over netlink: policies, interfaces, and `nft` for the
+/// guard.
 pub struct Ip;
-
-impl Ip {
-    fn path() -> &'static str {
-        // The daemons give their scripts a minimal PATH, or none.
-        ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
-            .into_iter()
-            .find(|p| std::path::Path::new(p).exists())
-            .unwrap_or("ip")
-    }
-
-    fn run(args: &[String]) -> Result<String, String> {
-        let ip = Ip::path();
-        let out = Command::new(ip)
-            .args(args)
-            .output()
-            .map_err(|e| format!("{ip}: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!(
-                "ip {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    }
-}
 
 impl Xfrm for Ip {
     fn block(&self, sel: &Selector, sa: &Sa) -> Result<(), String> {
@@ -179,14 +135,15 @@ impl Xfrm for Ip {
     }
 
     fn interface(&self, id: u32) -> Result<String, String> {
-        let args: Vec<String> = ["-d", "-o", "link", "show", "type", "xfrm"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let listing = Ip::run(&args)?;
-        interface_in(&listing, id).ok_or_else(|| {
-            format!("PLUTO_IF_ID_OUT={id}: no xfrm interface has if_id {id} (ip -d link show type xfrm)")
-        })
+        match link::xfrm_interface(id) {
+            Ok(Some(name)) => Ok(name),
+            Ok(None) => Err(format!(
+                "PLUTO_IF_ID_OUT={id}: no xfrm interface has if_id {id} (ip -d link show type xfrm)"
+            )),
+            Err(e) => Err(format!(
+                "PLUTO_IF_ID_OUT={id}: cannot list the network interfaces: {e}"
+            )),
+        }
     }
 }
 
@@ -263,18 +220,5 @@ mod tests {
         assert!(block_policies(&bad, 1, 1)
             .unwrap_err()
             .contains("bad prefix length"));
-    }
-
-    #[test]
-    fn interfaces_are_found_by_id() {
-        // As iproute2 6.1 prints them.
-        let listing = "5: ipsec1@s-c1: <NOARP,UP,LOWER_UP> mtu 1500 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\\    link/none  promiscuity 0 minmtu 68 maxmtu 65535 \\    xfrm if_id 0x1 addrgenmode eui64 numtxqueues 1\n\
-6: ipsec2@s-c2: <NOARP,UP,LOWER_UP> mtu 1500 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\\    link/none  promiscuity 0 minmtu 68 maxmtu 65535 \\    xfrm if_id 0x2 addrgenmode eui64 numtxqueues 1\n\
-7: ipsec10: <NOARP> mtu 1500 qdisc noop state DOWN\\    link/none \\    xfrm if_id 0x10 \n";
-        assert_eq!(interface_in(listing, 2).as_deref(), Some("ipsec2"));
-        assert_eq!(interface_in(listing, 1).as_deref(), Some("ipsec1"));
-        assert_eq!(interface_in(listing, 16).as_deref(), Some("ipsec10"));
-        assert_eq!(interface_in(listing, 3), None);
-        assert_eq!(interface_in("", 1), None);
     }
 }

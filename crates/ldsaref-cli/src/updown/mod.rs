@@ -54,10 +54,11 @@ pub struct UpdownArgs {
     pub on_down: OnDown,
     /// Also apply the rules to the cgroup backend's table (ldsaref apply)
     /// after each change, when table inet ldsaref is installed in this
-    /// network namespace: before returning after a down, in the background
-    /// (ldsaref apply --if-installed, reporting to syslog) after an up
-    /// (systemd machines: the ldsaref-apply.path unit does it for the
-    /// system rules)
+    /// network namespace: in the background (ldsaref apply --if-installed,
+    /// reporting to syslog) after an up and after a down of a marked
+    /// connection (its guard holds the mark meanwhile), before returning
+    /// after any other down (systemd machines: the ldsaref-apply.path unit
+    /// does it for the system rules)
     #[arg(long)]
     pub apply: bool,
     /// Compile the directory's index after each change, in the background
@@ -246,7 +247,14 @@ pub fn updown_with(
         }
     }
     drop(lock);
-    refresh(args, going_up)
+    // After a down, the table may follow in the background too when the
+    // guard holds the mark whatever the table says (see `refresh`).
+    let guarded = !args.no_guard
+        && matches!(
+            call::sa(args.mark.as_deref(), get),
+            Ok(Some(Sa::Mark { .. }))
+        );
+    refresh(args, going_up || guarded)
 }
 
 /// What else follows the rules directory: the compiled index, rebuilt by
@@ -255,16 +263,18 @@ pub fn updown_with(
 /// programs find it stale and parse the rules, which are right), and with
 /// `--apply` the cgroup backend's table.
 ///
-/// The table follows a down before updown returns: the daemon removes its
-/// policies next, and the profile's cgroup must be refused by then (the
-/// block policy already holds the mark; this keeps the table's own
-/// promise, and a failure is the daemon's error to log). After an up it
-/// follows in the background, with the index (`ldsaref apply
-/// --if-installed`): the daemon answers its peer only once its updown
-/// calls return, so every moment spent here delays the tunnel for both
-/// backends, and until the table follows, the profile's cgroup stays
-/// refused (fail closed) or steered as before — never sent in the clear.
-fn refresh(args: &UpdownArgs, going_up: bool) -> Result<(), String> {
+/// The table follows in the background (`ldsaref apply --if-installed`,
+/// which compiles the index too) after an up, and after a down of a marked
+/// connection whose guard is there: the daemon answers its peer, or goes
+/// on to its next call, only once updown returns, so every moment spent
+/// here delays the tunnels of both backends. Until the table follows, the
+/// profile's cgroup stays refused (fail closed) or keeps its old mark,
+/// which the block and the guard stop once the daemon's policy is gone —
+/// never sent in the clear. After any other down (a SAref, an interface,
+/// `--no-guard`) the table follows before updown returns: the daemon
+/// removes its policies next, and nothing else would hold the profile's
+/// traffic then (a failure is the daemon's error to log).
+fn refresh(args: &UpdownArgs, background: bool) -> Result<(), String> {
     let location = if args.dir == std::path::Path::new(files::SYSTEM_DIR) {
         Location::System
     } else {
@@ -277,7 +287,7 @@ fn refresh(args: &UpdownArgs, going_up: bool) -> Result<(), String> {
         if fs::remove_file(&index).is_ok() {
             println!("ldsaref: {}: removed", index.display());
         }
-    } else if args.compile_index && !(args.apply && going_up) {
+    } else if args.compile_index && !(args.apply && background) {
         in_background(
             &location,
             Job::Compile(&args.dir),
@@ -290,8 +300,8 @@ fn refresh(args: &UpdownArgs, going_up: bool) -> Result<(), String> {
     if !args.apply {
         return Ok(());
     }
-    if going_up {
-        // A ticket, so that the applies of a burst of ups that find their
+    if background {
+        // A ticket, so that the applies of a burst of changes that find their
         // rules already installed by another stop at once (apply_queue).
         let ticket = crate::apply_queue::take();
         in_background(
