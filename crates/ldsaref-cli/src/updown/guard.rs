@@ -224,4 +224,60 @@ mod tests {
         assert!(!second.contains(&format!("flush chain inet ldsaref_guard {}", g.chain())));
         assert!(second.contains(&format!("flush chain inet ldsaref_guard {}", g2.chain())));
     }
+
+    /// Every order of ups (4 guards, 6 calls: all 4096 sequences), the
+    /// table simulated from the batches: after each call the base chain
+    /// jumps to every guard seen so far, once, and a call that finds its
+    /// guard installed asks for nothing.
+    #[test]
+    fn whatever_the_order_of_the_ups_every_guard_is_jumped_to_once() {
+        let guards: Vec<Guard> = [
+            ("198.19.0.0/24", 1),
+            ("198.19.0.0/24", 2),
+            ("198.18.0.0/24", 1),
+            ("2001:db8::/32", 3),
+        ]
+        .iter()
+        .map(|(net, mark)| Guard::new(&sel(net, 0, 0), *mark, u32::MAX).unwrap())
+        .collect();
+        for n in 0..4096usize {
+            let mut chains: Option<Vec<String>> = None;
+            let mut jumps: Vec<String> = Vec::new();
+            let mut seen = std::collections::BTreeSet::new();
+            for k in 0..6 {
+                let g = &guards[(n >> (2 * k)) & 3];
+                let new = seen.insert(g.chain());
+                match batch(chains.as_deref(), g) {
+                    None => assert!(!new, "{n}: a new guard not installed"),
+                    Some(b) => {
+                        let c = chains.get_or_insert_with(Vec::new);
+                        for line in b.lines() {
+                            if let Some(rest) = line.strip_prefix("add chain inet ldsaref_guard ") {
+                                let name = rest.split(' ').next().unwrap().to_owned();
+                                if !c.contains(&name) {
+                                    c.push(name);
+                                }
+                            }
+                        }
+                        jumps = b
+                            .lines()
+                            .filter_map(|l| l.split(" jump ").nth(1))
+                            .map(str::to_owned)
+                            .collect();
+                    }
+                }
+                let mut sorted = jumps.clone();
+                sorted.dedup();
+                assert_eq!(sorted.len(), jumps.len(), "{n}: a jump twice");
+                assert_eq!(
+                    jumps
+                        .iter()
+                        .cloned()
+                        .collect::<std::collections::BTreeSet<_>>(),
+                    seen,
+                    "{n} after call {k}"
+                );
+            }
+        }
+    }
 }
