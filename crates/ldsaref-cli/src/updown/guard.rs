@@ -118,8 +118,24 @@ fn network(addr: IpAddr, len: u8) -> IpAddr {
     }
 }
 
+/// The mark (value, mask) a guard chain's name says it guards.
+fn mark_of(chain: &str) -> Option<(u32, u32)> {
+    let mut f = chain.strip_prefix(PREFIX)?.split('_');
+    let value = u32::from_str_radix(f.next()?, 16).ok()?;
+    let mask = u32::from_str_radix(f.next()?, 16).ok()?;
+    Some((value, mask))
+}
+
 /// The `nft -f` batch that installs `guard` into a table whose chains are
 /// `chains` (`None`: no table yet), or `None` when it is installed already.
+///
+/// A marked packet reaches only its own mark's guards: the base chain maps
+/// the mark (`meta mark vmap`, one lookup whatever the number of
+/// connections) to a chain per mark, `m_VALUE`, which jumps to that mark's
+/// guard chains (one per network of the connection). Guards of a partial
+/// mask (`--mark V/M` with M short of 32 bits, rare) are jumped to from the
+/// base chain one after the other. Every chain but the guards' is
+/// rewritten from the guard chains the table has, with the new one.
 pub fn batch(chains: Option<&[String]>, guard: &Guard) -> Option<String> {
     let name = guard.chain();
     let chains = chains.unwrap_or_default();
@@ -130,6 +146,28 @@ pub fn batch(chains: Option<&[String]>, guard: &Guard) -> Option<String> {
     let mut b = format!("add table {t}\n");
     b += &format!("add chain {t} {name}\nflush chain {t} {name}\n");
     b += &format!("add rule {t} {name} {}\n", guard.rule());
+    let mut guards: Vec<&str> = chains
+        .iter()
+        .map(String::as_str)
+        .filter(|c| c.starts_with(PREFIX) && *c != name)
+        .collect();
+    guards.push(&name);
+    guards.sort_unstable();
+    let mut by_mark: std::collections::BTreeMap<u32, Vec<&str>> = Default::default();
+    let mut partial = Vec::new();
+    for g in guards {
+        match mark_of(g) {
+            Some((value, u32::MAX)) => by_mark.entry(value).or_default().push(g),
+            _ => partial.push(g),
+        }
+    }
+    for (value, gs) in &by_mark {
+        let m = format!("m_{value:08x}");
+        b += &format!("add chain {t} {m}\nflush chain {t} {m}\n");
+        for g in gs {
+            b += &format!("add rule {t} {m} jump {g}\n");
+        }
+    }
     b += &format!(
         "add chain {t} {BASE} {{ type filter hook postrouting priority 0; policy accept; }}\n\
          flush chain {t} {BASE}\n\
@@ -137,15 +175,18 @@ pub fn batch(chains: Option<&[String]>, guard: &Guard) -> Option<String> {
          add rule {t} {BASE} meta l4proto {{ esp, ah }} accept\n\
          add rule {t} {BASE} udp sport {{ 500, 4500 }} accept\n"
     );
-    let mut jumps: Vec<&str> = chains
-        .iter()
-        .map(String::as_str)
-        .filter(|c| c.starts_with(PREFIX) && *c != name)
-        .collect();
-    jumps.push(&name);
-    jumps.sort_unstable();
-    for j in jumps {
-        b += &format!("add rule {t} {BASE} jump {j}\n");
+    if !by_mark.is_empty() {
+        let entries: Vec<String> = by_mark
+            .keys()
+            .map(|v| format!("{v:#x} : jump m_{v:08x}"))
+            .collect();
+        b += &format!(
+            "add rule {t} {BASE} meta mark vmap {{ {} }}\n",
+            entries.join(", ")
+        );
+    }
+    for g in partial {
+        b += &format!("add rule {t} {BASE} jump {g}\n");
     }
     Some(b)
 }
@@ -153,6 +194,7 @@ pub fn batch(chains: Option<&[String]>, guard: &Guard) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn sel(peer: &str, proto: u8, port: u16) -> Selector {
         Selector {
@@ -161,6 +203,33 @@ mod tests {
             proto,
             port,
         }
+    }
+
+    /// The guard chains a batch's base chain reaches: through the mark's
+    /// chain its vmap names, or directly.
+    fn reachable(batch: &str) -> BTreeSet<String> {
+        let rules = |chain: &str| -> Vec<String> {
+            let p = format!("add rule inet ldsaref_guard {chain} ");
+            batch
+                .lines()
+                .filter_map(|l| l.strip_prefix(&p).map(str::to_owned))
+                .collect()
+        };
+        let mut out = BTreeSet::new();
+        for rule in rules(BASE) {
+            if let Some(g) = rule.strip_prefix("jump ") {
+                out.insert(g.to_owned());
+            }
+            if let Some(map) = rule.strip_prefix("meta mark vmap { ") {
+                for entry in map.trim_end_matches(" }").split(", ") {
+                    let m = entry.split("jump ").nth(1).unwrap();
+                    for r in rules(m) {
+                        out.insert(r.strip_prefix("jump ").unwrap().to_owned());
+                    }
+                }
+            }
+        }
+        out
     }
 
     #[test]
@@ -200,10 +269,10 @@ mod tests {
             "add chain inet ldsaref_guard postrouting { type filter hook postrouting priority 0; policy accept; }\n\
              flush chain inet ldsaref_guard postrouting\n"
         ));
-        assert_eq!(first.matches(" jump ").count(), 1, "{first}");
-        // The exemptions come before the jumps.
+        assert_eq!(reachable(&first), BTreeSet::from([g.chain()]), "{first}");
+        // The exemptions come before the dispatch.
         let esp = first.find("esp, ah").unwrap();
-        assert!(esp < first.find(" jump ").unwrap());
+        assert!(esp < first.find(" vmap ").unwrap());
 
         let installed: Vec<String> = ["postrouting", &g.chain()]
             .iter()
@@ -215,11 +284,20 @@ mod tests {
 
         let g2 = Guard::new(&sel("198.19.0.0/24", 0, 0), 2, u32::MAX).unwrap();
         let second = batch(Some(&installed), &g2).unwrap();
-        let jumps: Vec<&str> = second
-            .lines()
-            .filter_map(|l| l.split(" jump ").nth(1))
-            .collect();
-        assert_eq!(jumps, [g.chain(), g2.chain()]);
+        assert_eq!(reachable(&second), BTreeSet::from([g.chain(), g2.chain()]));
+        assert!(
+            second.contains("meta mark vmap { 0x1 : jump m_00000001, 0x2 : jump m_00000002 }"),
+            "{second}"
+        );
+        // A partial mask is jumped to from the base chain.
+        let g3 = Guard::new(&sel("198.19.0.0/24", 0, 0), 0x200, 0xff00).unwrap();
+        let third = batch(Some(&installed), &g3).unwrap();
+        let direct = format!(
+            "add rule inet ldsaref_guard postrouting jump {}\n",
+            g3.chain()
+        );
+        assert!(third.contains(&direct), "{third}");
+        assert_eq!(reachable(&third), BTreeSet::from([g.chain(), g3.chain()]));
         // Only the new guard's chain is (re)written.
         assert!(!second.contains(&format!("flush chain inet ldsaref_guard {}", g.chain())));
         assert!(second.contains(&format!("flush chain inet ldsaref_guard {}", g2.chain())));
@@ -242,8 +320,8 @@ mod tests {
         .collect();
         for n in 0..4096usize {
             let mut chains: Option<Vec<String>> = None;
-            let mut jumps: Vec<String> = Vec::new();
-            let mut seen = std::collections::BTreeSet::new();
+            let mut jumps = BTreeSet::new();
+            let mut seen = BTreeSet::new();
             for k in 0..6 {
                 let g = &guards[(n >> (2 * k)) & 3];
                 let new = seen.insert(g.chain());
@@ -259,24 +337,12 @@ mod tests {
                                 }
                             }
                         }
-                        jumps = b
-                            .lines()
-                            .filter_map(|l| l.split(" jump ").nth(1))
-                            .map(str::to_owned)
-                            .collect();
+                        jumps = reachable(&b);
+                        let to_guards = b.lines().filter(|l| l.contains(" jump g_")).count();
+                        assert_eq!(to_guards, jumps.len(), "{n}: a guard jumped to twice");
                     }
                 }
-                let mut sorted = jumps.clone();
-                sorted.dedup();
-                assert_eq!(sorted.len(), jumps.len(), "{n}: a jump twice");
-                assert_eq!(
-                    jumps
-                        .iter()
-                        .cloned()
-                        .collect::<std::collections::BTreeSet<_>>(),
-                    seen,
-                    "{n} after call {k}"
-                );
+                assert_eq!(jumps, seen, "{n} after call {k}");
             }
         }
     }
