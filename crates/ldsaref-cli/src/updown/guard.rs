@@ -26,13 +26,15 @@
 //!
 //! `table inet ldsaref_guard`: one regular chain per guard, named after
 //! what it guards (so that the table itself says which guards exist, read
-//! over netlink without an `nft` process), and a `postrouting` base chain
-//! that lets unmarked packets and the tunnels' own packets through at once
-//! and jumps to every guard chain. Like the block, a guard is never removed
-//! by updown: it costs nothing while the tunnel is up and is what protects
-//! the network while it is down. An up that finds its guard there changes
-//! nothing (no `nft` runs); a new one rewrites the base chain with the
-//! jumps of every guard chain the table has, in one transaction.
+//! over netlink without an `nft` process), a chain per mark that jumps to
+//! that mark's guards, and a `postrouting` base chain that lets unmarked
+//! packets and the tunnels' own packets through at once and sends the
+//! rest to their mark's chain (`meta mark vmap`: one lookup, however many
+//! connections). Like the block, a guard is never removed by updown: it
+//! costs nothing while the tunnel is up and is what protects the network
+//! while it is down. An up that finds its guard there changes nothing (no
+//! `nft` runs); a new one rewrites every chain but the guards' from the
+//! guard chains the table has, in one transaction.
 
 use std::net::IpAddr;
 
