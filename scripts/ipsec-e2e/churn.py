@@ -223,6 +223,9 @@ def report(a):
       client installing the SA), after_peer_ms from then, or from the
       call's return if later, to the first message (the steering, and
       the senders' own 40 ms cadence); the worst of each.
+    - recovered, within_1s, recovery_p50_ms, recovery_p90_ms: how many
+      ups recovered, how many of them within 1 s of the call, and the
+      median and 90th percentile of their recovery times.
     - updown_calls: per verb, the median and longest ldsaref updown call.
     - ok_while_down: sends that succeeded more than `grace` s after a
       down-client call returned and before the next up-client (they
@@ -241,7 +244,7 @@ def report(a):
         return {"sent": 0, "refused": 0, "delivered": 0, "wrong": 0, "recovery_ms": 0,
                 "recovery_after_return_ms": 0, "steered_after_return_ms": 0,
                 "ok_while_down": 0, "ups": 0, "peer_ms": 0, "after_peer_ms": 0,
-                "unrecovered": [], "slowest": [], "errnos": {}}
+                "unrecovered": [], "slowest": [], "errnos": {}, "recoveries": []}
 
     def of(prefix, seq):
         return seq.startswith(prefix) and seq[len(prefix):].isdigit()
@@ -339,6 +342,7 @@ def report(a):
                 if ok is not None and (end is None or ok < end):
                     o["steered_after_return_ms"] = max(o["steered_after_return_ms"],
                                                        int(max(0.0, ok - float(l[0])) * 1000))
+                o["recoveries"].append(int((first - t) * 1000))
                 if int((first - t) * 1000) > o["recovery_ms"]:
                     o["recovery_ms"] = int((first - t) * 1000)
                     o["slowest_up_at"] = t
@@ -370,7 +374,17 @@ def report(a):
         # messages of no backend's form count as wrong too
         out["wrong"] += sum(1 for r in recv
                             if len(r) < 5 or not any(of(p, r[4]) for p in a["backends"].values()))
+    def spread(o):
+        # the distribution behind the worst one: how many ups met 1 s
+        r = sorted(o.pop("recoveries"))
+        o["recovered"] = len(r)
+        o["within_1s"] = sum(1 for x in r if x <= 1000)
+        o["recovery_p50_ms"] = r[len(r) // 2] if r else 0
+        o["recovery_p90_ms"] = r[min(len(r) - 1, len(r) * 9 // 10)] if r else 0
+        return r
+    every = []
     for o in per.values():
+        every += spread(o)
         o["slowest"] = [d for _, d in sorted(o["slowest"], reverse=True)[:3]]
         for k in ("sent", "refused", "delivered", "wrong", "ok_while_down", "ups"):
             out[k] += o[k]
@@ -383,6 +397,8 @@ def report(a):
         out["slowest"] += o["slowest"]
         for e, n in o["errnos"].items():
             out["errnos"][e] = out["errnos"].get(e, 0) + n
+    out["recoveries"] = every
+    spread(out)
     out["backends"] = per
     # how long ldsaref updown took, per verb (the daemon waits for each
     # call, and charon runs them one at a time): median / max ms, count
