@@ -7,9 +7,7 @@
 
 use std::io;
 
-use crate::netlink::{
-    self, Dump, Message, Socket, NLMSG_DONE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
-};
+use crate::netlink::{self, Dump, Message, Socket, NLM_F_DUMP, NLM_F_REQUEST};
 
 const NETLINK_ROUTE: libc::c_int = 0;
 const RTM_NEWLINK: u16 = 16;
@@ -26,32 +24,13 @@ const IFLA_XFRM_IF_ID: u16 = 2;
 /// namespace; `None` when there is none (the first, in the kernel's order,
 /// if several share it).
 pub fn xfrm_interface(id: u32) -> io::Result<Option<String>> {
-    let sock = Socket::open(NETLINK_ROUTE)?;
-    let mut buf = vec![0u8; 64 * 1024];
     // Retried when the links changed while the dump ran.
-    for seq in 1..10 {
-        sock.send(&dump_request(seq))?;
-        let mut found = None;
-        let mut interrupted = false;
-        loop {
-            let n = sock.recv(&mut buf)?;
-            let msgs = netlink::messages(&buf[..n])?;
-            match read_links(&msgs, seq, id, &mut found)? {
-                Dump::More(intr) => interrupted |= intr,
-                Dump::Done(intr) => {
-                    interrupted |= intr;
-                    break;
-                }
-            }
-        }
-        if !interrupted {
-            return Ok(found);
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::Interrupted,
+    Socket::open(NETLINK_ROUTE)?.dump(
+        1..10,
+        dump_request,
+        |msgs, seq, found| read_links(msgs, seq, id, found),
         "the links kept changing while they were listed",
-    ))
+    )
 }
 
 /// `RTM_GETLINK`, a dump of every link.
@@ -72,17 +51,9 @@ fn read_links(
     id: u32,
     found: &mut Option<String>,
 ) -> io::Result<Dump> {
-    let mut interrupted = false;
-    for m in msgs.iter().filter(|m| m.seq == seq) {
-        interrupted |= m.flags & NLM_F_DUMP_INTR != 0;
-        if let Some(err) = m.error() {
-            return Err(io::Error::from_raw_os_error(-err));
-        }
-        if m.kind == NLMSG_DONE {
-            return Ok(Dump::Done(interrupted));
-        }
+    netlink::dump_datagram(msgs, seq, |m| {
         if m.kind != RTM_NEWLINK || m.payload.len() < IFINFOMSG || found.is_some() {
-            continue;
+            return;
         }
         let (mut name, mut if_id) = (None, None);
         for (kind, value) in netlink::attributes(&m.payload[IFINFOMSG..]) {
@@ -98,8 +69,7 @@ fn read_links(
         if if_id == Some(id) {
             *found = name;
         }
-    }
-    Ok(Dump::More(interrupted))
+    })
 }
 
 /// The `if_id` in an `IFLA_LINKINFO` whose kind is `xfrm`.
@@ -123,6 +93,7 @@ fn xfrm_if_id(linkinfo: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::{NLMSG_DONE, NLM_F_DUMP_INTR};
 
     /// An RTM_NEWLINK as the kernel sends it: ifinfomsg, name, and a link
     /// info of `kind` with `if_id` in its data.

@@ -64,6 +64,30 @@ pub fn messages(buf: &[u8]) -> io::Result<Vec<Message<'_>>> {
     Ok(v)
 }
 
+/// Walks one datagram of the dump `seq`: `each` gets its messages (other
+/// requests' answers are skipped) until `NLMSG_DONE`; an `NLMSG_ERROR` is
+/// the dump's errno. Says whether the dump ended, and whether the kernel
+/// marked any of them interrupted (`NLM_F_DUMP_INTR`: the objects changed
+/// while it ran).
+pub fn dump_datagram(
+    msgs: &[Message<'_>],
+    seq: u32,
+    mut each: impl FnMut(&Message<'_>),
+) -> io::Result<Dump> {
+    let mut interrupted = false;
+    for m in msgs.iter().filter(|m| m.seq == seq) {
+        interrupted |= m.flags & NLM_F_DUMP_INTR != 0;
+        if let Some(err) = m.error() {
+            return Err(io::Error::from_raw_os_error(-err));
+        }
+        if m.kind == NLMSG_DONE {
+            return Ok(Dump::Done(interrupted));
+        }
+        each(m);
+    }
+    Ok(Dump::More(interrupted))
+}
+
 /// The answer to request `seq` among the messages in `buf`, if one is
 /// there: `NLMSG_ERROR` with error 0 is the acknowledgement, a negative
 /// one the errno.
@@ -200,6 +224,42 @@ impl Socket {
             }
             return Ok(n as usize);
         }
+    }
+
+    /// A whole dump: `request(seq)` sent with each sequence number of
+    /// `seqs` in turn until one dump runs uninterrupted, its datagrams
+    /// given to `read` with a fresh `T` for each try. `changing` says what
+    /// kept changing when every try was interrupted.
+    pub fn dump<T: Default>(
+        &self,
+        seqs: std::ops::Range<u32>,
+        request: impl Fn(u32) -> Vec<u8>,
+        mut read: impl FnMut(&[Message<'_>], u32, &mut T) -> io::Result<Dump>,
+        changing: &str,
+    ) -> io::Result<T> {
+        let mut buf = vec![0u8; 64 * 1024];
+        for seq in seqs {
+            self.send(&request(seq))?;
+            let mut got = T::default();
+            let mut interrupted = false;
+            loop {
+                let n = self.recv(&mut buf)?;
+                match read(&messages(&buf[..n])?, seq, &mut got)? {
+                    Dump::More(intr) => interrupted |= intr,
+                    Dump::Done(intr) => {
+                        interrupted |= intr;
+                        break;
+                    }
+                }
+            }
+            if !interrupted {
+                return Ok(got);
+            }
+        }
+        Err(io::Error::new(
+            io::ErrorKind::Interrupted,
+            changing.to_owned(),
+        ))
     }
 
     /// Sends one request and reads until the acknowledgement of `seq`.

@@ -9,9 +9,7 @@
 
 use std::io;
 
-use crate::netlink::{
-    self, Dump, Message, Socket, NLMSG_DONE, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
-};
+use crate::netlink::{self, Dump, Message, Socket, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 
 const NETLINK_NETFILTER: libc::c_int = 12;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
@@ -41,30 +39,13 @@ pub fn chains(family: u8, table: &str) -> io::Result<Option<Vec<String>>> {
     // A dump is retried when the table changed while it ran (another
     // process's `nft -f`): a half-old list of names could pair an old
     // fingerprint with new sections.
-    let mut buf = vec![0u8; 64 * 1024];
-    for seq in 2..10 {
-        sock.send(&chain_dump_request(family, &name, seq))?;
-        let mut names = Vec::new();
-        let mut interrupted = false;
-        loop {
-            let n = sock.recv(&mut buf)?;
-            let msgs = netlink::messages(&buf[..n])?;
-            match read_chains(&msgs, seq, table, &mut names)? {
-                Dump::More(intr) => interrupted |= intr,
-                Dump::Done(intr) => {
-                    interrupted |= intr;
-                    break;
-                }
-            }
-        }
-        if !interrupted {
-            return Ok(Some(names));
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::Interrupted,
+    sock.dump(
+        2..10,
+        |seq| chain_dump_request(family, &name, seq),
+        |msgs, seq, names| read_chains(msgs, seq, table, names),
         "the table kept changing while its chains were listed",
-    ))
+    )
+    .map(Some)
 }
 
 fn nul_terminated(s: &str) -> Vec<u8> {
@@ -118,17 +99,9 @@ fn read_chains(
     table: &str,
     names: &mut Vec<String>,
 ) -> io::Result<Dump> {
-    let mut interrupted = false;
-    for m in msgs.iter().filter(|m| m.seq == seq) {
-        interrupted |= m.flags & NLM_F_DUMP_INTR != 0;
-        if let Some(err) = m.error() {
-            return Err(io::Error::from_raw_os_error(-err));
-        }
-        if m.kind == NLMSG_DONE {
-            return Ok(Dump::Done(interrupted));
-        }
+    netlink::dump_datagram(msgs, seq, |m| {
         if m.kind != NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWCHAIN || m.payload.len() < NFGENMSG {
-            continue;
+            return;
         }
         let (mut in_table, mut name) = (false, None);
         for (kind, value) in netlink::attributes(&m.payload[NFGENMSG..]) {
@@ -142,13 +115,13 @@ fn read_chains(
         if let (true, Some(name)) = (in_table, name) {
             names.push(name);
         }
-    }
-    Ok(Dump::More(interrupted))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::netlink::{NLMSG_DONE, NLM_F_DUMP_INTR};
 
     fn chain(seq: u32, table: &str, name: &str, flags: u16) -> Vec<u8> {
         let mut body = nfgenmsg(INET);
