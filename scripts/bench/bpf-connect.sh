@@ -29,6 +29,8 @@
 # not run for unconnected sendto, and sendmsg4 runs after the datagram's
 # mark is taken (docs/cgroup-backend.md). Figures: medians of ROUNDS
 # (default 7) rounds, CPU ns per call of the program.
+# LDSAREF_BIN=PATH measures that ldsaref binary instead of building this
+# tree's (scripts/bench/tools.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 n=100000
@@ -68,9 +70,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release -p ldsaref-cli >&2
-cli=target/release/ldsaref
-gcc -O2 -Wall -Wextra -o "$work/hotpath" scripts/bench/hotpath.c
+. scripts/bench/tools.sh
+bench_tools "$work"
 clang -O2 -g -target bpf -I"/usr/include/$(gcc -print-multiarch)" \
     -c scripts/bench/bpf-connect4.c -o "$work/prog.o"
 
@@ -121,7 +122,7 @@ bpftool batch file "$work/fill.batch" >/dev/null
 hit="hex $(python3 -c "import struct; print((struct.pack('<IQ', 96, 0) + bytes([127, 0, 0, 1])).hex(' '))")"
 
 drive() { # mode n [mark]: CPU ns per call
-    in_ns sh -c 'echo $$ > "$1/cgroup.procs" && exec "$2" "$3" "$4" $5' sh "$cg" "$work/hotpath" "$1" "$2" "${3:-}" |
+    in_ns sh -c 'echo $$ > "$1/cgroup.procs" && exec "$2" "$3" "$4" $5' sh "$cg" "$driver" "$1" "$2" "${3:-}" |
         awk '{print $4}'
 }
 row() { # label tcp-mode udp-mode [mark]

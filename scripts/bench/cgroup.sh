@@ -80,16 +80,8 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-cli=$work/ldsaref
-if [ -n "${LDSAREF_BIN:-}" ]; then
-    # Another build to compare (e.g. main's, built in a target dir of its own).
-    cp "$LDSAREF_BIN" "$cli"
-else
-    cargo build --release -p ldsaref-cli >&2
-    cp target/release/ldsaref "$cli"
-fi
-driver=$work/hotpath
-gcc -O2 -Wall -Wextra -o "$driver" scripts/bench/hotpath.c
+. scripts/bench/tools.sh
+bench_tools "$work"
 gen=scripts/bench/genrules.py
 
 ip netns add "$ns"

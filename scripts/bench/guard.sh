@@ -33,15 +33,8 @@ n=${UDP_N:-200000}
 work=$(mktemp -d /tmp/ldsaref-guardbench.XXXXXX)
 ns=ldsaref-guardbench-$$
 trap 'ip netns del "$ns" 2>/dev/null || true; rm -rf "$work"' EXIT
-cli=$work/ldsaref
-if [ -n "${LDSAREF_BIN:-}" ]; then
-    cp "$LDSAREF_BIN" "$cli"
-else
-    cargo build --release -p ldsaref-cli >&2
-    cp target/release/ldsaref "$cli"
-fi
-driver=$work/hotpath
-gcc -O2 -Wall -Wextra -o "$driver" scripts/bench/hotpath.c
+. scripts/bench/tools.sh
+bench_tools "$work"
 ip netns add "$ns"
 ip netns exec "$ns" ip link set lo up
 in_ns() { ip netns exec "$ns" "$@"; }
