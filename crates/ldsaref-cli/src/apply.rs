@@ -102,6 +102,16 @@ pub fn load(location: &Location) -> Result<RuleSet, String> {
     }
 }
 
+/// The rules at `location` for a table that is kept current (updown, and
+/// `apply --if-installed`): none once every connection is gone, an empty
+/// set, whose table still drops what the profiles' cgroups send.
+pub fn load_kept(location: &Location) -> Result<RuleSet, String> {
+    match settings::load_rules(location)? {
+        Some(set) => Ok(set),
+        None => RuleSet::parse("", "(no rules)").map_err(|e| e.to_string()),
+    }
+}
+
 /// Loads the rules at `location` and fingerprints their sections, without
 /// flattening any map (enough for the fingerprint, the profiles and their
 /// cgroups).
@@ -388,12 +398,10 @@ fn follow(args: &ApplyArgs, location: &Location) -> Result<(), String> {
         Some(listing) => Ok(listing),
         None => nft::list_chains(),
     });
-    let set = match settings::load_rules(location)? {
-        Some(set) => set,
-        // Kept current (updown, after the last connection went down): an
-        // empty table still drops what the profiles' cgroups send.
-        None if args.if_installed => RuleSet::parse("", "(no rules)").map_err(|e| e.to_string())?,
-        None => load(location)?,
+    let set = if args.if_installed {
+        load_kept(location)?
+    } else {
+        load(location)?
     };
     let listing = listing
         .join()

@@ -249,12 +249,13 @@ pub fn updown_with(
     drop(lock);
     // After a down, the table may follow in the background too when the
     // guard holds the mark whatever the table says (see `refresh`).
-    let guarded = !args.no_guard
-        && matches!(
-            call::sa(args.mark.as_deref(), get),
-            Ok(Some(Sa::Mark { .. }))
-        );
-    refresh(args, going_up || guarded)
+    let background = going_up
+        || !args.no_guard
+            && matches!(
+                call::sa(args.mark.as_deref(), get),
+                Ok(Some(Sa::Mark { .. }))
+            );
+    refresh(args, background)
 }
 
 /// What else follows the rules directory: the compiled index, rebuilt by
@@ -322,12 +323,7 @@ fn refresh(args: &UpdownArgs, background: bool) -> Result<(), String> {
         Ok(l) if l.installed() => l,
         _ => return Ok(()),
     };
-    let set = match crate::settings::load_rules(&location)? {
-        Some(set) => set,
-        // Every connection gone: an empty table still drops what the
-        // profiles' cgroups send.
-        None => RuleSet::parse("", "(no rules)").map_err(|e| e.to_string())?,
-    };
+    let set = crate::apply::load_kept(&location)?;
     crate::apply::install_listed(&set, listing).map_err(|e| {
         format!("the rules are written, but table inet ldsaref could not follow them: {e}")
     })
@@ -442,9 +438,7 @@ fn forked(location: &Location, job: Job) -> ! {
         };
         match job {
             Job::Compile(dir) => match fsio::DirLock::take(dir) {
-                Ok(_held) => {
-                    crate::settings::compile(&crate::settings::location_of(rules.as_deref()))
-                }
+                Ok(_held) => crate::settings::compile(location),
                 Err(_) => 1,
             },
             Job::Apply(ticket) => crate::apply::apply(&crate::apply::ApplyArgs {
@@ -503,7 +497,8 @@ mod tests {
 
     use call::Selector;
 
-    /// Records the block policies asked for; fails them on request.
+    /// Records the block policies and guards asked for; fails them on
+    /// request.
     #[derive(Default)]
     struct FakeXfrm {
         blocks: RefCell<Vec<String>>,
