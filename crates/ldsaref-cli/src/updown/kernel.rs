@@ -103,9 +103,9 @@ pub fn command(p: &OutPolicy) -> String {
 
 /// The real kernel, over netlink: policies, interfaces, and `nft` for the
 /// guard.
-pub struct Ip;
+pub struct Real;
 
-impl Xfrm for Ip {
+impl Xfrm for Real {
     fn block(&self, sel: &Selector, sa: &Sa) -> Result<(), String> {
         let Sa::Mark { value, mask } = *sa else {
             return Ok(());

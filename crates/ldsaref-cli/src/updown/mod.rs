@@ -479,7 +479,7 @@ fn detach() {
 /// `ldsaref updown`: exit 0 done (or nothing to do), 1 with a message.
 pub fn updown(args: &UpdownArgs) -> u8 {
     let get = |k: &str| std::env::var(k).ok();
-    match updown_with(args, &get, &kernel::Ip) {
+    match updown_with(args, &get, &kernel::Real) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("ldsaref updown: {e}");
