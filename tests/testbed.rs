@@ -643,13 +643,37 @@ fn reflect_socat_fork_server() {
     }
 
     let mut child = socat(&[]);
+    // Read socat's log as it comes: on a loaded machine a forked child may
+    // answer after the client gave up, so the parent is killed only once
+    // both children have said why their replies failed (or a deadline).
+    let (lines, log) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = lines.send(line);
+        }
+    });
     wait_listening();
     for c in ["c1", "c2"] {
         assert_eq!(ask_from(&bed, c, 7005, "plain"), "", "no route back");
     }
+    let mut err = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while err.matches("Network is unreachable").count() < 2 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match log.recv_timeout(left) {
+            Ok(line) => err += &(line + "\n"),
+            Err(_) => break,
+        }
+    }
     let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let _ = child.wait();
+    let _ = reader.join();
+    err.extend(log.try_iter().map(|line| line + "\n"));
     assert_eq!(
         err.matches("Network is unreachable").count(),
         2,
