@@ -404,6 +404,46 @@ fn ask_from(bed: &Bed, client: &str, port: u16, message: &str) -> String {
     out.stdout.trim().to_string()
 }
 
+/// A server's output, read as it comes. On a loaded machine a server may
+/// answer after the client gave up waiting, so a test that counts what the
+/// server said waits for it (up to a deadline) before killing the server.
+struct Log(std::sync::mpsc::Receiver<String>);
+
+impl Log {
+    fn follow(stream: impl std::io::Read + Send + 'static) -> Self {
+        let (lines, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Log(log)
+    }
+
+    /// Everything said until `done` holds for it, or 20 s have passed.
+    fn until(self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut text = String::new();
+        while !done(&text) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(line) => {
+                    text.push_str(&line);
+                    text.push('\n');
+                }
+                Err(_) => break,
+            }
+        }
+        text
+    }
+}
+
 fn reflect_with(mode: &str, port: u16) {
     let bed = Bed::up();
     let rules = bed.rules("198.18.0.5 udp 5000 reflect\n");
@@ -435,6 +475,7 @@ fn reflect_with(mode: &str, port: u16) {
 
     // Without the library the same server has no route back to either.
     let mut child = bed.spawn_srv(&[], &py(), &[&server, mode, "203.0.113.1", &port_s]);
+    let log = Log::follow(child.stdout.take().unwrap());
     for client in ["c1", "c2"] {
         assert_eq!(
             ask_from(&bed, client, port, "plain"),
@@ -442,9 +483,10 @@ fn reflect_with(mode: &str, port: u16) {
             "{mode}: no answer"
         );
     }
+    let errors = |text: &str| text.lines().filter(|l| *l == "error=101").count();
+    let lines = log.until(|text| errors(text) >= 2);
     let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    let lines = String::from_utf8_lossy(&out.stdout).into_owned();
+    let _ = child.wait();
     assert_eq!(
         lines.lines().filter(|l| *l == "error=101").count(),
         2,
@@ -643,37 +685,14 @@ fn reflect_socat_fork_server() {
     }
 
     let mut child = socat(&[]);
-    // Read socat's log as it comes: on a loaded machine a forked child may
-    // answer after the client gave up, so the parent is killed only once
-    // both children have said why their replies failed (or a deadline).
-    let (lines, log) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = lines.send(line);
-        }
-    });
+    let log = Log::follow(child.stderr.take().unwrap());
     wait_listening();
     for c in ["c1", "c2"] {
         assert_eq!(ask_from(&bed, c, 7005, "plain"), "", "no route back");
     }
-    let mut err = String::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while err.matches("Network is unreachable").count() < 2 {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match log.recv_timeout(left) {
-            Ok(line) => err += &(line + "\n"),
-            Err(_) => break,
-        }
-    }
+    let err = log.until(|text| text.matches("Network is unreachable").count() >= 2);
     let _ = child.kill();
     let _ = child.wait();
-    let _ = reader.join();
-    err.extend(log.try_iter().map(|line| line + "\n"));
     assert_eq!(
         err.matches("Network is unreachable").count(),
         2,
