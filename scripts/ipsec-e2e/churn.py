@@ -223,6 +223,10 @@ def report(a):
       client installing the SA), after_peer_ms from then, or from the
       call's return if later, to the first message (the steering, and
       the senders' own 40 ms cadence); the worst of each.
+    - peer_own_ms: the worst daemons' part less the time the server spent
+      in updown calls meanwhile (any connection's); within_1s_without_updown
+      of split_ups: how many of the ups whose split is known would have
+      met 1 s had every updown call taken no time.
     - recovered, within_1s, recovery_p50_ms, recovery_p90_ms: how many
       ups recovered, how many of them within 1 s of the call, and the
       median and 90th percentile of their recovery times.
@@ -244,7 +248,8 @@ def report(a):
         return {"sent": 0, "refused": 0, "delivered": 0, "wrong": 0, "recovery_ms": 0,
                 "recovery_after_return_ms": 0, "steered_after_return_ms": 0,
                 "ok_while_down": 0, "ups": 0, "peer_ms": 0, "after_peer_ms": 0,
-                "unrecovered": [], "slowest": [], "errnos": {}, "recoveries": []}
+                "unrecovered": [], "slowest": [], "errnos": {}, "recoveries": [],
+                "peer_own_ms": 0, "without_updown": []}
 
     def of(prefix, seq):
         return seq.startswith(prefix) and seq[len(prefix):].isdigit()
@@ -258,6 +263,18 @@ def report(a):
     per = {b: blank() for b in a["backends"]}
     logs = a["logs"]
     out["peer_failed"] = []
+    # the server's updown calls as [start, end] intervals, merged
+    spans = []
+    for c in sorted(calls, key=lambda c: float(c[1])):
+        lo, hi = float(c[1]), float(c[0])
+        if spans and lo <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], hi)
+        else:
+            spans.append([lo, hi])
+
+    def busy(lo, hi):
+        """Seconds within [lo, hi] that some updown call was running."""
+        return sum(max(0.0, min(hi, b) - max(lo, a)) for a, b in spans if a < hi and b > lo)
     for i in (1, 2):
         name, conn = f"client{i}", f"c{i}"
         recv = read(f"{logs}/churn-sink-c{i}.log")
@@ -356,6 +373,12 @@ def report(a):
                     o["peer_ms"] = max(o["peer_ms"], int((est - t) * 1000))
                     o["after_peer_ms"] = max(o["after_peer_ms"],
                                              int((first - max(est, float(l[0]))) * 1000))
+                    # of the daemons' part, the time the server spent in
+                    # updown calls (any connection's: charon runs them
+                    # one at a time); the rest is the daemons' own
+                    inside = busy(t, est)
+                    o["peer_own_ms"] = max(o["peer_own_ms"], int((est - t - inside) * 1000))
+                    o["without_updown"].append(int((first - t - inside) * 1000))
                 # the same from when ldsaref updown returned (the rules written)
                 o["recovery_after_return_ms"] = max(o["recovery_after_return_ms"],
                                                     int(max(0.0, first - float(l[0])) * 1000))
@@ -381,6 +404,11 @@ def report(a):
         o["within_1s"] = sum(1 for x in r if x <= 1000)
         o["recovery_p50_ms"] = r[len(r) // 2] if r else 0
         o["recovery_p90_ms"] = r[min(len(r) - 1, len(r) * 9 // 10)] if r else 0
+        # the same ups, had every updown call taken no time at all: what
+        # the daemons and the steering alone would give
+        w = sorted(o.pop("without_updown"))
+        o["within_1s_without_updown"] = sum(1 for x in w if x <= 1000)
+        o["split_ups"] = len(w)
         return r
     every = []
     for o in per.values():
@@ -391,7 +419,7 @@ def report(a):
         if o["recovery_ms"] > out["recovery_ms"]:
             out["slowest_up_at"] = o["slowest_up_at"]
         for k in ("recovery_ms", "recovery_after_return_ms", "steered_after_return_ms",
-                  "peer_ms", "after_peer_ms"):
+                  "peer_ms", "after_peer_ms", "peer_own_ms"):
             out[k] = max(out[k], o[k])
         out["unrecovered"] += o["unrecovered"]
         out["slowest"] += o["slowest"]
