@@ -11,6 +11,9 @@
 # to 127.0.0.1 (scripts/bench/hotpath.c), side by side, round after
 # round, under:
 #   - no table at all;
+#   - the floor of any per-packet decision in nftables: an empty route
+#     chain on output, and one rule matching the cgroup that jumps to an
+#     empty chain;
 #   - the table `ldsaref apply` makes of N generated rules
 #     (scripts/bench/genrules.py N, global rules, plus an empty [bench]
 #     section) for each N of --sizes: every packet is looked up in the
@@ -155,6 +158,18 @@ apply_n() { # n
 clear_tables() {
     in_ns nft delete table inet ldsaref 2>/dev/null || true
     in_ns nft delete table inet ldsaref_linear 2>/dev/null || true
+    in_ns nft delete table inet ldsaref_floor 2>/dev/null || true
+}
+# The floor of any per-packet decision in nftables: an empty route chain
+# on output (the hook alone), and one that matches the program's cgroup
+# and jumps to an empty chain (the least a decision for a cgroup costs).
+floor() { # hook|cgroup
+    {
+        printf 'table inet ldsaref_floor {\n\tchain decide {\n\t}\n'
+        printf '\tchain output {\n\t\ttype route hook output priority mangle; policy accept;\n'
+        [ "$1" = hook ] || printf '\t\tsocket cgroupv2 level 1 "%sldsaref.slice" jump decide\n' "$prefix"
+        printf '\t}\n}\n'
+    } | in_ns nft -f -
 }
 
 # The tables are loaded once per size and round (loading 1M rules takes
@@ -172,6 +187,11 @@ for r in $(seq "$rounds"); do
     echo "round $r" >&2
     clear_tables
     measure none
+    for f in hook cgroup; do
+        floor $f
+        measure "floor/$f"
+        clear_tables
+    done
     for n in $sizes; do
         clear_tables
         apply_n "$n"
@@ -240,6 +260,8 @@ def row(name, label):
             cells += [f"{c:.0f} ({w:.0f})", f"{c / base:.2f}x"]
     print(f"| {name} | " + " | ".join(cells) + " |")
 row("no table", "none")
+row("nft floor: an empty route chain", "floor/hook")
+row("nft floor: a route chain matching the cgroup, jumping to an empty chain", "floor/cgroup")
 for n in sizes:
     row(f"ldsaref, {n} rules", f"ldsaref/{n}")
 for n in sizes:
