@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds target/debian/ldsaref_<version>_<arch>.deb: the release build of
 # the whole workspace (the command and the library are two packages), the
-# shell completions generated from the command itself, then cargo-deb.
+# command statically linked (packaging/static-cli.sh), the shell
+# completions generated from the command itself, then cargo-deb.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,6 +20,8 @@ if [ "$arch" != amd64 ]; then
 fi
 
 cargo build --release --workspace
+# The command the package installs: statically linked (see the script).
+packaging/static-cli.sh >/dev/null
 target_dir=${CARGO_TARGET_DIR:-target}
 out="$target_dir/release/completions"
 mkdir -p "$out"

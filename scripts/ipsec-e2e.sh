@@ -139,7 +139,7 @@ fi
 
 if [ -n "$build" ]; then
     say "building (release)"
-    (cd "$repo" && cargo build --release --workspace --quiet)
+    (cd "$repo" && cargo build --release --workspace --quiet && packaging/static-cli.sh >/dev/null)
 fi
 target=${CARGO_TARGET_DIR:-$repo/target}
 case $target in /*) ;; *) target=$repo/$target ;; esac
@@ -147,6 +147,14 @@ bin=$target/release
 for f in "$bin/ldsaref" "$bin/libldsaref.so"; do
     [ -f "$f" ] || { say "missing $f: build first" >&2; exit 1; }
 done
+# The guest runs ldsaref-static (what the package installs) when it is
+# there and not older than the workspace's build.
+if [ -f "$bin/ldsaref-static" ] && ! [ "$bin/ldsaref-static" -ot "$bin/ldsaref" ]; then
+    say "command: $bin/ldsaref-static (statically linked)"
+else
+    rm -f "$bin/ldsaref-static"
+    say "command: $bin/ldsaref (dynamically linked; packaging/static-cli.sh builds the static one)"
+fi
 
 # The newest Debian kernel that has its modules installed.
 kernel= kver=

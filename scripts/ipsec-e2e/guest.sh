@@ -29,8 +29,15 @@ dir=$1
 # run from the host's / over 9p, every exec paged the binary in again
 # through the emulated device (about 15 ms of each updown call, and of
 # every `ldsaref run` and background apply).
+# The statically linked command when it was built (packaging/static-cli.sh:
+# what the package installs), else the workspace's.
 mkdir -p /mnt/bin
-cp "$2/ldsaref" "$2/libldsaref.so" /mnt/bin/
+if [ -f "$2/ldsaref-static" ]; then
+    cp "$2/ldsaref-static" /mnt/bin/ldsaref
+else
+    cp "$2/ldsaref" /mnt/bin/ldsaref
+fi
+cp "$2/libldsaref.so" /mnt/bin/
 lds=/mnt/bin/ldsaref
 opt_only=all opt_daemons=strongswan+libreswan opt_churn=20 opt_variants=marks+xfrmi opt_record=
 IFS=, read -ra _opts <<<"${3:-}"
