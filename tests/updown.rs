@@ -902,6 +902,53 @@ fn an_interface_id_without_its_interface_is_refused() {
     assert!(!dir.exists() || listing(&dir).is_empty(), "nothing written");
 }
 
+/// A background compile waits for its turn (another compile of the same
+/// rules) without holding the rules directory: while the turn is held,
+/// the daemon's next updown calls still return, and the index, once the
+/// turn comes, has the newest rules. (The daemon holds its event bus for
+/// each call: a compile holding the directory delayed every next call by
+/// the rules' 50 ms settling time and the compile itself.)
+#[test]
+fn a_waiting_compile_does_not_hold_up_the_next_updown() {
+    let (t, dir) = rules_dir();
+    let index = t.join("rules.d.index");
+    // The compiles' turn: a lock on the directory that holds the index,
+    // held here by flock(1) itself (-o: not by its sleep), until killed.
+    let mut holder = Command::new("flock")
+        .args([
+            "-o",
+            t.path().to_str().unwrap(),
+            "-c",
+            "echo held; exec sleep 120",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("flock (util-linux)");
+    let mut held = [0u8; 5];
+    std::io::Read::read_exact(holder.stdout.as_mut().unwrap(), &mut held).unwrap();
+
+    for (conn, net, r) in [
+        ("c1", "198.18.0.0/24", "101"),
+        ("c2", "198.18.1.0/24", "202"),
+    ] {
+        let out = updown(&dir, &[], &pluto("up-client", conn, net, r));
+        assert_eq!(out.code(), Some(0), "{out}");
+        assert!(out.stdout.contains("compiling in the background"), "{out}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!index.exists(), "compiled without waiting for its turn");
+
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !index.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(index.exists(), "no index 10 s after the turn came");
+    let hit = decided_by(&explain(&dir, Some("c2"), "198.18.1.5", "udp"));
+    assert!(hit.ends_with("198.18.1.0/24 saref 202"), "{hit}");
+}
+
 /// The index follows the directory: compiled in the background after an
 /// up (updown itself does not wait for it: the daemon waits for updown),
 /// removed with the last rules file.

@@ -124,10 +124,6 @@ enum Command {
         /// system rules)
         #[arg(long, value_name = "F")]
         rules: Option<PathBuf>,
-        /// Hold this directory's lock while compiling (ldsaref updown's
-        /// background compile)
-        #[arg(long, value_name = "DIR", hide = true)]
-        lock: Option<PathBuf>,
     },
     /// Show the rule that decides for a destination and the kernel operation
     #[command(after_help = EXIT_CODES)]
@@ -221,16 +217,7 @@ fn main() -> ExitCode {
             mark: None,
         } => run::run(&steer, allow_unsteered, &command),
         Command::Check { file, compile } => settings::check(file.as_deref(), compile),
-        Command::Compile { rules, lock } => {
-            let _held = match lock.as_deref().map(updown::fsio::DirLock::take) {
-                Some(Err(e)) => {
-                    eprintln!("ldsaref: {e}");
-                    return ExitCode::from(1);
-                }
-                held => held,
-            };
-            settings::compile(&settings::location_of(rules.as_deref()))
-        }
+        Command::Compile { rules } => settings::compile(&settings::location_of(rules.as_deref())),
         Command::Explain(args) => explain::explain(&args),
         Command::Probe { klips_abi } => probe::probe(klips_abi.as_deref()),
         Command::Env { steer, unset } => run::env(&steer, unset),

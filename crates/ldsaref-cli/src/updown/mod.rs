@@ -291,7 +291,7 @@ fn refresh(args: &UpdownArgs, background: bool) -> Result<(), String> {
     } else if args.compile_index && !(args.apply && background) {
         in_background(
             &location,
-            Job::Compile(&args.dir),
+            Job::Compile,
             &format!(
                 "ldsaref: {}: compiling in the background",
                 location.index_path().display()
@@ -331,10 +331,11 @@ fn refresh(args: &UpdownArgs, background: bool) -> Result<(), String> {
 
 /// What updown leaves running after it returns.
 #[derive(Clone, Copy)]
-enum Job<'a> {
-    /// `ldsaref compile --lock DIR`: it takes the directory's lock, so it
-    /// compiles after any updown still changing it.
-    Compile(&'a std::path::Path),
+enum Job {
+    /// `ldsaref compile`: it waits for any compile of the same rules still
+    /// running, then reads them (not under the rules directory's lock,
+    /// which the daemon's next call needs: see `index::Turn`).
+    Compile,
     /// `ldsaref apply --if-installed --syslog [--ticket N]`: it takes the
     /// table's lock and reads the rules once it holds it.
     Apply(Option<u64>),
@@ -374,7 +375,7 @@ fn in_background(location: &Location, job: Job, started: &str) {
 fn spawned(location: &Location, job: Job, started: &str) {
     use std::process::{Command, Stdio};
     let args: Vec<std::ffi::OsString> = match job {
-        Job::Compile(dir) => vec!["compile".into(), "--lock".into(), dir.into()],
+        Job::Compile => vec!["compile".into()],
         Job::Apply(ticket) => {
             let mut a = vec!["apply".into(), "--if-installed".into(), "--syslog".into()];
             if let Some(t) = ticket {
@@ -437,10 +438,7 @@ fn forked(location: &Location, job: Job) -> ! {
             _ => None,
         };
         match job {
-            Job::Compile(dir) => match fsio::DirLock::take(dir) {
-                Ok(_held) => crate::settings::compile(location),
-                Err(_) => 1,
-            },
+            Job::Compile => crate::settings::compile(location),
             Job::Apply(ticket) => crate::apply::apply(&crate::apply::ApplyArgs {
                 rules,
                 print: false,
