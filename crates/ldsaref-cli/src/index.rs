@@ -1,10 +1,11 @@
 //! Compiling the rules' index, for `ldsaref compile`, `check --compile`
 //! and every command that changes rules files.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use ldsaref_rules::files::{self, Location};
+
+use crate::updown::fsio::DirLock;
 
 /// Compiles the rules of `location` into their index
 /// ([`Location::index_path`]: `P.index` beside the rules file or directory
@@ -17,7 +18,7 @@ use ldsaref_rules::files::{self, Location};
 /// dropped ([`ldsaref_kernel::mapped::drop_cache`]) so that programs map
 /// only the pages they read.
 pub fn compile_for(location: &Location) -> Result<PathBuf, String> {
-    let _turn = Turn::take(location)?;
+    let _turn = turn(location)?;
     let path = files::compile_for(location)?;
     ldsaref_kernel::mapped::drop_cache(&path);
     Ok(path)
@@ -31,7 +32,7 @@ pub fn compile_loaded(
     before: &[ldsaref_rules::compiled::Fingerprint],
     settled: bool,
 ) -> Result<PathBuf, String> {
-    let _turn = Turn::take(location)?;
+    let _turn = turn(location)?;
     let path = files::compile_loaded(location, set, before, settled)?;
     ldsaref_kernel::mapped::drop_cache(&path);
     Ok(path)
@@ -42,22 +43,14 @@ pub fn compile_loaded(
 /// than its files is only ignored by the library, which parses the text
 /// then: right, but slower).
 ///
-/// An exclusive `flock` on the directory that holds the index, not on the
-/// rules directory that `ldsaref updown` locks: a background compile waits
-/// for the rules to settle (50 ms) and compiles, and the daemon's next
-/// updown call, which it holds its event bus for, must not wait for that.
-struct Turn(#[allow(dead_code)] File);
-
-impl Turn {
-    fn take(location: &Location) -> Result<Turn, String> {
-        let index = location.index_path();
-        let dir = match index.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let f = File::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        crate::updown::fsio::lock_exclusive(&f)
-            .map_err(|e| format!("{}: cannot lock: {e}", dir.display()))?;
-        Ok(Turn(f))
+/// The lock of the directory that holds the index, not of the rules
+/// directory that `ldsaref updown` locks: a background compile waits for
+/// the rules to settle (50 ms) and compiles, and the daemon's next updown
+/// call, which it holds its event bus for, must not wait for that.
+fn turn(location: &Location) -> Result<DirLock, String> {
+    let index = location.index_path();
+    match index.parent() {
+        Some(d) if !d.as_os_str().is_empty() => DirLock::take(d),
+        _ => DirLock::take(Path::new(".")),
     }
 }

@@ -334,7 +334,7 @@ fn refresh(args: &UpdownArgs, background: bool) -> Result<(), String> {
 enum Job {
     /// `ldsaref compile`: it waits for any compile of the same rules still
     /// running, then reads them (not under the rules directory's lock,
-    /// which the daemon's next call needs: see `index::Turn`).
+    /// which the daemon's next call needs: see `index::turn`).
     Compile,
     /// `ldsaref apply --if-installed --syslog [--ticket N]`: it takes the
     /// table's lock and reads the rules once it holds it.
