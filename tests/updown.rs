@@ -73,6 +73,15 @@ fn listing(dir: &Path) -> BTreeSet<String> {
 
 /// A rules directory inside a fresh temporary directory (created by
 /// `updown` itself, as on a fresh machine).
+/// Whether `path` exists within 10 s (what updown leaves running writes it).
+fn appears(path: &Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    path.exists()
+}
+
 fn rules_dir() -> (TempDir, PathBuf) {
     let t = TempDir::new("updown");
     let d = t.join("rules.d");
@@ -940,11 +949,7 @@ fn a_waiting_compile_does_not_hold_up_the_next_updown() {
 
     let _ = holder.kill();
     let _ = holder.wait();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !index.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(index.exists(), "no index 10 s after the turn came");
+    assert!(appears(&index), "no index 10 s after the turn came");
     let hit = decided_by(&explain(&dir, Some("c2"), "198.18.1.5", "udp"));
     assert!(hit.ends_with("198.18.1.0/24 saref 202"), "{hit}");
 }
@@ -960,11 +965,7 @@ fn the_index_follows_the_rules_directory() {
     let out = updown(&dir, &[], &up);
     assert_eq!(out.code(), Some(0), "{out}");
     assert!(out.stdout.contains("compiling in the background"), "{out}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !index.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(index.exists(), "no index after 10 s");
+    assert!(appears(&index), "no index after 10 s");
     // A valid index: check --compile's reader takes it (explain uses it).
     let hit = decided_by(&explain(&dir, Some("c1"), "198.18.0.5", "tcp"));
     assert!(hit.ends_with("198.18.0.0/24 saref 101"), "{hit}");
