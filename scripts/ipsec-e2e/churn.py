@@ -409,10 +409,11 @@ def report(a):
         w = sorted(o.pop("without_updown"))
         o["within_1s_without_updown"] = sum(1 for x in w if x <= 1000)
         o["split_ups"] = len(w)
-        return r
-    every = []
     for o in per.values():
-        every += spread(o)
+        # the totals' distributions are over every backend's ups
+        out["recoveries"] += o["recoveries"]
+        out["without_updown"] += o["without_updown"]
+        spread(o)
         o["slowest"] = [d for _, d in sorted(o["slowest"], reverse=True)[:3]]
         for k in ("sent", "refused", "delivered", "wrong", "ok_while_down", "ups"):
             out[k] += o[k]
@@ -425,7 +426,6 @@ def report(a):
         out["slowest"] += o["slowest"]
         for e, n in o["errnos"].items():
             out["errnos"][e] = out["errnos"].get(e, 0) + n
-    out["recoveries"] = every
     spread(out)
     out["backends"] = per
     # how long ldsaref updown took, per verb (the daemon waits for each
