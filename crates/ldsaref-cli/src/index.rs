@@ -1,7 +1,7 @@
 //! Compiling the rules' index, for `ldsaref compile`, `check --compile`
 //! and every command that changes rules files.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ldsaref_rules::files::{self, Location};
 
@@ -48,9 +48,5 @@ pub fn compile_loaded(
 /// the rules to settle (50 ms) and compiles, and the daemon's next updown
 /// call, which it holds its event bus for, must not wait for that.
 fn turn(location: &Location) -> Result<DirLock, String> {
-    let index = location.index_path();
-    match index.parent() {
-        Some(d) if !d.as_os_str().is_empty() => DirLock::take(d),
-        _ => DirLock::take(Path::new(".")),
-    }
+    DirLock::take(files::containing_dir(&location.index_path()))
 }

@@ -337,14 +337,20 @@ pub fn compile(location: &Location) -> Result<(Vec<u8>, usize), String> {
     Err("the rules kept changing while being compiled".to_owned())
 }
 
+/// The directory `path` is in (`.` for a bare file name): where
+/// [`write_atomically`] puts its temporary file.
+pub fn containing_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file beside it,
 /// flushed to disk, mode 0644, renamed over it.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
     let shown = path.display();
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = containing_dir(path);
     let name = path
         .file_name()
         .ok_or_else(|| format!("{shown}: not a file name"))?;
