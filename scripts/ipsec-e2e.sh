@@ -101,7 +101,7 @@ fi
 # Everything the guest runs comes from the host's filesystem, so it is
 # installed here.
 packages=(qemu-system-x86 qemu-system-data linux-image-amd64 busybox-static cpio kmod gzip
-    strongswan-charon strongswan-swanctl python3 curl socat iproute2 nftables tcpdump procps golang-go)
+    strongswan-charon strongswan-swanctl python3 curl socat iproute2 nftables tcpdump procps golang-go gcc libc6-dev)
 # libreswan's runtime libraries: the package itself conflicts with
 # strongSwan's, so it is only unpacked (below).
 packages+=(libnss3-tools libnss3 libnspr4 libunbound8 libldns3 libevent-core-2.1-7
@@ -200,6 +200,13 @@ done < <(for m in virtio_pci 9pnet_virtio 9p; do modprobe -S "$kver" --show-depe
 # The guest's own deadline comes first, so that it can still show where it
 # stood; the host's catches a guest that hangs outright.
 guest_timeout=$((timeout_s > 240 ? timeout_s - 120 : timeout_s / 2))
+# The daemons' updown recorder (C, static: see updown-record.c).
+say "building the updown recorder"
+recorder=$work/updown-record
+gcc -O2 -static -o "$recorder" "$here/ipsec-e2e/updown-record.c" || {
+    say "cannot build scripts/ipsec-e2e/updown-record.c" >&2
+    exit 1
+}
 # The churn's static sender for the cgroup backend (Go, CGO_ENABLED=0).
 gosender=
 if [ "$only" != static ]; then
@@ -223,7 +230,7 @@ fi
 
 # Writes the initramfs of one guest (OPTS: what it runs) to OUT.
 make_initrd() { # OPTS OUT
-    local opts="$1,daemons=$daemons,churn=$churn,lsw=$lsw,gosender=$gosender,record=${record:+1}"
+    local opts="$1,daemons=$daemons,churn=$churn,lsw=$lsw,gosender=$gosender,recorder=$recorder,record=${record:+1}"
     cat >"$ird/init" <<INIT
 #!/bin/busybox sh
 /bin/busybox --install -s /bin

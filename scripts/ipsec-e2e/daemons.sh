@@ -8,20 +8,21 @@
 #           owning 198.18.0.0/24 and 198.19.0.0/24 (both inside the
 #           allowed 198.18.0.0/15): the daemons call updown once per subnet
 #
-# The updown line is the recording wrapper followed by the real command:
-#   updown-record.sh REC LDSAREF updown --dir RULES
+# The updown line is the recorder (updown-record.c, built on the host and
+# copied beside ldsaref) followed by the real command:
+#   updown-record REC LDSAREF updown --dir RULES
 # so no rules file is written by the test: RULES holds only what the
 # daemon's calls wrote.
 
 LSW=${LSW:-/var/cache/ldsaref-e2e/root} # libreswan, unpacked on the host
 RULES=$E/rules.d                         # what `ldsaref updown` writes
-REC=$E/rec                               # the wrapper's records
+REC=$E/rec                               # the recorder's records
 SUBNETS="198.18.0.0/24 198.19.0.0/24"
 
 # With the cgroup backend in the phase (CGROUP=1), updown also keeps
 # table inet ldsaref current (--apply), as an operator using it would.
 CGROUP=
-updown_cmd() { echo "$dir/updown-record.sh $REC $lds updown --dir $RULES${CGROUP:+ --apply}"; }
+updown_cmd() { echo "/mnt/bin/updown-record $REC $lds updown --dir $RULES${CGROUP:+ --apply}"; }
 
 # Server side of both daemons, per variant: marks 1/2 with fwmark routes
 # to the client in the clear (exactly what would leak once the daemon's

@@ -22,6 +22,7 @@
 #   only=all|static|churn   daemons=strongswan+libreswan   churn=N
 #   variants=marks+xfrmi    lsw=DIR (libreswan unpacked on the host)
 #   gosender=PATH (the cgroup backend's static sender, built on the host)
+#   recorder=PATH (updown-record.c, built on the host)
 set -uo pipefail
 
 dir=$1
@@ -49,6 +50,7 @@ for _o in "${_opts[@]}"; do
     variants=*) opt_variants=${_o#*=} ;;
     lsw=*) LSW=${_o#*=} ;;
     gosender=*) GOSENDER=${_o#*=} ;;
+    recorder=*) cp "${_o#*=}" /mnt/bin/updown-record ;;
     record=*) opt_record=${_o#*=} ;;
     esac
 done
