@@ -224,10 +224,11 @@ fi
 # in one, libreswan's marks churn in the other; then strongSwan's marks
 # churn alone. Its recoveries are timed against 1 s, and beside another
 # emulated machine the two guests' contention alone took charon's part of
-# them past 1 s (in CI: 44-69 of 80 ups within 1 s with two guests, 80 of
-# 80 alone for the library), while the wave costs no time: alone it ran
-# in ~270 s, beside the other guest in ~430 s. --serial, or any narrower
-# --only/--variant, runs one guest with everything asked for.
+# them past 1 s (40-69 of 80 ups within 1 s with two guests, in CI and
+# here; 80 of 80 alone for the library, in CI). The phase itself is
+# faster alone (244 s against 429 s); the VM part as a whole took 802 s
+# this way against 728 s with two guests (one run each). --serial, or
+# any narrower --only/--variant, runs one guest with everything asked for.
 guests=()
 if [ -z "$serial" ] && [ "$only" = all ] && [ "$variants" = marks+xfrmi ]; then
     guests+=("static+xfrmi|1|only=all,variants=xfrmi")

@@ -49,21 +49,20 @@ static const char *var(const char *name, const char *dflt)
     return v && *v ? v : dflt;
 }
 
+/* Whether an environment entry NAME=value stays out of the record: the
+ * name, the n bytes before its '=', is compared in place. */
 static int skipped(const char *entry)
 {
     static const char *const secret[] = {"KEY", "SECRET", "PSK", "PASS"};
     static const char *const shell[] = {"PWD", "SHLVL", "_", "OLDPWD"};
     size_t n = strcspn(entry, "=");
-    char name[256];
-    if (n == 0 || n >= sizeof name || entry[n] != '=')
+    if (n == 0 || entry[n] != '=')
         return 1;
-    memcpy(name, entry, n);
-    name[n] = 0;
     for (size_t i = 0; i < sizeof secret / sizeof *secret; i++)
-        if (strstr(name, secret[i]))
+        if (memmem(entry, n, secret[i], strlen(secret[i])))
             return 1;
     for (size_t i = 0; i < sizeof shell / sizeof *shell; i++)
-        if (!strcmp(name, shell[i]))
+        if (strlen(shell[i]) == n && !memcmp(entry, shell[i], n))
             return 1;
     return 0;
 }
@@ -115,15 +114,15 @@ static void keep_environment(const char *rec, const char *t)
 
 int main(int argc, char **argv)
 {
-    char t[32], end[32], on[4096], line[8192];
+    char t[32], end[32], path[4096], line[8192];
     if (argc < 3) {
         fprintf(stderr, "usage: updown-record RECDIR COMMAND [ARGS...]\n");
         return 2;
     }
     const char *rec = argv[1];
     now(t, sizeof t);
-    snprintf(on, sizeof on, "%s/on", rec);
-    if (access(on, F_OK) == 0)
+    snprintf(path, sizeof path, "%s/on", rec);
+    if (access(path, F_OK) == 0)
         keep_environment(rec, t);
 
     int rc;
@@ -151,10 +150,10 @@ int main(int argc, char **argv)
                        var("PLUTO_PEER_CLIENT", "none"),
                        var("PLUTO_IF_ID_OUT", var("PLUTO_VIRT_INTERFACE", "-")), rc, end,
                        var("SPI_OUT", "-"));
-    snprintf(on, sizeof on, "%s/calls.log", rec);
-    int fd = open(on, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    snprintf(path, sizeof path, "%s/calls.log", rec);
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0 || len <= 0 || len >= (int)sizeof line || write(fd, line, (size_t)len) != len)
-        fprintf(stderr, "updown-record: %s: cannot append the call\n", on);
+        fprintf(stderr, "updown-record: %s: cannot append the call\n", path);
     if (fd >= 0)
         close(fd);
     return rc;
