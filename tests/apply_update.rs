@@ -118,6 +118,56 @@ fn apply_replaces_only_what_changed() {
         assert!(out.stdout.contains("installed"), "{out}");
         assert_eq!(updated, table(&ns), "{}", rules.display());
     }
+    // One connection goes (its file removed, as updown's --on-down
+    // remove does): its profile keeps its place while its cgroup is
+    // there, dropping what the cgroup sends, and one section changes.
+    let chain = |name: &str| {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                ns.name(),
+                "nft",
+                "list",
+                "chain",
+                "inet",
+                "ldsaref",
+                name,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let fresh = table(&ns);
+    let v5 = d.write(
+        "v5",
+        format!("{global}[{a}]\n198.18.7.0/24 saref 71\n198.18.8.0/24 tcp 22 saref 72\n"),
+    );
+    let out = apply(&v5);
+    assert!(
+        out.stdout.contains("updated: 1 section of 1 profile"),
+        "{out}"
+    );
+    let p1 = chain("p1");
+    assert!(
+        p1.contains("fib daddr type local return\n\t\tdrop\n"),
+        "{p1}"
+    );
+    let out = apply(&v5);
+    assert!(out.stdout.contains("up to date"), "{out}");
+    // And comes back: one section again, the table a fresh one's.
+    let out = apply(&v1);
+    assert!(
+        out.stdout.contains("updated: 1 section of 2 profiles"),
+        "{out}"
+    );
+    assert_eq!(fresh, table(&ns));
+    // Without its cgroup, a profile's place is not kept: a new shape.
+    std::fs::remove_dir(slice.join(ldsaref_cgroup_name(&b))).unwrap();
+    let out = apply(&v5);
+    assert!(out.stdout.contains("table inet ldsaref replaced"), "{out}");
+    assert!(chain("p1").is_empty(), "{}", chain("p1"));
+
     // A new verdict chain (deny) changes the shape: the whole table.
     let v4 = d.write("v4", format!("{global}192.0.2.7 deny\n[{a}]\n[{b}]\n"));
     let out = apply(&v4);

@@ -381,6 +381,54 @@ fn a_static_binary_is_steered_by_its_cgroup() {
         "something reached a client"
     );
 
+    // A connection down (its rules gone, as updown's --on-down remove
+    // leaves them): its profile keeps its place in the table, and what
+    // its cgroup sends is dropped; back up, it is steered again. One
+    // section changes each time.
+    let without_p2 = bed
+        .dir
+        .write(
+            "rules-down",
+            rules_text.replace(
+                &format!("[{p2}]\n198.18.0.0/24 saref 202\n2001:db8:18::/64 mark 2\n"),
+                "",
+            ),
+        )
+        .display()
+        .to_string();
+    let out = bed.ldsaref(&["apply", "--rules", &without_p2]);
+    assert!(
+        out.stdout.contains("updated: 1 section of 4 profiles"),
+        "{out}"
+    );
+    let out = bed.steered(&without_p2, &p2, "udp 198.18.0.5 7");
+    assert!(out.stderr.contains("unknown profile"), "{out}");
+    let p2_procs = slice
+        .join(ldsaref_cgroup_name(&p2))
+        .join("cgroup.procs")
+        .display()
+        .to_string();
+    for what in ["udp 198.18.0.5 7", "udp 2001:db8:18::5 7"] {
+        let out = bed.in_srv(&[
+            "sh",
+            "-c",
+            &format!("echo $$ > '{p2_procs}' && exec '{client}' {what}"),
+        ]);
+        failed_at_once(&out, "EPERM");
+    }
+    assert_eq!(
+        (bed.hits("c1"), bed.hits("c2")),
+        before,
+        "something reached a client"
+    );
+    let out = bed.ldsaref(&["apply", "--rules", &rules]);
+    assert!(
+        out.stdout.contains("updated: 1 section of 5 profiles"),
+        "{out}"
+    );
+    let out = bed.steered(&rules, &p2, "udp 198.18.0.5 7");
+    assert_eq!(answer(&out), "client2: ping", "{out}");
+
     // reflect: an ordinary UDP server answers each tunnel's peer (both
     // 198.18.0.5) through the tunnel its datagram came in on (the bed marks
     // arrivals per tunnel; the table keeps that mark on the flow).

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 use ldsaref_nft::{
-    compile, compile_sections, fingerprint, CatchAll, Compiled, SECTION_CHAIN, SHAPE_CHAIN, SLICE,
+    cgroup_path, compile, compile_sections, fingerprint, profile_of_chain, CatchAll, Compiled,
+    Section, SECTION_CHAIN, SHAPE_CHAIN, SLICE,
 };
 use ldsaref_rules::files::{self, Location};
 use ldsaref_rules::settings::vars;
@@ -119,16 +120,38 @@ pub fn compiled(location: &Location) -> Result<Compiled, String> {
     compile_sections(&load(location)?, |_, _| false).map_err(|e| e.to_string())
 }
 
+/// The profiles of the installed table (`installed`: its chains) whose
+/// cgroup still `exists`: the new table keeps their place (see
+/// [`Compiled::absent`]) when the rules no longer have them.
+fn kept(installed: &nft::Chains, exists: impl Fn(&str) -> bool) -> Vec<String> {
+    installed
+        .names()
+        .iter()
+        .filter_map(|c| profile_of_chain(c))
+        .filter(|name| exists(&cgroup_path(name)))
+        .collect()
+}
+
 /// The table of `compiled` for the cgroups of `cg`; creates them when
-/// `create`.
-pub fn desired(compiled: Compiled, cg: Option<&Cgroup2>, create: bool) -> Result<Desired, String> {
+/// `create`. It keeps the place of the profiles of the `installed` table
+/// (its chains; none for a table made from the rules alone) whose rules
+/// are gone but whose cgroup is still there.
+pub fn desired(
+    mut compiled: Compiled,
+    cg: Option<&Cgroup2>,
+    create: bool,
+    installed: &nft::Chains,
+) -> Result<Desired, String> {
     let prefix = match cg {
         Some(cg) => cg.nft_prefix()?,
         None => String::new(),
     };
+    if let Some(cg) = cg {
+        compiled.keep(kept(installed, |rel| cg.id(rel).is_some()));
+    }
     let mut ids = String::new();
     let mut cgroups = vec![SLICE.to_owned()];
-    cgroups.extend(compiled.profiles.iter().map(|p| p.cgroup()));
+    cgroups.extend(compiled.sections().iter().map(|p| p.cgroup()));
     for rel in &cgroups {
         let id = match cg {
             Some(cg) if create => Some(cg.ensure(rel)?),
@@ -166,8 +189,8 @@ pub fn desired(compiled: Compiled, cg: Option<&Cgroup2>, create: bool) -> Result
         compiled.chains
     ));
     let mut all = format!("shape {shape}\nglobal {}\n", compiled.global_fingerprint);
-    for p in &compiled.profiles {
-        all.push_str(&format!("{} {}\n", p.name, p.fingerprint));
+    for p in compiled.sections() {
+        all.push_str(&format!("{} {}\n", p.name(), p.fingerprint()));
     }
     Ok(Desired {
         fingerprint: fingerprint(&all),
@@ -216,24 +239,34 @@ fn update_batch(
     };
     // (index, name, installed fingerprint) of the sections that changed.
     let mut changed: Vec<(Option<usize>, String, String)> = Vec::new();
-    let sections = std::iter::once((None, "global".to_owned(), &d.compiled.global_fingerprint))
-        .chain(
-            d.compiled
-                .profiles
-                .iter()
-                .enumerate()
-                .map(|(i, p)| (Some(i), format!("p{i}"), &p.fingerprint)),
-        );
+    let profiles = d.compiled.sections();
+    let sections = std::iter::once((
+        None,
+        "global".to_owned(),
+        d.compiled.global_fingerprint.as_str(),
+    ))
+    .chain(
+        profiles
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (Some(i), format!("p{i}"), p.fingerprint())),
+    );
     for (i, name, fp) in sections {
         match installed(&name) {
             None => return Ok(None),
-            Some(old) if old == *fp => {}
+            Some(old) if old == fp => {}
             Some(old) => changed.push((i, name, old)),
         }
     }
+    // The sections to flatten: the global rules, the profiles with rules
+    // (an absent one has no maps).
     let names: Vec<Option<String>> = changed
         .iter()
-        .map(|(i, ..)| i.map(|i| d.compiled.profiles[i].name.clone()))
+        .filter_map(|(i, ..)| match i.map(|i| profiles[i]) {
+            None => Some(None),
+            Some(Section::Rules(p)) => Some(Some(p.name.clone())),
+            Some(Section::Absent(_)) => None,
+        })
         .collect();
     let mut part = d.compiled.clone();
     part.flatten_sections(set, |name, _| names.iter().any(|n| n.as_deref() == name));
@@ -335,6 +368,7 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
             compile(&set).map_err(|e| e.to_string())?,
             cg.as_ref(),
             false,
+            &nft::Chains::default(),
         )?;
         print!("{}", d.batch());
         return Ok(());
@@ -630,7 +664,7 @@ fn install_summary(
 ) -> Result<(String, String), String> {
     // The fingerprints first: unchanged rules need nothing flattened.
     let lazy = compile_sections(set, |_, _| false).map_err(|e| e.to_string())?;
-    let mut d = desired(lazy, Some(cg), true)?;
+    let mut d = desired(lazy, Some(cg), true, &listing)?;
     let installed = listing.fingerprint();
     let summary = format!(
         "{} profile{}, {} rule{}",
@@ -657,7 +691,9 @@ fn install_summary(
             return Ok((d.fingerprint, summary));
         }
     }
+    let absent = std::mem::take(&mut d.compiled.absent);
     d.compiled = compile(set).map_err(|e| e.to_string())?;
+    d.compiled.absent = absent;
     let elements = format!(
         "{} profile{}, {} map element{}",
         d.compiled.profiles.len(),
@@ -685,4 +721,74 @@ fn install_summary(
         }
     );
     Ok((d.fingerprint, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The chains of the table `batch` installs, as a listing shows them.
+    fn listing(batch: &str) -> nft::Chains {
+        let names: Vec<&str> = batch
+            .lines()
+            .filter_map(|l| l.strip_prefix("\tchain ")?.strip_suffix(" {"))
+            .collect();
+        nft::Chains::of(Some(&names))
+    }
+
+    fn set(text: &str) -> RuleSet {
+        RuleSet::parse(text, "rules").unwrap()
+    }
+
+    #[test]
+    fn a_connection_down_and_up_replaces_one_section() {
+        let both = set("[a]\n198.18.1.0/24 saref 101\n[b]\n198.18.2.0/24 saref 102\n");
+        let only_a = set("[a]\n198.18.1.0/24 saref 101\n");
+        let none = nft::Chains::default();
+        let full = desired(compile(&both).unwrap(), None, false, &none).unwrap();
+        let installed = listing(&full.batch());
+        assert_eq!(kept(&installed, |_| true), ["a".to_owned(), "b".to_owned()]);
+        assert_eq!(
+            kept(&installed, |rel| rel.ends_with("-a.slice")),
+            ["a".to_owned()]
+        );
+        // b's file removed: b keeps its place, one section changes.
+        let mut down = compile_sections(&only_a, |_, _| false).unwrap();
+        down.keep(kept(&installed, |_| true));
+        let down = desired(down, None, false, &none).unwrap();
+        assert_eq!(down.shape, full.shape);
+        let (batch, n) = update_batch(&only_a, &down, &installed).unwrap().unwrap();
+        assert_eq!(n, 1, "{batch}");
+        assert!(
+            batch.contains("add chain inet ldsaref sum_p1_absent\n"),
+            "{batch}"
+        );
+        assert!(
+            batch.ends_with("add rule inet ldsaref p1 drop\n"),
+            "{batch}"
+        );
+        // The table it leaves, as a listing shows it: b comes back.
+        let mut after = compile(&only_a).unwrap();
+        after.keep(["b".to_owned()]);
+        let after = listing(&desired(after, None, false, &none).unwrap().batch());
+        assert_eq!(after.fingerprint(), Some(down.fingerprint.clone()));
+        let up = desired(
+            compile_sections(&both, |_, _| false).unwrap(),
+            None,
+            false,
+            &none,
+        )
+        .unwrap();
+        assert_eq!(up.fingerprint, full.fingerprint);
+        let (batch, n) = update_batch(&both, &up, &after).unwrap().unwrap();
+        assert_eq!(n, 1, "{batch}");
+        assert!(batch.contains("198.18.2.0/24 : 0x80660000"), "{batch}");
+        assert!(!batch.contains("198.18.1.0/24"), "{batch}");
+        // Without its cgroup, a profile is not kept: a new shape.
+        let mut gone = compile_sections(&only_a, |_, _| false).unwrap();
+        gone.keep(kept(&installed, |rel| !rel.ends_with("-b.slice")));
+        let gone = desired(gone, None, false, &none).unwrap();
+        assert_ne!(gone.shape, full.shape);
+        assert_eq!(update_batch(&only_a, &gone, &installed).unwrap(), None);
+    }
 }

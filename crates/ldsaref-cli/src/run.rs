@@ -244,8 +244,15 @@ fn prepare_cgroup(
     ))?;
     // The rules and the profile first: their errors say more.
     let found = crate::cgroup::Cgroup2::find();
+    // The installed table, whose absent profiles (connections down) the
+    // table the rules give keeps too.
+    let listing = crate::nft::list_chains();
     let desired = crate::apply::compiled(&location)
-        .and_then(|c| crate::apply::desired(c, found.as_ref().ok(), false))
+        .and_then(|c| {
+            let none = crate::nft::Chains::default();
+            let installed = listing.as_ref().unwrap_or(&none);
+            crate::apply::desired(c, found.as_ref().ok(), false, installed)
+        })
         .map_err(|e| (1, e))?;
     let Some(maps) = desired.compiled.profiles.iter().find(|p| p.name == profile) else {
         let known: Vec<&str> = desired
@@ -268,7 +275,7 @@ fn prepare_cgroup(
     };
     let rel = maps.cgroup();
     let cg = found.map_err(|e| (1, e))?;
-    match crate::nft::installed_fingerprint().map_err(|e| (1, e))? {
+    match listing.map_err(|e| (1, e))?.fingerprint() {
         None => {
             return Err((
                 1,

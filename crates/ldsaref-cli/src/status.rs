@@ -269,14 +269,16 @@ fn preload_processes() -> (Vec<Steered>, usize) {
 }
 
 fn table_state(rules: Option<&std::path::Path>, cg: Option<&Cgroup2>) -> Table {
-    let installed = match crate::nft::installed_fingerprint() {
-        Ok(None) => return Table::Absent,
-        Ok(Some(fp)) => fp,
+    let listing = match crate::nft::list_chains() {
+        Ok(listing) => listing,
         Err(e) => return Table::Unreadable(e),
+    };
+    let Some(installed) = listing.fingerprint() else {
+        return Table::Absent;
     };
     let desired = crate::apply::location(rules)
         .and_then(|l| crate::apply::compiled(&l))
-        .and_then(|c| crate::apply::desired(c, cg, false));
+        .and_then(|c| crate::apply::desired(c, cg, false, &listing));
     match desired {
         Err(e) => Table::Unknown(e),
         Ok(d) if d.fingerprint == installed => Table::UpToDate {

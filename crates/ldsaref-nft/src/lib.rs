@@ -68,9 +68,9 @@ use std::net::IpAddr;
 use ldsaref_rules::{Action, Proto, RuleSet};
 
 pub use render::{
-    fingerprint, Entry, Intervals, Layout, PortChain, PortPieces, PortVerdict, Target,
-    CATCH_ALL_MAP, CATCH_ALL_MAP6, CODE_BASE, COMMENT_PREFIX, FINGERPRINT_CHAIN, LAYOUT_VERSION,
-    SECTION_CHAIN, SHAPE_CHAIN, SLOTS,
+    absent_rules, fingerprint, Entry, Intervals, Layout, PortChain, PortPieces, PortVerdict,
+    Target, CATCH_ALL_MAP, CATCH_ALL_MAP6, CODE_BASE, COMMENT_PREFIX, FINGERPRINT_CHAIN,
+    LAYOUT_VERSION, SECTION_CHAIN, SHAPE_CHAIN, SLOTS,
 };
 
 /// The nftables family and name of the table.
@@ -232,6 +232,44 @@ impl ProfileMaps {
     }
 }
 
+/// A profile's section of the table, in the table's order (by name: see
+/// [`Compiled::sections`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Section<'a> {
+    /// A profile of the rules.
+    Rules(&'a ProfileMaps),
+    /// A profile whose rules are gone but whose place the table keeps
+    /// (see [`Compiled::absent`]).
+    Absent(&'a str),
+}
+
+/// The fingerprint an absent profile's section records (section
+/// fingerprints of rules are hex).
+pub const ABSENT_SECTION: &str = "absent";
+
+impl<'a> Section<'a> {
+    /// The profile's name.
+    pub fn name(&self) -> &'a str {
+        match self {
+            Section::Rules(p) => &p.name,
+            Section::Absent(name) => name,
+        }
+    }
+
+    /// The fingerprint the table records for the section.
+    pub fn fingerprint(&self) -> &'a str {
+        match self {
+            Section::Rules(p) => &p.fingerprint,
+            Section::Absent(_) => ABSENT_SECTION,
+        }
+    }
+
+    /// The profile's cgroup, relative to the cgroup2 root.
+    pub fn cgroup(&self) -> String {
+        cgroup_path(self.name())
+    }
+}
+
 /// The whole table, before rendering.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Compiled {
@@ -239,8 +277,19 @@ pub struct Compiled {
     pub global: Maps,
     /// The fingerprint of the global rules (see [`section_fingerprint`]).
     pub global_fingerprint: String,
-    /// One per profile, in order of first appearance.
+    /// One per profile of the rules, in order of first appearance.
     pub profiles: Vec<ProfileMaps>,
+    /// Profiles without rules whose place the table keeps: a section
+    /// that drops what their cgroups send (loopback aside), as `steer`'s
+    /// fall-through would. A connection that goes down (its updown file
+    /// removed) and comes back then leaves the table's shape (its
+    /// profiles, their cgroups) as it was, so each change replaces one
+    /// section instead of the whole table. Empty from [`compile`];
+    /// `ldsaref apply` keeps here the installed table's profiles whose
+    /// cgroup still exists ([`Compiled::keep`]). Not a decision: for
+    /// [`decide`](Self::decide) they are unknown profiles, whose packets
+    /// the kernel drops either way.
+    pub absent: BTreeSet<String>,
     /// The verdicts that have a chain of their own (`deny`, `reflect`,
     /// `mark V/M`), of every rule: the same whatever sections change, so
     /// that one section can be replaced alone.
@@ -287,6 +336,31 @@ impl Compiled {
         self.profiles.iter().find(|p| p.name == profile)?;
         self.decide(profile, dest, proto, port)
             .or_else(|| catch_all.and_then(|c| c.verdict(dest)))
+    }
+
+    /// Keeps the place of the profiles `names` that have no rules here
+    /// (see [`absent`](Self::absent)); the others are ignored.
+    pub fn keep(&mut self, names: impl IntoIterator<Item = String>) {
+        for name in names {
+            if !self.profiles.iter().any(|p| p.name == name) {
+                self.absent.insert(name);
+            }
+        }
+    }
+
+    /// The profiles' sections, present and absent, ordered by name: the
+    /// table's section `pI` is the `I`-th. The order depends only on the
+    /// names, so a profile that goes absent and comes back keeps its
+    /// section.
+    pub fn sections(&self) -> Vec<Section<'_>> {
+        let mut v: Vec<Section<'_>> = self
+            .profiles
+            .iter()
+            .map(Section::Rules)
+            .chain(self.absent.iter().map(|n| Section::Absent(n)))
+            .collect();
+        v.sort_by(|a, b| a.name().cmp(b.name()));
+        v
     }
 
     /// The table as it is rendered ([`Layout`]: address maps, then port
@@ -419,6 +493,7 @@ pub fn compile_sections(
         global: maps(None, None, &global_fingerprint),
         global_fingerprint,
         profiles,
+        absent: BTreeSet::new(),
         chains,
     })
 }
@@ -548,6 +623,38 @@ pub fn cgroup_name(profile: &str) -> String {
     }
     s.push_str(".slice");
     s
+}
+
+/// The empty chain `profile_HEX` that records a profile section's name
+/// (its bytes in hex: chain names cannot hold every character of a
+/// profile name), so that `ldsaref apply` can keep its place (see
+/// [`Compiled::absent`]).
+pub const PROFILE_CHAIN: &str = "profile_";
+
+/// The name of `profile`'s [`PROFILE_CHAIN`] (at most 136 bytes: nft
+/// takes 255).
+pub fn profile_chain(profile: &str) -> String {
+    let mut s = String::from(PROFILE_CHAIN);
+    for b in profile.bytes() {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+/// The profile a chain named by [`profile_chain`] records; `None` for any
+/// other chain, or a name that is not a valid profile name.
+pub fn profile_of_chain(chain: &str) -> Option<String> {
+    let hex = chain.strip_prefix(PROFILE_CHAIN)?.as_bytes();
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes = hex
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    let name = String::from_utf8(bytes).ok()?;
+    // Only what profile_chain writes ("+f" parses as hex, too).
+    (ldsaref_rules::is_profile_name(&name) && profile_chain(&name) == chain).then_some(name)
 }
 
 /// A profile's cgroup relative to the cgroup2 root:

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ldsaref_rules::Proto;
 
-use crate::{CatchAll, Compiled, Maps, Verdict, SLICE, TABLE};
+use crate::{CatchAll, Compiled, Maps, Section, Verdict, SLICE, TABLE};
 
 impl Verdict {
     /// The name of the verdict's chain (`pass` has none: it is `accept`).
@@ -562,9 +562,37 @@ fn for_each_map(layout: &Layout, name: &str, mut decl: impl FnMut(String, &str, 
     decl(format!("{name}_d"), "mark : verdict", false, text);
 }
 
+/// The rules of an absent profile's section chain (see
+/// [`Compiled::absent`]): what `steer` does to a cgroup whose profile has
+/// no section. Traffic to this host passes; the rest is dropped (a
+/// `sendto` fails with `EPERM`, a `connect` never completes).
+pub fn absent_rules() -> Vec<String> {
+    vec!["fib daddr type local return".to_owned(), "drop".to_owned()]
+}
+
+/// The section's layout (empty for an absent profile), its next section
+/// and its chain's rules.
+fn section_parts(sec: Section<'_>, name: &str) -> (Layout, Vec<String>) {
+    match sec {
+        Section::Rules(p) => {
+            let layout = Layout::of(&p.maps);
+            let rules = layout.section_rules(name, "global");
+            (layout, rules)
+        }
+        Section::Absent(_) => (Layout::default(), absent_rules()),
+    }
+}
+
 /// A section's maps and port chains `NAME_xK` (ending with `goto NEXT`:
-/// where no port rule decides, the next section decides), then its chain.
-fn write_section(s: &mut String, name: &str, layout: &Layout, next: &str) -> std::fmt::Result {
+/// where no port rule decides, the next section decides), then its chain
+/// (`rules`).
+fn write_section(
+    s: &mut String,
+    name: &str,
+    layout: &Layout,
+    next: &str,
+    rules: &[String],
+) -> std::fmt::Result {
     for_each_map(layout, name, |map, typ, interval, elements| {
         let _ = writeln!(s, "\tmap {map} {{");
         let _ = writeln!(s, "\t\ttype {typ}");
@@ -589,7 +617,7 @@ fn write_section(s: &mut String, name: &str, layout: &Layout, next: &str) -> std
         writeln!(s, "\t}}")?;
     }
     writeln!(s, "\tchain {name} {{")?;
-    for r in layout.section_rules(name, next) {
+    for r in rules {
         writeln!(s, "\t\t{r}")?;
     }
     writeln!(s, "\t}}")
@@ -676,21 +704,25 @@ impl Compiled {
         old_fingerprint: &str,
         fingerprint: &str,
     ) -> String {
-        let (name, maps, fp, next) = match profile {
-            None => (
-                "global".to_owned(),
-                &self.global,
-                &self.global_fingerprint,
-                "tail",
-            ),
-            Some(i) => (
-                format!("p{i}"),
-                &self.profiles[i].maps,
-                &self.profiles[i].fingerprint,
-                "global",
-            ),
+        let (name, fp, next, layout, rules) = match profile {
+            None => {
+                let layout = Layout::of(&self.global);
+                let rules = layout.section_rules("global", "tail");
+                (
+                    "global".to_owned(),
+                    self.global_fingerprint.as_str(),
+                    "tail",
+                    layout,
+                    rules,
+                )
+            }
+            Some(i) => {
+                let sec = self.sections()[i];
+                let name = format!("p{i}");
+                let (layout, rules) = section_parts(sec, &name);
+                (name, sec.fingerprint(), "global", layout, rules)
+            }
         };
-        let layout = Layout::of(maps);
         let mut s = String::new();
         let t = TABLE;
         s.push_str(&format!(
@@ -749,7 +781,7 @@ impl Compiled {
                 s.push_str(&format!("add rule {t} {name}_x{k} {r}\n"));
             }
         }
-        for r in layout.section_rules(&name, next) {
+        for r in rules {
             s.push_str(&format!("add rule {t} {name} {r}\n"));
         }
         s
@@ -783,12 +815,25 @@ impl Compiled {
             "\tchain {SECTION_CHAIN}global_{} {{\n\t}}",
             self.global_fingerprint
         )?;
-        for (i, p) in self.profiles.iter().enumerate() {
-            writeln!(s, "\tchain {SECTION_CHAIN}p{i}_{} {{\n\t}}", p.fingerprint)?;
+        let sections = self.sections();
+        for (i, sec) in sections.iter().enumerate() {
+            writeln!(
+                s,
+                "\tchain {SECTION_CHAIN}p{i}_{} {{\n\t}}",
+                sec.fingerprint()
+            )?;
+            writeln!(s, "\tchain {} {{\n\t}}", crate::profile_chain(sec.name()))?;
         }
         writeln!(s)?;
         writeln!(s, "\t# The global rules, after a profile's own.")?;
-        write_section(s, "global", &Layout::of(&self.global), "tail")?;
+        let global = Layout::of(&self.global);
+        write_section(
+            s,
+            "global",
+            &global,
+            "tail",
+            &global.section_rules("global", "tail"),
+        )?;
         writeln!(s, "\tchain tail {{")?;
         writeln!(
             s,
@@ -824,11 +869,18 @@ impl Compiled {
             }
             writeln!(s, "\t}}")?;
         }
-        for (i, p) in self.profiles.iter().enumerate() {
+        for (i, sec) in sections.iter().enumerate() {
             writeln!(s)?;
-            writeln!(s, "\t# [{}]: cgroup {}", p.name, p.cgroup())?;
+            writeln!(s, "\t# [{}]: cgroup {}", sec.name(), sec.cgroup())?;
+            if let Section::Absent(_) = sec {
+                writeln!(
+                    s,
+                    "\t# No rules now (a connection down): its packets are dropped."
+                )?;
+            }
             let name = format!("p{i}");
-            write_section(s, &name, &Layout::of(&p.maps), "global")?;
+            let (layout, rules) = section_parts(*sec, &name);
+            write_section(s, &name, &layout, "global", &rules)?;
         }
         writeln!(s)?;
         writeln!(s, "\t# pass, from a dispatch map: the code set back to 0.")?;
@@ -850,11 +902,11 @@ impl Compiled {
         writeln!(s, "\t# A mark set by the program itself is left alone.")?;
         writeln!(s, "\tchain steer {{")?;
         writeln!(s, "\t\tmeta mark != 0 return")?;
-        for (i, p) in self.profiles.iter().enumerate() {
+        for (i, sec) in sections.iter().enumerate() {
             writeln!(
                 s,
                 "\t\tsocket cgroupv2 level 2 \"{root}{}\" goto p{i}",
-                p.cgroup()
+                sec.cgroup()
             )?;
         }
         writeln!(

@@ -1,6 +1,6 @@
 //! Small rule sets and the exact table text they give.
 
-use ldsaref_nft::{compile, CatchAll, CatchKind, Verdict};
+use ldsaref_nft::{compile, profile_chain, profile_of_chain, CatchAll, CatchKind, Verdict};
 use ldsaref_rules::{Proto, RuleSet};
 
 fn table(text: &str, prefix: &str) -> String {
@@ -27,9 +27,13 @@ table inet ldsaref {
 	}
 	chain sum_global_0ef8956cd47d2f8c {
 	}
-	chain sum_p0_cb2c306be55000e7 {
+	chain sum_p0_5025bbecbe182587 {
 	}
-	chain sum_p1_5025bbecbe182587 {
+	chain profile_636c69656e742d32 {
+	}
+	chain sum_p1_cb2c306be55000e7 {
+	}
+	chain profile_636c69656e7431 {
 	}
 
 	# The global rules, after a profile's own.
@@ -97,22 +101,17 @@ table inet ldsaref {
 		type cgroupsv2 : mark
 	}
 
-	# [client1]: cgroup ldsaref.slice/ldsaref-client1.slice
+	# [client-2]: cgroup ldsaref.slice/ldsaref-client\x2d2.slice
 	map p0_4 {
 		type ipv4_addr : mark
 		flags interval
 		elements = {
-			198.18.0.0-198.18.0.4 : 0x80650000,
-			198.18.0.5/32 : 0x7ffe0000,
-			198.18.0.6-198.18.0.255 : 0x80650000,
+			198.18.0.0/24 : 0x00000002,
 		}
 	}
 	map p0_m4 {
 		type ipv4_addr : mark
 		flags interval
-		elements = {
-			198.18.0.5/32 : 0x80650000,
-		}
 	}
 	map p0_m4s1 {
 		type ipv4_addr : mark
@@ -121,6 +120,9 @@ table inet ldsaref {
 	map p0_6 {
 		type ipv6_addr : mark
 		flags interval
+		elements = {
+			2001:db8:18::/64 : 0x7ffe0000,
+		}
 	}
 	map p0_m6 {
 		type ipv6_addr : mark
@@ -150,15 +152,13 @@ table inet ldsaref {
 	}
 	chain p0_x0 {
 		meta mark set 0x00000000
-		meta l4proto tcp jump p0_mark4
-		meta l4proto udp th dport 0-52 jump p0_mark4
-		meta l4proto udp th dport 53 accept
-		meta l4proto udp th dport 54-65535 jump p0_mark4
+		meta l4proto tcp th dport 80 goto mark_20_f0
 		goto global
 	}
 	chain p0 {
 		meta l4proto != { tcp, udp } goto global
 		meta mark set ip daddr map @p0_4
+		meta mark set ip6 daddr map @p0_6
 		meta mark 0x00000000 goto global
 		meta mark vmap @p0_d
 		accept
@@ -181,6 +181,8 @@ table inet ldsaref {
 	chain sum_global_87b072aca662320d {
 	}
 	chain sum_p0_03518f973f4f4c98 {
+	}
+	chain profile_6331 {
 	}
 
 	# The global rules, after a profile's own.
@@ -463,5 +465,92 @@ fn catch_alls_are_map_elements() {
             m,
             "{dest}"
         );
+    }
+}
+
+/// The text of chain `name` in a rendered table.
+fn chain_text<'a>(table: &'a str, name: &str) -> &'a str {
+    let start = table
+        .find(&format!("\tchain {name} {{\n"))
+        .unwrap_or_else(|| panic!("no chain {name} in {table}"));
+    let end = start + table[start..].find("\t}\n").unwrap();
+    &table[start..end]
+}
+
+#[test]
+fn an_absent_profile_keeps_its_place_and_drops() {
+    let set = RuleSet::parse(
+        "198.18.0.0/15 saref 9\n[a]\n198.18.1.0/24 saref 101\n[c]\n198.18.3.0/24 saref 103\n",
+        "rules",
+    )
+    .unwrap();
+    let mut c = compile(&set).unwrap();
+    // "a" has rules: kept is ignored for it.
+    c.keep(["b".to_owned(), "a".to_owned()]);
+    let names: Vec<&str> = c.sections().iter().map(|s| s.name()).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    let t = c.render("", "0123456789abcdef", &[]);
+    // Its place: p1, between a and c, with its name recorded.
+    assert!(t.contains("\tchain sum_p1_absent {\n\t}\n"), "{t}");
+    assert!(t.contains("\tchain profile_62 {\n\t}\n"), "{t}");
+    assert!(
+        t.contains(
+            "\t\tsocket cgroupv2 level 2 \"ldsaref.slice/ldsaref-a.slice\" goto p0\n\
+             \t\tsocket cgroupv2 level 2 \"ldsaref.slice/ldsaref-b.slice\" goto p1\n\
+             \t\tsocket cgroupv2 level 2 \"ldsaref.slice/ldsaref-c.slice\" goto p2\n"
+        ),
+        "{t}"
+    );
+    // Dropped, loopback aside: not the global rules' saref 9.
+    assert_eq!(
+        chain_text(&t, "p1"),
+        "\tchain p1 {\n\t\tfib daddr type local return\n\t\tdrop\n"
+    );
+    assert!(
+        chain_text(&t, "p2").contains("meta mark set ip daddr map @p2_4"),
+        "{t}"
+    );
+    // For decisions, an absent profile is unknown (the kernel drops it).
+    let a = |s: &str| s.parse().unwrap();
+    assert_eq!(c.decide("b", a("198.18.1.1"), Proto::Udp, 7), None);
+    assert_eq!(
+        c.decide("a", a("198.18.1.1"), Proto::Udp, 7),
+        Some(Verdict::Saref(101))
+    );
+    assert_eq!(c.len(), compile(&set).unwrap().len());
+    // Replaced alone: its maps emptied, its chain the drop.
+    let u = c.render_update(Some(1), 2, "0011223344556677", "aa", "bb");
+    assert!(u.contains("add chain inet ldsaref sum_p1_absent\n"), "{u}");
+    assert!(u.contains("delete chain inet ldsaref p1_x1\n"), "{u}");
+    assert!(
+        u.ends_with(
+            "add rule inet ldsaref p1 fib daddr type local return\n\
+             add rule inet ldsaref p1 drop\n"
+        ),
+        "{u}"
+    );
+    assert!(!u.contains("goto global"), "{u}");
+}
+
+#[test]
+fn profile_chains_name_profiles() {
+    for name in ["c1", "client-1", ".x_Y.9", &"z".repeat(64)] {
+        let chain = profile_chain(name);
+        assert!(chain.len() <= 136, "{chain}");
+        assert_eq!(profile_of_chain(&chain).as_deref(), Some(name), "{chain}");
+    }
+    assert_eq!(profile_chain("a-1"), "profile_612d31");
+    for other in [
+        "profile_",
+        "profile_6",
+        "profile_+f",
+        "profile_4A",
+        "profile_20",
+        "profile_zz",
+        "sum_p0_6331",
+        "p0",
+        "rules_6331",
+    ] {
+        assert_eq!(profile_of_chain(other), None, "{other}");
     }
 }

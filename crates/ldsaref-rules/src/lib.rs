@@ -80,6 +80,12 @@ pub use policy::{Decision, DecisionSource, Policy, PolicyError, RuleRef};
 pub use rule::{Dest, Origin, PortRange, ProfileId, Proto, ProtoMatch, Rule};
 pub use ruleset::RuleSet;
 pub use saref::Saref;
+/// Whether `name` is a valid profile name (1 to 64 characters of
+/// `A-Z a-z 0-9 _ . -`), as a section header `[NAME]` needs.
+pub fn is_profile_name(name: &str) -> bool {
+    parse::check_profile_name(name).is_ok()
+}
+
 pub use settings::{
     vars, KlipsAbi, LogLevel, Mode, OnError, SettingError, Settings, DEFAULT_RULES_PATH,
 };
