@@ -95,7 +95,7 @@ fn apply_replaces_only_what_changed() {
         let s = if sections == 1 { "" } else { "s" };
         assert!(
             out.stdout
-                .contains(&format!("updated: {sections} section{s} of")),
+                .contains(&format!("): {sections} section{s} replaced")),
             "{out}"
         );
         let updated = table(&ns);
@@ -145,7 +145,7 @@ fn apply_replaces_only_what_changed() {
     );
     let out = apply(&v5);
     assert!(
-        out.stdout.contains("updated: 1 section of 1 profile"),
+        out.stdout.contains("updated (1 profile, 5 rules, 1 profile without rules (its cgroup's packets dropped)): 1 section replaced"),
         "{out}"
     );
     let p1 = chain("p1");
@@ -158,7 +158,8 @@ fn apply_replaces_only_what_changed() {
     // And comes back: one section again, the table a fresh one's.
     let out = apply(&v1);
     assert!(
-        out.stdout.contains("updated: 1 section of 2 profiles"),
+        out.stdout
+            .contains("updated (2 profiles, 6 rules): 1 section replaced"),
         "{out}"
     );
     assert_eq!(fresh, table(&ns));

@@ -398,7 +398,7 @@ fn a_static_binary_is_steered_by_its_cgroup() {
         .to_string();
     let out = bed.ldsaref(&["apply", "--rules", &without_p2]);
     assert!(
-        out.stdout.contains("updated: 1 section of 4 profiles"),
+        out.stdout.contains("updated (4 profiles, 6 rules, 1 profile without rules (its cgroup's packets dropped)): 1 section replaced"),
         "{out}"
     );
     let out = bed.steered(&without_p2, &p2, "udp 198.18.0.5 7");
@@ -423,7 +423,8 @@ fn a_static_binary_is_steered_by_its_cgroup() {
     );
     let out = bed.ldsaref(&["apply", "--rules", &rules]);
     assert!(
-        out.stdout.contains("updated: 1 section of 5 profiles"),
+        out.stdout
+            .contains("updated (5 profiles, 8 rules): 1 section replaced"),
         "{out}"
     );
     let out = bed.steered(&rules, &p2, "udp 198.18.0.5 7");

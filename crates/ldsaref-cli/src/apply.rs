@@ -676,7 +676,11 @@ fn install_summary(
         },
         set.len(),
         if set.len() == 1 { "" } else { "s" },
-    );
+    ) + &match d.compiled.absent.len() {
+        0 => String::new(),
+        1 => ", 1 profile without rules (its cgroup's packets dropped)".to_owned(),
+        n => format!(", {n} profiles without rules (their cgroups' packets dropped)"),
+    };
     if installed.as_deref() == Some(d.fingerprint.as_str()) {
         println!("ldsaref: table inet ldsaref is up to date ({summary}); nothing changed");
         return Ok((d.fingerprint, summary));
@@ -685,7 +689,7 @@ fn install_summary(
         if let Some((batch, n)) = update_batch(set, &d, &listing)? {
             nft::run_batch(&batch)?;
             println!(
-                "ldsaref: table inet ldsaref updated: {n} section{} of {summary} replaced",
+                "ldsaref: table inet ldsaref updated ({summary}): {n} section{} replaced",
                 if n == 1 { "" } else { "s" }
             );
             return Ok((d.fingerprint, summary));
