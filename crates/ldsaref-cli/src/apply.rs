@@ -315,7 +315,12 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
     // rules once it holds the lock: an apply that read older rules can
     // never land after one that read newer (updown's background applies
     // queue here).
+    let started = std::time::Instant::now();
     let _serial = (!args.print).then(serialized).transpose()?;
+    let timing = Timing {
+        started,
+        locked: started.elapsed(),
+    };
     if args.remove {
         // Without the table nothing steers nor drops: a program still in
         // an ldsaref cgroup of this network namespace would send in the
@@ -385,16 +390,34 @@ fn apply_inner(args: &ApplyArgs) -> Result<(), String> {
             return Ok(());
         }
     }
-    follow(args, &location)?;
+    follow(args, &location, &timing)?;
     if let Some(q) = queue {
         crate::apply_queue::followed(q.handed_out, &rules);
     }
     Ok(())
 }
 
+/// When an apply started, and how long it waited for the table's lock:
+/// what the syslog line says, for the background applies nobody watches.
+struct Timing {
+    started: std::time::Instant,
+    locked: std::time::Duration,
+}
+
+impl Timing {
+    /// `(waited N ms for the table's lock, M ms in all)`.
+    fn describe(&self) -> String {
+        format!(
+            "(waited {} ms for the table's lock, {} ms in all)",
+            self.locked.as_millis(),
+            self.started.elapsed().as_millis()
+        )
+    }
+}
+
 /// Brings the table (and the index) to the rules at `location`, under the
 /// table's lock.
-fn follow(args: &ApplyArgs, location: &Location) -> Result<(), String> {
+fn follow(args: &ApplyArgs, location: &Location, timing: &Timing) -> Result<(), String> {
     // --if-installed: the table's chains first, since they decide whether
     // there is a table to keep current.
     let early = if args.if_installed {
@@ -419,7 +442,11 @@ fn follow(args: &ApplyArgs, location: &Location) -> Result<(), String> {
     let index = location.index_path();
     if settled {
         if let Some(summary) = recent::up_to_date(&before, early.as_ref()) {
-            println!("ldsaref: table inet ldsaref is up to date ({summary}); nothing changed");
+            let done = format!("table inet ldsaref is up to date ({summary}); nothing changed");
+            println!("ldsaref: {done}");
+            if args.syslog {
+                crate::syslog::info(&format!("apply: {done} {}", timing.describe()));
+            }
             index_follows(location, &before);
             return Ok(());
         }
@@ -453,14 +480,19 @@ fn follow(args: &ApplyArgs, location: &Location) -> Result<(), String> {
         });
         installed.map(|done| (done, compiled))
     })?;
-    let ((fingerprint, summary), compiled) = compiled;
+    let (
+        Installed {
+            fingerprint,
+            summary,
+            done,
+        },
+        compiled,
+    ) = compiled;
     if settled {
         recent::record(&before, &fingerprint, &summary);
     }
     if args.syslog {
-        crate::syslog::info(&format!(
-            "apply: table inet ldsaref follows the rules ({summary})"
-        ));
+        crate::syslog::info(&format!("apply: {done} {}", timing.describe()));
     }
     match compiled {
         None => println!("ldsaref: {}: up to date", index.display()),
@@ -649,19 +681,25 @@ pub fn install_listed(set: &RuleSet, listing: nft::Chains) -> Result<(), String>
     install_summary(set, &cg, listing).map(|_| ())
 }
 
-/// [`install_listed`], giving the table's fingerprint and the summary of the
-/// rules (profiles, rules) it printed; `listing` is the table's chains.
+/// What [`install_summary`] installed.
+struct Installed {
+    /// The table's fingerprint.
+    fingerprint: String,
+    /// The rules': profiles and rules.
+    summary: String,
+    /// What was done, as printed (without `ldsaref: `).
+    done: String,
+}
+
+/// [`install_listed`], saying what it installed; `listing` is the table's
+/// chains.
 ///
 /// `cg` is found by the caller before it starts any thread: under `ip
 /// netns exec` the view is a private mount, and unshare(CLONE_NEWNS)
 /// fails (EINVAL) while another thread shares the file-system context,
 /// which a thread just joined may still do for a moment (seen in the
 /// emulated guest).
-fn install_summary(
-    set: &RuleSet,
-    cg: &Cgroup2,
-    listing: nft::Chains,
-) -> Result<(String, String), String> {
+fn install_summary(set: &RuleSet, cg: &Cgroup2, listing: nft::Chains) -> Result<Installed, String> {
     // The fingerprints first: unchanged rules need nothing flattened.
     let lazy = compile_sections(set, |_, _| false).map_err(|e| e.to_string())?;
     let mut d = desired(lazy, Some(cg), true, &listing)?;
@@ -681,18 +719,30 @@ fn install_summary(
         1 => ", 1 profile without rules (its cgroup's packets dropped)".to_owned(),
         n => format!(", {n} profiles without rules (their cgroups' packets dropped)"),
     };
+    let done = |d: &Desired, done: String| {
+        println!("ldsaref: {done}");
+        Ok(Installed {
+            fingerprint: d.fingerprint.clone(),
+            summary: summary.clone(),
+            done,
+        })
+    };
     if installed.as_deref() == Some(d.fingerprint.as_str()) {
-        println!("ldsaref: table inet ldsaref is up to date ({summary}); nothing changed");
-        return Ok((d.fingerprint, summary));
+        return done(
+            &d,
+            format!("table inet ldsaref is up to date ({summary}); nothing changed"),
+        );
     }
     if installed.is_some() {
         if let Some((batch, n)) = update_batch(set, &d, &listing)? {
             nft::run_batch(&batch)?;
-            println!(
-                "ldsaref: table inet ldsaref updated ({summary}): {n} section{} replaced",
-                if n == 1 { "" } else { "s" }
+            return done(
+                &d,
+                format!(
+                    "table inet ldsaref updated ({summary}): {n} section{} replaced",
+                    if n == 1 { "" } else { "s" }
+                ),
             );
-            return Ok((d.fingerprint, summary));
         }
     }
     let absent = std::mem::take(&mut d.compiled.absent);
@@ -710,8 +760,8 @@ fn install_summary(
         if d.compiled.len() == 1 { "" } else { "s" },
     );
     nft::run_batch(&d.batch())?;
-    println!(
-        "ldsaref: table inet ldsaref {} ({elements}); cgroups under {}/{SLICE}{}",
+    let line = format!(
+        "table inet ldsaref {} ({elements}); cgroups under {}/{SLICE}{}",
         if installed.is_some() {
             "replaced"
         } else {
@@ -724,7 +774,7 @@ fn install_summary(
             ""
         }
     );
-    Ok((d.fingerprint, summary))
+    done(&d, line)
 }
 
 #[cfg(test)]
