@@ -168,9 +168,20 @@ fn apply_replaces_only_what_changed() {
     let out = apply(&v5);
     assert!(out.stdout.contains("table inet ldsaref replaced"), "{out}");
     assert!(chain("p1").is_empty(), "{}", chain("p1"));
+    // Back, in a cgroup made again (a new id): the whole table.
+    let out = apply(&v1);
+    assert!(out.stdout.contains("table inet ldsaref replaced"), "{out}");
 
-    // A new verdict chain (deny) changes the shape: the whole table.
+    // A new verdict chain (a masked mark) changes the shape: the whole
+    // table. Not deny, whose chain is always there (updown denies a
+    // network of a connection while it is down).
     let v4 = d.write("v4", format!("{global}192.0.2.7 deny\n[{a}]\n[{b}]\n"));
+    let out = apply(&v4);
+    assert!(out.stdout.contains("): 3 sections replaced"), "{out}");
+    let v4 = d.write(
+        "v4",
+        format!("{global}192.0.2.7 mark 0x20/0xf0\n[{a}]\n[{b}]\n"),
+    );
     let out = apply(&v4);
     assert!(out.stdout.contains("replaced"), "{out}");
 }

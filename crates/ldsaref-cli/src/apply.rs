@@ -838,6 +838,20 @@ mod tests {
         assert_eq!(n, 1, "{batch}");
         assert!(batch.contains("198.18.2.0/24 : 0x80660000"), "{batch}");
         assert!(!batch.contains("198.18.1.0/24"), "{batch}");
+        // One network of a connection down while its other is up: denied,
+        // one section.
+        let half = set("[a]\n198.18.1.0/24 saref 101\n[b]\n198.18.2.0/24 deny\n");
+        let d = desired(
+            compile_sections(&half, |_, _| false).unwrap(),
+            None,
+            false,
+            &none,
+        )
+        .unwrap();
+        assert_eq!(d.shape, full.shape);
+        let (batch, n) = update_batch(&half, &d, &installed).unwrap().unwrap();
+        assert_eq!(n, 1, "{batch}");
+        assert!(batch.contains("goto deny"), "{batch}");
         // Without its cgroup, a profile is not kept: a new shape.
         let mut gone = compile_sections(&only_a, |_, _| false).unwrap();
         gone.keep(kept(&installed, |rel| !rel.ends_with("-b.slice")));

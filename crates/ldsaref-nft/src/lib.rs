@@ -291,8 +291,8 @@ pub struct Compiled {
     /// the kernel drops either way.
     pub absent: BTreeSet<String>,
     /// The verdicts that have a chain of their own (`deny`, `reflect`,
-    /// `mark V/M`), of every rule: the same whatever sections change, so
-    /// that one section can be replaced alone.
+    /// `mark V/M`), of every rule, and `deny` always: the same whatever
+    /// sections change, so that one section can be replaced alone.
     pub chains: BTreeSet<Verdict>,
 }
 
@@ -484,10 +484,16 @@ pub fn compile_sections(
         })
         .collect();
     let global_fingerprint = fp_of(None);
+    // `deny`'s chain is always there: updown denies a connection's
+    // network for as long as it is down while the connection's other
+    // networks are up, and a chain that came and went with it would
+    // change the table's shape at each such down and up (the whole table
+    // replaced, not one section). It costs nothing unused.
     let chains = set
         .rules()
         .filter_map(|r| Verdict::of(r.action))
         .filter(|v| render::has_chain(*v))
+        .chain([Verdict::Deny])
         .collect();
     Ok(Compiled {
         global: maps(None, None, &global_fingerprint),

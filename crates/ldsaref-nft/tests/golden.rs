@@ -311,6 +311,12 @@ table inet ldsaref {
 		meta mark set 0x00000000 accept
 	}
 
+	chain deny {
+		meta mark set 0x00000000
+		meta l4proto tcp reject with tcp reset
+		drop
+	}
+
 	chain reflect {
 		meta mark set 0x00000000
 		ct direction reply ct mark != 0 meta mark set ct mark
