@@ -570,8 +570,8 @@ pub fn absent_rules() -> Vec<String> {
     vec!["fib daddr type local return".to_owned(), "drop".to_owned()]
 }
 
-/// The section's layout (empty for an absent profile), its next section
-/// and its chain's rules.
+/// A profile section's layout (empty for an absent profile) and the
+/// rules of its chain `name`.
 fn section_parts(sec: Section<'_>, name: &str) -> (Layout, Vec<String>) {
     match sec {
         Section::Rules(p) => {
