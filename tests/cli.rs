@@ -395,3 +395,37 @@ fn every_subcommand_has_help() {
         assert!(out.stdout.contains("Exit status"), "{sub}: {out}");
     }
 }
+
+/// A reader that stops reading ends ldsaref by SIGPIPE, silently, as it
+/// ends other Unix tools (not by a panic's message and backtrace).
+#[test]
+fn a_closed_stdout_ends_it_by_sigpipe() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+
+    let dir = TempDir::new("closed-stdout");
+    // More than a pipe holds (64 KiB): the print must meet the closed end.
+    let rules: String = (0..4000)
+        .map(|i| format!("198.18.{}.{}/32 saref {}\n", i / 250, i % 250, 1 + i))
+        .collect();
+    let rules = dir.write("rules", rules);
+    let mut c = Command::new(cli_path());
+    c.args(["apply", "--print", "--rules"])
+        .arg(&rules)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    common::clear_ldsaref_env(&mut c);
+    let mut child = c.spawn().unwrap();
+    drop(child.stdout.take());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.signal(), Some(libc::SIGPIPE), "{status:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -9,6 +9,7 @@
 mod apply;
 mod apply_queue;
 mod cgroup;
+mod closed_stdout;
 mod explain;
 mod index;
 mod library;
@@ -189,6 +190,7 @@ fn updown_args(argv: impl Iterator<Item = std::ffi::OsString>) -> Option<updown:
 }
 
 fn main() -> ExitCode {
+    closed_stdout::install();
     if let Some(args) = updown_args(std::env::args_os()) {
         return ExitCode::from(updown::updown(&args));
     }
