@@ -42,7 +42,9 @@
 //!   set `SO_MARK` itself), sends each profile's cgroup
 //!   (`ldsaref.slice/ldsaref-PROFILE.slice`, level 2) to that profile's
 //!   maps, and drops the rest (fail closed: a cgroup of `ldsaref.slice`
-//!   whose profile has no rules in the table), loopback aside.
+//!   whose profile has no rules in the table), loopback aside. A profile
+//!   whose rules went while the table was installed keeps a section that
+//!   drops the same way (see [`Compiled::absent`]).
 //! - `saref N` sets the mast nfmark `(N << 16) | 0x80000000`; `mark V/M`
 //!   only the bits of `M`; `pass` accepts; `deny` answers a TCP SYN with a
 //!   reset (`connect` fails at once with `ECONNREFUSED`) and drops the
