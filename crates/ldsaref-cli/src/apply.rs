@@ -745,9 +745,9 @@ fn install_summary(set: &RuleSet, cg: &Cgroup2, listing: nft::Chains) -> Result<
             );
         }
     }
-    let absent = std::mem::take(&mut d.compiled.absent);
-    d.compiled = compile(set).map_err(|e| e.to_string())?;
-    d.compiled.absent = absent;
+    // Every section flattened, in the description whose fingerprints
+    // (and kept profiles) were already made.
+    d.compiled.flatten_sections(set, |_, _| true);
     let elements = format!(
         "{} profile{}, {} map element{}",
         d.compiled.profiles.len(),
@@ -794,6 +794,14 @@ mod tests {
         RuleSet::parse(text, "rules").unwrap()
     }
 
+    /// The table `install_summary` plans for `set` (fingerprints only,
+    /// nothing flattened), keeping the places of `keep`.
+    fn planned(set: &RuleSet, keep: Vec<String>) -> Desired {
+        let mut c = compile_sections(set, |_, _| false).unwrap();
+        c.keep(keep);
+        desired(c, None, false, &nft::Chains::default()).unwrap()
+    }
+
     #[test]
     fn a_connection_down_and_up_replaces_one_section() {
         let both = set("[a]\n198.18.1.0/24 saref 101\n[b]\n198.18.2.0/24 saref 102\n");
@@ -807,9 +815,7 @@ mod tests {
             ["a".to_owned()]
         );
         // b's file removed: b keeps its place, one section changes.
-        let mut down = compile_sections(&only_a, |_, _| false).unwrap();
-        down.keep(kept(&installed, |_| true));
-        let down = desired(down, None, false, &none).unwrap();
+        let down = planned(&only_a, kept(&installed, |_| true));
         assert_eq!(down.shape, full.shape);
         let (batch, n) = update_batch(&only_a, &down, &installed).unwrap().unwrap();
         assert_eq!(n, 1, "{batch}");
@@ -826,13 +832,7 @@ mod tests {
         after.keep(["b".to_owned()]);
         let after = listing(&desired(after, None, false, &none).unwrap().batch());
         assert_eq!(after.fingerprint(), Some(down.fingerprint.clone()));
-        let up = desired(
-            compile_sections(&both, |_, _| false).unwrap(),
-            None,
-            false,
-            &none,
-        )
-        .unwrap();
+        let up = planned(&both, vec![]);
         assert_eq!(up.fingerprint, full.fingerprint);
         let (batch, n) = update_batch(&both, &up, &after).unwrap().unwrap();
         assert_eq!(n, 1, "{batch}");
@@ -841,21 +841,13 @@ mod tests {
         // One network of a connection down while its other is up: denied,
         // one section.
         let half = set("[a]\n198.18.1.0/24 saref 101\n[b]\n198.18.2.0/24 deny\n");
-        let d = desired(
-            compile_sections(&half, |_, _| false).unwrap(),
-            None,
-            false,
-            &none,
-        )
-        .unwrap();
+        let d = planned(&half, vec![]);
         assert_eq!(d.shape, full.shape);
         let (batch, n) = update_batch(&half, &d, &installed).unwrap().unwrap();
         assert_eq!(n, 1, "{batch}");
         assert!(batch.contains("goto deny"), "{batch}");
         // Without its cgroup, a profile is not kept: a new shape.
-        let mut gone = compile_sections(&only_a, |_, _| false).unwrap();
-        gone.keep(kept(&installed, |rel| !rel.ends_with("-b.slice")));
-        let gone = desired(gone, None, false, &none).unwrap();
+        let gone = planned(&only_a, kept(&installed, |rel| !rel.ends_with("-b.slice")));
         assert_ne!(gone.shape, full.shape);
         assert_eq!(update_batch(&only_a, &gone, &installed).unwrap(), None);
     }

@@ -70,9 +70,9 @@ use std::net::IpAddr;
 use ldsaref_rules::{Action, Proto, RuleSet};
 
 pub use render::{
-    absent_rules, fingerprint, Entry, Intervals, Layout, PortChain, PortPieces, PortVerdict,
-    Target, CATCH_ALL_MAP, CATCH_ALL_MAP6, CODE_BASE, COMMENT_PREFIX, FINGERPRINT_CHAIN,
-    LAYOUT_VERSION, SECTION_CHAIN, SHAPE_CHAIN, SLOTS,
+    fingerprint, Entry, Intervals, Layout, PortChain, PortPieces, PortVerdict, Target,
+    CATCH_ALL_MAP, CATCH_ALL_MAP6, CODE_BASE, COMMENT_PREFIX, FINGERPRINT_CHAIN, LAYOUT_VERSION,
+    SECTION_CHAIN, SHAPE_CHAIN, SLOTS,
 };
 
 /// The nftables family and name of the table.

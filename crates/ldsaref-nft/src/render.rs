@@ -566,7 +566,7 @@ fn for_each_map(layout: &Layout, name: &str, mut decl: impl FnMut(String, &str, 
 /// [`Compiled::absent`]): what `steer` does to a cgroup whose profile has
 /// no section. Traffic to this host passes; the rest is dropped (a
 /// `sendto` fails with `EPERM`, a `connect` never completes).
-pub fn absent_rules() -> Vec<String> {
+fn absent_rules() -> Vec<String> {
     vec!["fib daddr type local return".to_owned(), "drop".to_owned()]
 }
 
