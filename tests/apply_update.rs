@@ -14,21 +14,18 @@ use std::time::Duration;
 use common::bed::{cgroup2_mount, ldsaref_cgroup_name, Cgroups};
 use common::{cli_path, run_with_timeout, Netns, RunOutput, TempDir};
 
+/// `nft list WHAT…` in the test's namespace.
+fn nft_list(ns: &Netns, what: &[&str]) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", ns.name(), "nft", "list"])
+        .args(what)
+        .output()
+        .unwrap()
+}
+
 /// The table's lines, sorted (the kernel lists chains in creation order).
 fn table(ns: &Netns) -> Vec<String> {
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns.name(),
-            "nft",
-            "list",
-            "table",
-            "inet",
-            "ldsaref",
-        ])
-        .output()
-        .unwrap();
+    let out = nft_list(ns, &["table", "inet", "ldsaref"]);
     assert!(
         out.status.success(),
         "{}",
@@ -121,23 +118,12 @@ fn apply_replaces_only_what_changed() {
     // One connection goes (its file removed, as updown's --on-down
     // remove does): its profile keeps its place while its cgroup is
     // there, dropping what the cgroup sends, and one section changes.
+    // Empty when there is no such chain.
     let chain = |name: &str| {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                ns.name(),
-                "nft",
-                "list",
-                "chain",
-                "inet",
-                "ldsaref",
-                name,
-            ])
-            .output()
-            .unwrap();
+        let out = nft_list(&ns, &["chain", "inet", "ldsaref", name]);
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+
     let fresh = table(&ns);
     let v5 = d.write(
         "v5",

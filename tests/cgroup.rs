@@ -98,6 +98,21 @@ impl Bed {
         self.in_srv(&under(rules, profile, &cmd))
     }
 
+    /// The static client, moved into the cgroup `dir` by hand (not by
+    /// `run --cgroup`, which knows only the rules' profiles).
+    fn in_cgroup(&self, dir: &std::path::Path, what: &str) -> RunOutput {
+        let procs = dir.join("cgroup.procs");
+        self.in_srv(&[
+            "sh",
+            "-c",
+            &format!(
+                "echo $$ > '{}' && exec '{}' {what}",
+                procs.display(),
+                self.client.display()
+            ),
+        ])
+    }
+
     fn unwrapped(&self, what: &str) -> RunOutput {
         let client = self.client.display().to_string();
         let mut args = vec![client.as_str()];
@@ -367,14 +382,7 @@ fn a_static_binary_is_steered_by_its_cgroup() {
     let stray = slice.join(format!("ldsaref-stray-t{pid}.slice"));
     std::fs::create_dir_all(&stray).unwrap();
     bed.cgroups.push(stray.clone());
-    let procs = stray.join("cgroup.procs").display().to_string();
-    let client = bed.client.display().to_string();
-    let out = bed.in_srv(&[
-        "sh",
-        "-c",
-        &format!("echo $$ > '{procs}' && exec '{client}' udp 198.18.0.5 7"),
-    ]);
-    failed_at_once(&out, "EPERM");
+    failed_at_once(&bed.in_cgroup(&stray, "udp 198.18.0.5 7"), "EPERM");
     assert_eq!(
         (bed.hits("c1"), bed.hits("c2")),
         before,
@@ -403,18 +411,9 @@ fn a_static_binary_is_steered_by_its_cgroup() {
     );
     let out = bed.steered(&without_p2, &p2, "udp 198.18.0.5 7");
     assert!(out.stderr.contains("unknown profile"), "{out}");
-    let p2_procs = slice
-        .join(ldsaref_cgroup_name(&p2))
-        .join("cgroup.procs")
-        .display()
-        .to_string();
+    let p2_dir = slice.join(ldsaref_cgroup_name(&p2));
     for what in ["udp 198.18.0.5 7", "udp 2001:db8:18::5 7"] {
-        let out = bed.in_srv(&[
-            "sh",
-            "-c",
-            &format!("echo $$ > '{p2_procs}' && exec '{client}' {what}"),
-        ]);
-        failed_at_once(&out, "EPERM");
+        failed_at_once(&bed.in_cgroup(&p2_dir, what), "EPERM");
     }
     assert_eq!(
         (bed.hits("c1"), bed.hits("c2")),
