@@ -131,23 +131,78 @@ fn apply_replaces_only_what_changed() {
     );
     let out = apply(&v5);
     assert!(
-        out.stdout.contains("updated (1 profile, 5 rules, 1 profile without rules (its cgroup's packets dropped)): 1 section replaced"),
+        out.stdout.contains("updated (1 profile, 5 rules, 1 profile without rules (its cgroup's packets dropped)): 1 section replaced (their elements, over netlink)"),
         "{out}"
     );
-    let p1 = chain("p1");
+    // Its section emptied, its cgroup in @absent, which steer drops.
+    let maps = nft_list(&ns, &["map", "inet", "ldsaref", "p1_4"]);
+    let maps = String::from_utf8_lossy(&maps.stdout);
+    assert!(!maps.contains("elements"), "{maps}");
+    let absent = nft_list(&ns, &["set", "inet", "ldsaref", "absent"]);
+    let absent = String::from_utf8_lossy(&absent.stdout);
+    // (nft shows the cgroup's id where the path does not resolve: inside
+    // `ip netns exec`, /sys is that of the network namespace.)
+    let id = std::os::unix::fs::MetadataExt::ino(
+        &std::fs::metadata(slice.join(ldsaref_cgroup_name(&b))).unwrap(),
+    );
     assert!(
-        p1.contains("fib daddr type local return\n\t\tdrop\n"),
-        "{p1}"
+        absent.contains(&format!("elements = {{ {id} }}"))
+            || absent.contains(&format!("{}\" }}", ldsaref_cgroup_name(&b))),
+        "{absent}"
+    );
+    assert!(
+        chain("steer").contains("socket cgroupv2 level 2 @absent goto absent"),
+        "{}",
+        chain("steer")
     );
     let out = apply(&v5);
     assert!(out.stdout.contains("up to date"), "{out}");
     // And comes back: one section again, the table a fresh one's.
     let out = apply(&v1);
     assert!(
-        out.stdout
-            .contains("updated (2 profiles, 6 rules): 1 section replaced"),
+        out.stdout.contains(
+            "updated (2 profiles, 6 rules): 1 section replaced (their elements, over netlink)"
+        ),
         "{out}"
     );
+    assert_eq!(fresh, table(&ns));
+    // Every kind of element (both families, adjacent intervals, an
+    // interval to the end of the address space, codes to verdict chains)
+    // written over netlink: the table a fresh install of the same rules
+    // makes.
+    let v6 = d.write(
+        "v6",
+        format!(
+            "{global}[{a}]\n198.18.7.0/24 saref 71\n198.18.8.0/24 tcp 22 saref 72\n[{b}]\n\
+             198.18.0.0/24 mark 2\n198.18.1.0/24 deny\n198.18.2.0/25 saref 5\n\
+             198.18.2.128/25 saref 6\n240.0.0.0/4 pass\n2001:db8::/32 mark 7\n::/0 deny\n"
+        ),
+    );
+    for rules in [&v6, &v1] {
+        let out = apply(rules);
+        assert!(
+            out.stdout
+                .contains("1 section replaced (their elements, over netlink)"),
+            "{out}"
+        );
+        let updated = table(&ns);
+        common::run_ok(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns.name(),
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                "ldsaref",
+            ],
+        );
+        let out = apply(rules);
+        assert!(out.stdout.contains("installed"), "{out}");
+        assert_eq!(updated, table(&ns), "{}", rules.display());
+    }
     assert_eq!(fresh, table(&ns));
     // Without its cgroup, a profile's place is not kept: a new shape.
     std::fs::remove_dir(slice.join(ldsaref_cgroup_name(&b))).unwrap();

@@ -201,14 +201,71 @@ pub fn desired(
     })
 }
 
-/// The batch that brings the installed table (`listing`: its chains) to
-/// `d` by replacing only the sections whose fingerprint changed, or
-/// `None` when its shape differs (then the whole table is replaced).
-fn update_batch(
+/// What brings the installed table to a desired one by replacing only the
+/// sections whose fingerprint changed (see [`update`]).
+struct Update<'a> {
+    d: &'a Desired,
+    /// The desired description with those sections flattened.
+    part: Compiled,
+    /// Each changed section: its index (`None`: the global rules), and
+    /// the installed table's port chains and fingerprint of it.
+    changed: Vec<(Option<usize>, usize, String)>,
+    /// The installed table's fingerprint.
+    old: String,
+}
+
+impl Update<'_> {
+    /// The table's fingerprint before and after each section's change:
+    /// it changes with the last one.
+    fn fingerprints(&self) -> Vec<(String, String)> {
+        let n = self.changed.len();
+        (0..n)
+            .map(|k| {
+                let after = if k + 1 == n {
+                    &self.d.fingerprint
+                } else {
+                    &self.old
+                };
+                (self.old.clone(), after.clone())
+            })
+            .collect()
+    }
+
+    /// The update as changes of elements and empty chains alone, when no
+    /// section's port chains change (see [`Compiled::element_update`]).
+    fn elements(&self) -> Option<Vec<ldsaref_nft::Change>> {
+        let mut all = Vec::new();
+        for ((i, ports, old), (before, after)) in self.changed.iter().zip(self.fingerprints()) {
+            all.extend(self.part.element_update(*i, *ports, old, &before, &after)?);
+        }
+        Some(all)
+    }
+
+    /// The update as one `nft -f` batch.
+    fn text(&self) -> String {
+        let mut batch = String::new();
+        for ((i, ports, old), (before, after)) in self.changed.iter().zip(self.fingerprints()) {
+            batch.push_str(&self.part.render_update(
+                *i,
+                &self.d.prefix,
+                *ports,
+                old,
+                &before,
+                &after,
+            ));
+        }
+        batch
+    }
+}
+
+/// What brings the installed table (`listing`: its chains) to `d` by
+/// replacing only the sections whose fingerprint changed, or `None` when
+/// its shape differs (then the whole table is replaced).
+fn update<'a>(
     set: &RuleSet,
-    d: &Desired,
+    d: &'a Desired,
     listing: &nft::Chains,
-) -> Result<Option<(String, usize)>, String> {
+) -> Result<Option<Update<'a>>, String> {
     let chains = listing.names();
     if !chains
         .iter()
@@ -237,8 +294,7 @@ fn update_batch(
             })
             .count()
     };
-    // (index, name, installed fingerprint) of the sections that changed.
-    let mut changed: Vec<(Option<usize>, String, String)> = Vec::new();
+    let mut changed: Vec<(Option<usize>, usize, String)> = Vec::new();
     let profiles = d.compiled.sections();
     let sections = std::iter::once((
         None,
@@ -255,7 +311,7 @@ fn update_batch(
         match installed(&name) {
             None => return Ok(None),
             Some(old) if old == fp => {}
-            Some(old) => changed.push((i, name, old)),
+            Some(old) => changed.push((i, port_chains(&name), old)),
         }
     }
     // The sections to flatten: the global rules, the profiles with rules
@@ -270,19 +326,12 @@ fn update_batch(
         .collect();
     let mut part = d.compiled.clone();
     part.flatten_sections(set, |name, _| names.iter().any(|n| n.as_deref() == name));
-    let mut batch = String::new();
-    let mut fp = old_fp.to_owned();
-    for (k, (i, name, old)) in changed.iter().enumerate() {
-        // The table's fingerprint changes with the last section.
-        let next = if k + 1 == changed.len() {
-            d.fingerprint.clone()
-        } else {
-            fp.clone()
-        };
-        batch.push_str(&part.render_update(*i, port_chains(name), old, &fp, &next));
-        fp = next;
-    }
-    Ok(Some((batch, changed.len())))
+    Ok(Some(Update {
+        d,
+        part,
+        changed,
+        old: old_fp.to_owned(),
+    }))
 }
 
 fn describe(location: &Location) -> String {
@@ -734,14 +783,31 @@ fn install_summary(set: &RuleSet, cg: &Cgroup2, listing: nft::Chains) -> Result<
         );
     }
     if installed.is_some() {
-        if let Some((batch, n)) = update_batch(set, &d, &listing)? {
-            nft::run_batch(&batch)?;
+        if let Some(u) = update(set, &d, &listing)? {
+            let n = u.changed.len();
+            let s = if n == 1 { "" } else { "s" };
+            // Elements alone go over netlink (no nft process: what a
+            // connection's up or down costs the IKE daemon's updown);
+            // port chains, or a kernel that refuses that batch, through
+            // nft. Either is one transaction: a refused one changed
+            // nothing.
+            let how = match u.elements() {
+                Some(changes) => match nft::commit_changes(&changes, cg) {
+                    Ok(()) => " (their elements, over netlink)",
+                    Err(e) => {
+                        eprintln!("ldsaref: warning: {e}; the section{s} replaced by nft instead");
+                        nft::run_batch(&u.text())?;
+                        ""
+                    }
+                },
+                None => {
+                    nft::run_batch(&u.text())?;
+                    ""
+                }
+            };
             return done(
                 &d,
-                format!(
-                    "table inet ldsaref updated ({summary}): {n} section{} replaced",
-                    if n == 1 { "" } else { "s" }
-                ),
+                format!("table inet ldsaref updated ({summary}): {n} section{s} replaced{how}"),
             );
         }
     }
@@ -780,6 +846,7 @@ fn install_summary(set: &RuleSet, cg: &Cgroup2, listing: nft::Chains) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ldsaref_nft::{Change, MapElements};
 
     /// The chains of the table `batch` installs, as a listing shows them.
     fn listing(batch: &str) -> nft::Chains {
@@ -792,6 +859,19 @@ mod tests {
 
     fn set(text: &str) -> RuleSet {
         RuleSet::parse(text, "rules").unwrap()
+    }
+
+    /// The update of the table `listing` to `d`: its nft batch, the
+    /// number of sections, and its changes of elements alone.
+    #[allow(clippy::type_complexity)]
+    fn update_of(
+        set: &RuleSet,
+        d: &Desired,
+        listing: &nft::Chains,
+    ) -> Option<(String, usize, Option<Vec<ldsaref_nft::Change>>)> {
+        update(set, d, listing)
+            .unwrap()
+            .map(|u| (u.text(), u.changed.len(), u.elements()))
     }
 
     /// The table `install_summary` plans for `set` (fingerprints only,
@@ -817,16 +897,29 @@ mod tests {
         // b's file removed: b keeps its place, one section changes.
         let down = planned(&only_a, kept(&installed, |_| true));
         assert_eq!(down.shape, full.shape);
-        let (batch, n) = update_batch(&only_a, &down, &installed).unwrap().unwrap();
+        let (batch, n, elements) = update_of(&only_a, &down, &installed).unwrap();
         assert_eq!(n, 1, "{batch}");
         assert!(
             batch.contains("add chain inet ldsaref sum_p1_absent\n"),
             "{batch}"
         );
+        let b_cgroup = "ldsaref.slice/ldsaref-b.slice".to_owned();
         assert!(
-            batch.ends_with("add rule inet ldsaref p1 drop\n"),
+            batch.ends_with(&format!(
+                "add element inet ldsaref absent {{ \"{b_cgroup}\" }}\n"
+            )),
             "{batch}"
         );
+        // The same as elements alone: b's maps emptied, its cgroup absent.
+        let elements = elements.unwrap();
+        assert!(elements.contains(&Change::Flush("p1_4".to_owned())));
+        assert!(elements.contains(&Change::Absent {
+            cgroup: b_cgroup.clone(),
+            add: true
+        }));
+        assert!(!elements.iter().any(|c| matches!(c, Change::Add(..))));
+        assert!(elements.contains(&Change::AddChain("sum_p1_absent".to_owned())));
+        assert!(elements.contains(&Change::AddChain(format!("rules_{}", down.fingerprint))));
         // The table it leaves, as a listing shows it: b comes back.
         let mut after = compile(&only_a).unwrap();
         after.keep(["b".to_owned()]);
@@ -834,21 +927,48 @@ mod tests {
         assert_eq!(after.fingerprint(), Some(down.fingerprint.clone()));
         let up = planned(&both, vec![]);
         assert_eq!(up.fingerprint, full.fingerprint);
-        let (batch, n) = update_batch(&both, &up, &after).unwrap().unwrap();
+        let (batch, n, elements) = update_of(&both, &up, &after).unwrap();
         assert_eq!(n, 1, "{batch}");
         assert!(batch.contains("198.18.2.0/24 : 0x80660000"), "{batch}");
         assert!(!batch.contains("198.18.1.0/24"), "{batch}");
+        assert!(batch.contains(&format!(
+            "delete element inet ldsaref absent {{ \"{b_cgroup}\" }}"
+        )));
+        let elements = elements.unwrap();
+        let net = u128::from(u32::from_be_bytes([198, 18, 2, 0]));
+        assert!(elements.contains(&Change::Add(
+            "p1_4".to_owned(),
+            MapElements::Marks {
+                v6: false,
+                elements: vec![(net, net + 255, 0x8066_0000)]
+            }
+        )));
+        assert!(elements.contains(&Change::Absent {
+            cgroup: b_cgroup,
+            add: false
+        }));
         // One network of a connection down while its other is up: denied,
         // one section.
         let half = set("[a]\n198.18.1.0/24 saref 101\n[b]\n198.18.2.0/24 deny\n");
         let d = planned(&half, vec![]);
         assert_eq!(d.shape, full.shape);
-        let (batch, n) = update_batch(&half, &d, &installed).unwrap().unwrap();
+        let (batch, n, elements) = update_of(&half, &d, &installed).unwrap();
         assert_eq!(n, 1, "{batch}");
         assert!(batch.contains("goto deny"), "{batch}");
+        assert!(elements.unwrap().iter().any(|c| matches!(
+            c,
+            Change::Add(m, MapElements::Gotos(g)) if m == "p1_d" && g[0].1 == "deny"
+        )));
+        // Port rules: only nft writes their chains.
+        let ports = set("[a]\n198.18.1.0/24 saref 101\n[b]\n198.18.2.0/24 tcp 22 deny\n");
+        let d = planned(&ports, vec![]);
+        let (batch, n, elements) = update_of(&ports, &d, &installed).unwrap();
+        assert_eq!(n, 1, "{batch}");
+        assert!(batch.contains("add chain inet ldsaref p1_x0"), "{batch}");
+        assert_eq!(elements, None);
         // Without its cgroup, a profile is not kept: a new shape.
         let gone = planned(&only_a, kept(&installed, |rel| !rel.ends_with("-b.slice")));
         assert_ne!(gone.shape, full.shape);
-        assert_eq!(update_batch(&only_a, &gone, &installed).unwrap(), None);
+        assert!(update_of(&only_a, &gone, &installed).is_none());
     }
 }

@@ -1,11 +1,15 @@
-//! The one place that runs `nft`: a whole batch through `nft -f -` (one
-//! transaction); and what the installed table says about itself (its
+//! The one place that changes the table: a whole batch through `nft -f -`
+//! (one transaction), or changes of elements alone over netlink (one
+//! transaction too); and what the installed table says about itself (its
 //! chains' names, read over netlink).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use ldsaref_nft::FINGERPRINT_CHAIN;
+use ldsaref_kernel::nft_batch::{Addr, Batch};
+use ldsaref_nft::{Change, MapElements, ABSENT_SET, FINGERPRINT_CHAIN};
+
+use crate::cgroup::Cgroup2;
 
 fn nft() -> Command {
     // Root's PATH has /usr/sbin; a user's may not.
@@ -39,6 +43,37 @@ pub fn run_batch(batch: &str) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
+}
+
+/// Makes `changes` to table inet ldsaref in one netlink transaction (no
+/// `nft` process); the cgroups they name are resolved in `cg` to the ids
+/// the kernel matches. An error changed nothing.
+pub fn commit_changes(changes: &[Change], cg: &Cgroup2) -> Result<(), String> {
+    let mut b = Batch::new(ldsaref_kernel::nftables::INET, "ldsaref");
+    for c in changes {
+        match c {
+            Change::Flush(map) => b.flush_set(map),
+            Change::Add(map, MapElements::Marks { v6, elements }) => {
+                let addr = if *v6 { Addr::V6 } else { Addr::V4 };
+                b.add_intervals(map, addr, elements);
+            }
+            Change::Add(map, MapElements::Gotos(elements)) => b.add_gotos(map, elements),
+            Change::Absent { cgroup, add } => {
+                let id = cg
+                    .id(cgroup)
+                    .ok_or_else(|| format!("{}: no such cgroup", cg.dir(cgroup).display()))?;
+                if *add {
+                    b.add_ids(ABSENT_SET, &[id]);
+                } else {
+                    b.delete_ids(ABSENT_SET, &[id]);
+                }
+            }
+            Change::AddChain(name) => b.add_chain(name),
+            Change::DeleteChain(name) => b.delete_chain(name),
+        }
+    }
+    b.commit()
+        .map_err(|e| format!("table inet ldsaref: the kernel refused the change: {e}"))
 }
 
 /// The chains of `table inet ldsaref` as the kernel has them now

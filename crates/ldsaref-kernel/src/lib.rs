@@ -17,14 +17,18 @@
 //! - [`xfrm`]: outbound XFRM block policies over netlink (`ldsaref updown`).
 //! - [`nftables`]: the names of a table's chains over netlink (`ldsaref
 //!   apply` reads its fingerprints there).
+//! - [`nft_batch`]: a table's set elements and empty chains changed over
+//!   netlink in one transaction (`ldsaref apply` replaces a section's
+//!   elements there).
 //! - [`link`]: the xfrm interface with a given `if_id`, over netlink
 //!   (`ldsaref updown`).
-//! - [`netlink`]: the socket and framing those three share.
+//! - [`netlink`]: the socket and framing those share.
 
 pub mod cmsg;
 pub mod link;
 pub mod mapped;
 pub mod netlink;
+pub mod nft_batch;
 pub mod nftables;
 pub mod op;
 pub mod opts;

@@ -181,6 +181,52 @@ impl Socket {
         Ok(Socket(fd))
     }
 
+    /// Sets an integer socket option.
+    pub fn set_int_option(
+        &self,
+        level: libc::c_int,
+        name: libc::c_int,
+        value: libc::c_int,
+    ) -> io::Result<()> {
+        // SAFETY: value is a live c_int and the length given is its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.0,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Makes [`recv`](Self::recv) fail (`EAGAIN`) after `timeout` without
+    /// an answer, instead of waiting for ever.
+    pub fn set_recv_timeout(&self, timeout: std::time::Duration) -> io::Result<()> {
+        let tv = libc::timeval {
+            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_usec: libc::suseconds_t::try_from(timeout.subsec_micros()).unwrap_or(0),
+        };
+        // SAFETY: tv is a live timeval and the length given is its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.0,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// Sends `msg` to the kernel.
     pub fn send(&self, msg: &[u8]) -> io::Result<()> {
         // SAFETY: sockaddr_nl is plain data; all zeros is the kernel

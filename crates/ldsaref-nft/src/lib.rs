@@ -16,7 +16,8 @@
 //! [`Compiled::decide`] evaluates the pieces and [`Rendered::decide_with`]
 //! the rendered layout, so that tests can compare both with
 //! [`ldsaref_rules::Policy`] without root. [`Compiled::render_update`]
-//! replaces one section of an installed table.
+//! replaces one section of an installed table; [`Compiled::element_update`]
+//! says the same as changes of elements alone, where it can.
 //!
 //! # Precedence, flattened
 //!
@@ -43,8 +44,9 @@
 //!   (`ldsaref.slice/ldsaref-PROFILE.slice`, level 2) to that profile's
 //!   maps, and drops the rest (fail closed: a cgroup of `ldsaref.slice`
 //!   whose profile has no rules in the table), loopback aside. A profile
-//!   whose rules went while the table was installed keeps a section that
-//!   drops the same way (see [`Compiled::absent`]).
+//!   whose rules went while the table was installed keeps its section,
+//!   emptied, and its cgroup joins the set `absent`, which `steer` drops
+//!   the same way (see [`Compiled::absent`]).
 //! - `saref N` sets the mast nfmark `(N << 16) | 0x80000000`; `mark V/M`
 //!   only the bits of `M`; `pass` accepts; `deny` answers a TCP SYN with a
 //!   reset (`connect` fails at once with `ECONNREFUSED`) and drops the
@@ -62,6 +64,7 @@
 
 mod flatten;
 mod render;
+mod update;
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -70,10 +73,11 @@ use std::net::IpAddr;
 use ldsaref_rules::{Action, Proto, RuleSet};
 
 pub use render::{
-    fingerprint, Entry, Intervals, Layout, PortChain, PortPieces, PortVerdict, Target,
-    CATCH_ALL_MAP, CATCH_ALL_MAP6, CODE_BASE, COMMENT_PREFIX, FINGERPRINT_CHAIN, LAYOUT_VERSION,
-    SECTION_CHAIN, SHAPE_CHAIN, SLOTS,
+    fingerprint, Entry, Intervals, Layout, MapElements, PortChain, PortPieces, PortVerdict, Target,
+    ABSENT_CHAIN, ABSENT_SET, CATCH_ALL_MAP, CATCH_ALL_MAP6, CODE_BASE, COMMENT_PREFIX,
+    FINGERPRINT_CHAIN, LAYOUT_VERSION, SECTION_CHAIN, SHAPE_CHAIN, SLOTS,
 };
+pub use update::Change;
 
 /// The nftables family and name of the table.
 pub const TABLE: &str = "inet ldsaref";
@@ -281,12 +285,13 @@ pub struct Compiled {
     pub global_fingerprint: String,
     /// One per profile of the rules, in order of first appearance.
     pub profiles: Vec<ProfileMaps>,
-    /// Profiles without rules whose place the table keeps: a section
-    /// that drops what their cgroups send (loopback aside), as `steer`'s
-    /// fall-through would. A connection that goes down (its updown file
-    /// removed) and comes back then leaves the table's shape (its
-    /// profiles, their cgroups) as it was, so each change replaces one
-    /// section instead of the whole table. Empty from [`compile`];
+    /// Profiles without rules whose place the table keeps: an empty
+    /// section, and their cgroups in the set [`ABSENT_SET`], whose
+    /// packets `steer` drops (loopback aside), as its fall-through would.
+    /// A connection that goes down (its updown file removed) and comes
+    /// back then leaves the table's shape (its profiles, their cgroups)
+    /// as it was, so each change replaces one section's elements (and
+    /// one element of the set) instead of the whole table. Empty from [`compile`];
     /// `ldsaref apply` keeps here the installed table's profiles whose
     /// cgroup still exists ([`Compiled::keep`]). Not a decision: for
     /// [`decide`](Self::decide) they are unknown profiles, whose packets

@@ -321,33 +321,6 @@ impl Layout {
         self.len() == 0
     }
 
-    /// The rules of the section's chain `name`: the lookups of the maps
-    /// that have elements (a lookup in an empty map costs every packet
-    /// for nothing), then `goto NEXT`.
-    fn section_rules(&self, name: &str, next: &str) -> Vec<String> {
-        let mut r = Vec::new();
-        for (v6, entries) in [(false, &self.v4), (true, &self.v6)] {
-            if !entries.is_empty() {
-                let (fam, n) = if v6 { ("ip6", 6) } else { ("ip", 4) };
-                r.push(format!("meta mark set {fam} daddr map @{name}_{n}"));
-            }
-        }
-        if r.is_empty() {
-            // Nothing to look up.
-            return vec![format!("goto {next}")];
-        }
-        // Only TCP and UDP are looked up: the others go on at once. The
-        // mark is 0 here (steer returns on any other), and stays 0 where
-        // the maps have no element (the lookup breaks its rule).
-        r.insert(0, format!("meta l4proto != {{ tcp, udp }} goto {next}"));
-        r.push(format!("meta mark 0x00000000 goto {next}"));
-        if !self.codes().is_empty() {
-            r.push(format!("meta mark vmap @{name}_d"));
-        }
-        r.push("accept".to_owned());
-        r
-    }
-
     /// The targets the address maps write as codes, in order: the code of
     /// the `i`-th is `CODE_BASE + i`.
     fn codes(&self) -> Vec<Target> {
@@ -375,6 +348,26 @@ impl Layout {
         r.push(format!("goto {next}"));
         r
     }
+}
+
+/// The rules of a section's chain `name`, the same whatever its elements:
+/// a section whose rules and port chains stay is then changed by its maps'
+/// elements alone, which `ldsaref apply` writes over netlink without an
+/// `nft` process (see [`Compiled::element_update`]). A lookup in an empty
+/// map costs a packet one tree walk of nothing.
+pub(crate) fn section_rules(name: &str, next: &str) -> Vec<String> {
+    vec![
+        // Only TCP and UDP are looked up: the others go on at once.
+        format!("meta l4proto != {{ tcp, udp }} goto {next}"),
+        // The mark is 0 here (steer returns on any other), and stays 0
+        // where a map has no element (the lookup breaks its rule).
+        format!("meta mark set ip daddr map @{name}_4"),
+        format!("meta mark set ip6 daddr map @{name}_6"),
+        format!("meta mark 0x00000000 goto {next}"),
+        // A code goes to its chain; a whole mark misses and is accepted.
+        format!("meta mark vmap @{name}_d"),
+        "accept".to_owned(),
+    ]
 }
 
 /// The name of a section's mark map of one family and slot.
@@ -436,35 +429,21 @@ fn full_mark(v: Verdict) -> Option<u32> {
 /// The version of the table's layout, in every section's fingerprint and
 /// in the shape `ldsaref apply` records: a new layout replaces the whole
 /// table (3: the IPv6 catch-all map `catchall6`; 4: one address map per
-/// section and family; 5: both).
-pub const LAYOUT_VERSION: u32 = 5;
+/// section and family; 5: both; 6: sections' chains the same whatever
+/// their elements, profiles without rules in the set `absent`).
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Whether a verdict has a chain in the table.
 pub(crate) fn has_chain(v: Verdict) -> bool {
     full_mark(v).is_none() && v.chain().is_some()
 }
 
-/// What the dispatch map sends a code's target to.
-fn dispatch_value(section: &str, t: Target) -> String {
+/// The chain the dispatch map sends a code's target to.
+fn dispatch_chain(section: &str, t: Target) -> String {
     match t {
-        Target::Ports(k) => format!("goto {section}_x{k}"),
+        Target::Ports(k) => format!("{section}_x{k}"),
         // Address maps hold no whole marks as codes (Layout::of).
-        Target::Verdict(v) => format!("goto {}", v.chain().unwrap_or_else(|| "pass".to_owned())),
-    }
-}
-
-fn write_elements<T>(
-    s: &mut String,
-    elements: &[(u128, u128, T)],
-    v6: bool,
-    value: impl Fn(&T) -> String,
-) {
-    for (lo, hi, v) in elements {
-        s.push_str("\t\t\t");
-        s.push_str(&addr_range(*lo, *hi, v6));
-        s.push_str(" : ");
-        s.push_str(&value(v));
-        s.push_str(",\n");
+        Target::Verdict(v) => v.chain().unwrap_or_else(|| "pass".to_owned()),
     }
 }
 
@@ -490,109 +469,175 @@ fn port_rule(section: &str, v6: bool, p: Proto, lo: u16, hi: u16, v: PortVerdict
     r
 }
 
-/// The maps of one section in `nft -f` syntax: per family the address
-/// map `NAME_4`/`NAME_6` (address → mark or code) and the port chains'
-/// mark maps (`NAME_m4`, `NAME_m4s1`, …), then the dispatch map `NAME_d`
-/// (code → verdict). `decl` writes a map: its name, type, whether it is
-/// an interval map, and its elements.
-fn for_each_map(layout: &Layout, name: &str, mut decl: impl FnMut(String, &str, bool, String)) {
+/// What a section's map holds, as the kernel stores it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum MapElements {
+    /// An address map or a mark map: address intervals (`v6`: IPv6
+    /// addresses) → mark.
+    Marks {
+        /// IPv6 keys.
+        v6: bool,
+        /// The elements.
+        elements: Intervals<u32>,
+    },
+    /// The dispatch map: a code → `goto CHAIN`.
+    Gotos(Vec<(u32, String)>),
+}
+
+impl MapElements {
+    /// The map's `type` in `nft -f` syntax, and whether it has intervals.
+    fn declaration(&self) -> (&'static str, bool) {
+        match self {
+            MapElements::Marks { v6: false, .. } => ("ipv4_addr : mark", true),
+            MapElements::Marks { v6: true, .. } => ("ipv6_addr : mark", true),
+            MapElements::Gotos(_) => ("mark : verdict", false),
+        }
+    }
+
+    /// The elements in `nft -f` syntax, one per line.
+    fn text(&self) -> String {
+        let mut s = String::new();
+        match self {
+            MapElements::Marks { v6, elements } => {
+                for (lo, hi, m) in elements {
+                    let _ = writeln!(s, "\t\t\t{} : {m:#010x},", addr_range(*lo, *hi, *v6));
+                }
+            }
+            MapElements::Gotos(elements) => {
+                for (code, chain) in elements {
+                    let _ = writeln!(s, "\t\t\t{code:#010x} : goto {chain},");
+                }
+            }
+        }
+        s
+    }
+}
+
+/// The maps of one section and their elements, always the same seven
+/// names: per family the address map `NAME_4`/`NAME_6` (address → mark
+/// or code) and the port chains' mark maps (`NAME_m4`, `NAME_m4s1`, …),
+/// then the dispatch map `NAME_d` (code → chain).
+pub(crate) fn section_maps(layout: &Layout, name: &str) -> Vec<(String, MapElements)> {
     let codes = layout.codes();
     let code: HashMap<Target, u32> = codes
         .iter()
         .enumerate()
         .map(|(i, t)| (*t, CODE_BASE + u32::try_from(i).unwrap_or(u32::MAX)))
         .collect();
-    // The elements' text of one family: the address map's, then each
-    // mark map's.
-    let texts = |v6: bool| -> Vec<String> {
-        let (entries, marks) = if v6 {
+    let marks = |elements: &Intervals<Verdict>| -> Intervals<u32> {
+        elements
+            .iter()
+            .map(|&(lo, hi, v)| (lo, hi, full_mark(v).unwrap_or(0)))
+            .collect()
+    };
+    let mut out = Vec::with_capacity(3 + 2 * SLOTS);
+    for v6 in [false, true] {
+        let (entries, slots) = if v6 {
             (&layout.v6, &layout.marks6)
         } else {
             (&layout.v4, &layout.marks4)
         };
-        let mut out = Vec::with_capacity(1 + SLOTS);
-        let mut text = String::new();
-        write_elements(&mut text, entries, v6, |e| {
-            let m = match e {
-                Entry::Mark(v) => full_mark(*v).unwrap_or(0),
-                Entry::Code(t) => code.get(t).copied().unwrap_or(0),
-            };
-            format!("{m:#010x}")
-        });
-        out.push(text);
-        for elements in marks {
-            let mut text = String::new();
-            write_elements(&mut text, elements, v6, |v| {
-                format!("{:#010x}", full_mark(*v).unwrap_or(0))
-            });
-            out.push(text);
-        }
-        out
-    };
-    // The families are written by one thread each (100k rules: most of
-    // the text is elements).
-    let (t4, t6) = std::thread::scope(|s| {
-        let t6 = s.spawn(|| texts(true));
-        let t4 = texts(false);
-        (
-            t4,
-            t6.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
-        )
-    });
-    for (v6, texts) in [(false, t4), (true, t6)] {
-        let family = if v6 { "ipv6_addr" } else { "ipv4_addr" };
-        for (i, text) in texts.into_iter().enumerate() {
-            let map = if i == 0 {
-                format!("{name}_{}", if v6 { 6 } else { 4 })
-            } else {
-                mark_map(name, v6, i - 1)
-            };
-            decl(map, &format!("{family} : mark"), true, text);
+        let elements = entries
+            .iter()
+            .map(|&(lo, hi, e)| {
+                let m = match e {
+                    Entry::Mark(v) => full_mark(v).unwrap_or(0),
+                    Entry::Code(t) => code.get(&t).copied().unwrap_or(0),
+                };
+                (lo, hi, m)
+            })
+            .collect();
+        out.push((
+            format!("{name}_{}", if v6 { 6 } else { 4 }),
+            MapElements::Marks { v6, elements },
+        ));
+        for (slot, elements) in slots.iter().enumerate() {
+            out.push((
+                mark_map(name, v6, slot),
+                MapElements::Marks {
+                    v6,
+                    elements: marks(elements),
+                },
+            ));
         }
     }
-    let mut text = String::new();
-    for (i, t) in codes.iter().enumerate() {
-        let _ = writeln!(
-            text,
-            "\t\t\t{:#010x} : {},",
-            CODE_BASE + u32::try_from(i).unwrap_or(u32::MAX),
-            dispatch_value(name, *t)
-        );
-    }
-    decl(format!("{name}_d"), "mark : verdict", false, text);
+    let gotos = codes
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            (
+                CODE_BASE + u32::try_from(i).unwrap_or(u32::MAX),
+                dispatch_chain(name, *t),
+            )
+        })
+        .collect();
+    out.push((format!("{name}_d"), MapElements::Gotos(gotos)));
+    out
 }
 
-/// The rules of an absent profile's section chain (see
+/// The maps of one section in `nft -f` syntax (see [`section_maps`]):
+/// `decl` writes a map: its name, type, whether it is an interval map,
+/// and its elements' text.
+fn for_each_map(layout: &Layout, name: &str, mut decl: impl FnMut(String, &str, bool, String)) {
+    let maps = section_maps(layout, name);
+    // The texts are written by two threads (100k rules: most of the
+    // table's text is elements, most of them in one family).
+    let (first, second) = maps.split_at(maps.len() / 2);
+    let (t1, t2) = std::thread::scope(|s| {
+        let t2 = s.spawn(|| second.iter().map(|(_, m)| m.text()).collect::<Vec<_>>());
+        let t1: Vec<String> = first.iter().map(|(_, m)| m.text()).collect();
+        (
+            t1,
+            t2.join().unwrap_or_else(|e| std::panic::resume_unwind(e)),
+        )
+    });
+    for ((map, elements), text) in maps.iter().zip(t1.into_iter().chain(t2)) {
+        let (typ, interval) = elements.declaration();
+        decl(map.clone(), typ, interval, text);
+    }
+}
+
+/// The rules of [`ABSENT_CHAIN`]: what `steer`'s fall-through does.
+fn absent_rules() -> [&'static str; 2] {
+    ["fib daddr type local return", "drop"]
+}
+
+/// The chain that profiles without rules go to, from `steer` (see
 /// [`Compiled::absent`]): what `steer` does to a cgroup whose profile has
 /// no section. Traffic to this host passes; the rest is dropped (a
 /// `sendto` fails with `EPERM`, a `connect` never completes).
-fn absent_rules() -> Vec<String> {
-    vec!["fib daddr type local return".to_owned(), "drop".to_owned()]
+pub const ABSENT_CHAIN: &str = "absent";
+/// The set of the cgroups of the profiles without rules (`cgroupsv2`):
+/// a profile goes absent and comes back by an element of it, its section
+/// emptied or filled, and the table's shape stays.
+pub const ABSENT_SET: &str = "absent";
+
+/// One section as an update writes it.
+pub(crate) struct Part<'a> {
+    /// Its chain: `global`, `pN`.
+    pub name: String,
+    /// The fingerprint its rules record.
+    pub fingerprint: &'a str,
+    /// The chain after it.
+    pub next: &'static str,
+    /// Its maps and port chains.
+    pub layout: Layout,
+    /// A profile's cgroup (relative to the cgroup2 root) and whether the
+    /// profile is absent; `None` for the global rules.
+    pub cgroup: Option<(String, bool)>,
 }
 
-/// A profile section's layout (empty for an absent profile) and the
-/// rules of its chain `name`.
-fn section_parts(sec: Section<'_>, name: &str) -> (Layout, Vec<String>) {
+/// A profile section's layout (empty for an absent profile).
+fn section_layout(sec: Section<'_>) -> Layout {
     match sec {
-        Section::Rules(p) => {
-            let layout = Layout::of(&p.maps);
-            let rules = layout.section_rules(name, "global");
-            (layout, rules)
-        }
-        Section::Absent(_) => (Layout::default(), absent_rules()),
+        Section::Rules(p) => Layout::of(&p.maps),
+        Section::Absent(_) => Layout::default(),
     }
 }
 
 /// A section's maps and port chains `NAME_xK` (ending with `goto NEXT`:
-/// where no port rule decides, the next section decides), then its chain
-/// (`rules`).
-fn write_section(
-    s: &mut String,
-    name: &str,
-    layout: &Layout,
-    next: &str,
-    rules: &[String],
-) -> std::fmt::Result {
+/// where no port rule decides, the next section decides), then its chain.
+fn write_section(s: &mut String, name: &str, layout: &Layout, next: &str) -> std::fmt::Result {
     for_each_map(layout, name, |map, typ, interval, elements| {
         let _ = writeln!(s, "\tmap {map} {{");
         let _ = writeln!(s, "\t\ttype {typ}");
@@ -617,7 +662,7 @@ fn write_section(
         writeln!(s, "\t}}")?;
     }
     writeln!(s, "\tchain {name} {{")?;
-    for r in rules {
+    for r in section_rules(name, next) {
         writeln!(s, "\t\t{r}")?;
     }
     writeln!(s, "\t}}")
@@ -688,41 +733,56 @@ impl Compiled {
         s
     }
 
+    /// Section `profile` (its index, `None` for the global rules) as an
+    /// update writes it.
+    pub(crate) fn part(&self, profile: Option<usize>) -> Part<'_> {
+        match profile {
+            None => Part {
+                name: "global".to_owned(),
+                fingerprint: &self.global_fingerprint,
+                next: "tail",
+                layout: Layout::of(&self.global),
+                cgroup: None,
+            },
+            Some(i) => {
+                let sec = self.sections()[i];
+                Part {
+                    name: format!("p{i}"),
+                    fingerprint: sec.fingerprint(),
+                    next: "global",
+                    layout: section_layout(sec),
+                    cgroup: Some((sec.cgroup(), matches!(sec, Section::Absent(_)))),
+                }
+            }
+        }
+    }
+
     /// The `nft -f` batch that replaces one section's maps and port
     /// chains (`profile`: its index, `None` for the global rules) in the
     /// installed table, in one transaction: its maps made again, its port
     /// chains flushed, added or deleted (`old_port_chains` were
-    /// installed), and the fingerprint chains renamed
+    /// installed), its profile's cgroup added to or removed from
+    /// [`ABSENT_SET`] when it went or came back (`cgroup_prefix`: see
+    /// [`render`](Self::render)), and the fingerprint chains renamed
     /// (`old_section`, `old_fingerprint` → this section's and
     /// `fingerprint`). Only valid when the installed table has the same
     /// shape (see [`SHAPE_CHAIN`]).
     pub fn render_update(
         &self,
         profile: Option<usize>,
+        cgroup_prefix: &str,
         old_port_chains: usize,
         old_section: &str,
         old_fingerprint: &str,
         fingerprint: &str,
     ) -> String {
-        let (name, fp, next, layout, rules) = match profile {
-            None => {
-                let layout = Layout::of(&self.global);
-                let rules = layout.section_rules("global", "tail");
-                (
-                    "global".to_owned(),
-                    self.global_fingerprint.as_str(),
-                    "tail",
-                    layout,
-                    rules,
-                )
-            }
-            Some(i) => {
-                let sec = self.sections()[i];
-                let name = format!("p{i}");
-                let (layout, rules) = section_parts(sec, &name);
-                (name, sec.fingerprint(), "global", layout, rules)
-            }
-        };
+        let Part {
+            name,
+            fingerprint: fp,
+            next,
+            layout,
+            cgroup,
+        } = self.part(profile);
         let mut s = String::new();
         let t = TABLE;
         s.push_str(&format!(
@@ -741,9 +801,9 @@ impl Compiled {
         for (chain, _) in mark_chains(&name) {
             s.push_str(&format!("flush chain {t} {chain}\n"));
         }
-        for_each_map(&Layout::default(), &name, |map, _, _, _| {
+        for (map, _) in section_maps(&Layout::default(), &name) {
             s.push_str(&format!("delete map {t} {map}\n"));
-        });
+        }
         s.push_str(&format!(
             "delete chain {t} {SECTION_CHAIN}{name}_{old_section}\n\
              add chain {t} {SECTION_CHAIN}{name}_{fp}\n"
@@ -781,8 +841,20 @@ impl Compiled {
                 s.push_str(&format!("add rule {t} {name}_x{k} {r}\n"));
             }
         }
-        for r in rules {
+        for r in section_rules(&name, next) {
             s.push_str(&format!("add rule {t} {name} {r}\n"));
+        }
+        // (nft 1.0.6 reads the table's elements for this one: a profile
+        // with port chains going or coming back. Without port chains,
+        // `ldsaref apply` writes the update over netlink instead.)
+        if let Some((cgroup, now)) = cgroup {
+            let was = old_section == crate::ABSENT_SECTION;
+            if was != now {
+                s.push_str(&format!(
+                    "{} element {t} {ABSENT_SET} {{ \"{cgroup_prefix}{cgroup}\" }}\n",
+                    if now { "add" } else { "delete" }
+                ));
+            }
         }
         s
     }
@@ -826,14 +898,7 @@ impl Compiled {
         }
         writeln!(s)?;
         writeln!(s, "\t# The global rules, after a profile's own.")?;
-        let global = Layout::of(&self.global);
-        write_section(
-            s,
-            "global",
-            &global,
-            "tail",
-            &global.section_rules("global", "tail"),
-        )?;
+        write_section(s, "global", &Layout::of(&self.global), "tail")?;
         writeln!(s, "\tchain tail {{")?;
         writeln!(
             s,
@@ -875,13 +940,35 @@ impl Compiled {
             if let Section::Absent(_) = sec {
                 writeln!(
                     s,
-                    "\t# No rules now (a connection down): its packets are dropped."
+                    "\t# No rules now (a connection down): its cgroup is in @{ABSENT_SET}."
                 )?;
             }
-            let name = format!("p{i}");
-            let (layout, rules) = section_parts(*sec, &name);
-            write_section(s, &name, &layout, "global", &rules)?;
+            write_section(s, &format!("p{i}"), &section_layout(*sec), "global")?;
         }
+        writeln!(s)?;
+        writeln!(
+            s,
+            "\t# The profiles without rules now (a connection down), by cgroup."
+        )?;
+        writeln!(s, "\tset {ABSENT_SET} {{")?;
+        writeln!(s, "\t\ttype cgroupsv2")?;
+        let mut absent = sections
+            .iter()
+            .filter(|sec| matches!(sec, Section::Absent(_)))
+            .peekable();
+        if absent.peek().is_some() {
+            writeln!(s, "\t\telements = {{")?;
+            for sec in absent {
+                writeln!(s, "\t\t\t\"{root}{}\",", sec.cgroup())?;
+            }
+            writeln!(s, "\t\t}}")?;
+        }
+        writeln!(s, "\t}}")?;
+        writeln!(s, "\tchain {ABSENT_CHAIN} {{")?;
+        for r in absent_rules() {
+            writeln!(s, "\t\t{r}")?;
+        }
+        writeln!(s, "\t}}")?;
         writeln!(s)?;
         writeln!(s, "\t# pass, from a dispatch map: the code set back to 0.")?;
         writeln!(
@@ -902,6 +989,10 @@ impl Compiled {
         writeln!(s, "\t# A mark set by the program itself is left alone.")?;
         writeln!(s, "\tchain steer {{")?;
         writeln!(s, "\t\tmeta mark != 0 return")?;
+        writeln!(
+            s,
+            "\t\tsocket cgroupv2 level 2 @{ABSENT_SET} goto {ABSENT_CHAIN}"
+        )?;
         for (i, sec) in sections.iter().enumerate() {
             writeln!(
                 s,

@@ -1,6 +1,9 @@
 //! Small rule sets and the exact table text they give.
 
-use ldsaref_nft::{compile, profile_chain, profile_of_chain, CatchAll, CatchKind, Verdict};
+use ldsaref_nft::{
+    compile, profile_chain, profile_of_chain, CatchAll, CatchKind, Change, MapElements, Verdict,
+    CODE_BASE,
+};
 use ldsaref_rules::{Proto, RuleSet};
 
 fn table(text: &str, prefix: &str) -> String {
@@ -25,13 +28,13 @@ table inet ldsaref {
 	comment "ldsaref rules (ldsaref apply)"
 	chain rules_0123456789abcdef {
 	}
-	chain sum_global_0ef8956cd47d2f8c {
+	chain sum_global_cdd9219e87c6c4f4 {
 	}
-	chain sum_p0_5025bbecbe182587 {
+	chain sum_p0_9fa7b7237c666466 {
 	}
 	chain profile_636c69656e742d32 {
 	}
-	chain sum_p1_cb2c306be55000e7 {
+	chain sum_p1_b6154769555d3ed4 {
 	}
 	chain profile_636c69656e7431 {
 	}
@@ -85,6 +88,7 @@ table inet ldsaref {
 	chain global {
 		meta l4proto != { tcp, udp } goto tail
 		meta mark set ip daddr map @global_4
+		meta mark set ip6 daddr map @global_6
 		meta mark 0x00000000 goto tail
 		meta mark vmap @global_d
 		accept
@@ -178,9 +182,9 @@ table inet ldsaref {
 	comment "ldsaref rules (ldsaref apply)"
 	chain rules_0123456789abcdef {
 	}
-	chain sum_global_87b072aca662320d {
+	chain sum_global_1fbbd112cf37624e {
 	}
-	chain sum_p0_03518f973f4f4c98 {
+	chain sum_p0_e8d37110ce485d50 {
 	}
 	chain profile_6331 {
 	}
@@ -226,7 +230,12 @@ table inet ldsaref {
 		meta mark set ip6 daddr map @global_m6s1 accept
 	}
 	chain global {
-		goto tail
+		meta l4proto != { tcp, udp } goto tail
+		meta mark set ip daddr map @global_4
+		meta mark set ip6 daddr map @global_6
+		meta mark 0x00000000 goto tail
+		meta mark vmap @global_d
+		accept
 	}
 	chain tail {
 		meta nfproto ipv4 meta mark set socket cgroupv2 level 3 map @catchall
@@ -306,6 +315,15 @@ table inet ldsaref {
 		accept
 	}
 
+	# The profiles without rules now (a connection down), by cgroup.
+	set absent {
+		type cgroupsv2
+	}
+	chain absent {
+		fib daddr type local return
+		drop
+	}
+
 	# pass, from a dispatch map: the code set back to 0.
 	chain pass {
 		meta mark set 0x00000000 accept
@@ -325,6 +343,7 @@ table inet ldsaref {
 	# A mark set by the program itself is left alone.
 	chain steer {
 		meta mark != 0 return
+		socket cgroupv2 level 2 @absent goto absent
 		socket cgroupv2 level 2 "ldsaref.slice/ldsaref-c1.slice" goto p0
 		# Fail closed: a cgroup whose profile has no rules here.
 		fib daddr type local return
@@ -350,7 +369,10 @@ table inet ldsaref {
 fn no_profiles_still_fail_closed() {
     let got = table("198.18.0.0/24 saref 101\n", "unified/");
     assert!(
-        got.contains("\tchain steer {\n\t\tmeta mark != 0 return\n\t\t# Fail closed"),
+        got.contains(
+            "\tchain steer {\n\t\tmeta mark != 0 return\n\
+             \t\tsocket cgroupv2 level 2 @absent goto absent\n\t\t# Fail closed"
+        ),
         "{got}"
     );
     assert!(got.contains("socket cgroupv2 level 1 \"unified/ldsaref.slice\" jump steer"));
@@ -507,11 +529,34 @@ fn an_absent_profile_keeps_its_place_and_drops() {
         ),
         "{t}"
     );
-    // Dropped, loopback aside: not the global rules' saref 9.
-    assert_eq!(
-        chain_text(&t, "p1"),
-        "\tchain p1 {\n\t\tfib daddr type local return\n\t\tdrop\n"
+    // Dropped, loopback aside (not the global rules' saref 9): its
+    // cgroup is in @absent, which steer sends to the drop before any
+    // section; its own section is empty.
+    assert!(
+        t.contains(
+            "\tset absent {\n\t\ttype cgroupsv2\n\t\telements = {\n\
+             \t\t\t\"ldsaref.slice/ldsaref-b.slice\",\n\t\t}\n\t}\n"
+        ),
+        "{t}"
     );
+    assert_eq!(
+        chain_text(&t, "absent"),
+        "\tchain absent {\n\t\tfib daddr type local return\n\t\tdrop\n"
+    );
+    assert!(
+        t.contains(
+            "\t\tmeta mark != 0 return\n\
+             \t\tsocket cgroupv2 level 2 @absent goto absent\n\
+             \t\tsocket cgroupv2 level 2 \"ldsaref.slice/ldsaref-a.slice\" goto p0\n"
+        ),
+        "{t}"
+    );
+    assert_eq!(
+        chain_text(&t, "p1").replace("p1", "p2"),
+        chain_text(&t, "p2"),
+        "every section's chain has the same rules"
+    );
+    assert!(t.contains("\tmap p1_4 {\n\t\ttype ipv4_addr : mark\n\t\tflags interval\n\t}\n"));
     assert!(
         chain_text(&t, "p2").contains("meta mark set ip daddr map @p2_4"),
         "{t}"
@@ -524,18 +569,82 @@ fn an_absent_profile_keeps_its_place_and_drops() {
         Some(Verdict::Saref(101))
     );
     assert_eq!(c.len(), compile(&set).unwrap().len());
-    // Replaced alone: its maps emptied, its chain the drop.
-    let u = c.render_update(Some(1), 2, "0011223344556677", "aa", "bb");
+    // Replaced alone: its maps emptied, its port chains gone, its cgroup
+    // absent.
+    let u = c.render_update(Some(1), "unified/", 2, "0011223344556677", "aa", "bb");
     assert!(u.contains("add chain inet ldsaref sum_p1_absent\n"), "{u}");
     assert!(u.contains("delete chain inet ldsaref p1_x1\n"), "{u}");
     assert!(
         u.ends_with(
-            "add rule inet ldsaref p1 fib daddr type local return\n\
-             add rule inet ldsaref p1 drop\n"
+            "add rule inet ldsaref p1 accept\n\
+             add element inet ldsaref absent { \"unified/ldsaref.slice/ldsaref-b.slice\" }\n"
         ),
         "{u}"
     );
-    assert!(!u.contains("goto global"), "{u}");
+    // Installed port chains: only nft deletes them.
+    assert_eq!(
+        c.element_update(Some(1), 2, "0011223344556677", "aa", "bb"),
+        None
+    );
+    // Without: the same as changes of elements.
+    let e = c
+        .element_update(Some(1), 0, "0011223344556677", "aa", "bb")
+        .unwrap();
+    let flushed: Vec<&str> = e
+        .iter()
+        .filter_map(|c| match c {
+            Change::Flush(m) => Some(m.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        flushed,
+        ["p1_4", "p1_m4", "p1_m4s1", "p1_6", "p1_m6", "p1_m6s1", "p1_d"]
+    );
+    assert_eq!(
+        e[flushed.len()..],
+        [
+            Change::Absent {
+                cgroup: "ldsaref.slice/ldsaref-b.slice".to_owned(),
+                add: true
+            },
+            Change::DeleteChain("sum_p1_0011223344556677".to_owned()),
+            Change::AddChain("sum_p1_absent".to_owned()),
+            Change::DeleteChain("rules_aa".to_owned()),
+            Change::AddChain("rules_bb".to_owned()),
+        ]
+    );
+    // Coming back: its elements, out of @absent.
+    let mut with_b = RuleSet::parse(
+        "198.18.0.0/15 saref 9\n[a]\n198.18.1.0/24 saref 101\n[b]\n198.18.2.0/24 saref 102\n\
+         198.18.4.0/24 deny\n[c]\n198.18.3.0/24 saref 103\n",
+        "rules",
+    )
+    .map(|set| compile(&set).unwrap())
+    .unwrap();
+    with_b.keep(["b".to_owned()]);
+    let e = with_b
+        .element_update(Some(1), 0, "absent", "bb", "cc")
+        .unwrap();
+    let net = |third: u8| u128::from(u32::from_be_bytes([198, 18, third, 0]));
+    assert!(e.contains(&Change::Add(
+        "p1_4".to_owned(),
+        MapElements::Marks {
+            v6: false,
+            elements: vec![
+                (net(2), net(2) + 255, 0x8066_0000),
+                (net(4), net(4) + 255, CODE_BASE)
+            ]
+        }
+    )));
+    assert!(e.contains(&Change::Add(
+        "p1_d".to_owned(),
+        MapElements::Gotos(vec![(CODE_BASE, "deny".to_owned())])
+    )));
+    assert!(e.contains(&Change::Absent {
+        cgroup: "ldsaref.slice/ldsaref-b.slice".to_owned(),
+        add: false
+    }));
 }
 
 #[test]
