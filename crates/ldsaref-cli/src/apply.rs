@@ -793,16 +793,15 @@ fn install_summary(set: &RuleSet, cg: &Cgroup2, listing: nft::Chains) -> Result<
             // nothing.
             let how = match u.elements() {
                 Some(changes) => match nft::commit_changes(&changes, cg) {
-                    Ok(()) => " (their elements, over netlink)",
+                    Ok(()) => " (their elements, over netlink)".to_owned(),
                     Err(e) => {
-                        eprintln!("ldsaref: warning: {e}; the section{s} replaced by nft instead");
                         nft::run_batch(&u.text())?;
-                        ""
+                        format!(" (by nft: {e})")
                     }
                 },
                 None => {
                     nft::run_batch(&u.text())?;
-                    ""
+                    String::new()
                 }
             };
             return done(

@@ -209,7 +209,8 @@ impl Socket {
     pub fn set_recv_timeout(&self, timeout: std::time::Duration) -> io::Result<()> {
         let tv = libc::timeval {
             tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
-            tv_usec: libc::suseconds_t::try_from(timeout.subsec_micros()).unwrap_or(0),
+            // Below 1_000_000: fits suseconds_t on every target.
+            tv_usec: timeout.subsec_micros() as libc::suseconds_t,
         };
         // SAFETY: tv is a live timeval and the length given is its size.
         let rc = unsafe {
