@@ -134,6 +134,7 @@ fn apply_replaces_only_what_changed() {
         out.stdout.contains("updated (1 profile, 5 rules, 1 profile without rules (its cgroup's packets dropped)): 1 section replaced (their elements, over netlink)"),
         "{out}"
     );
+    let down = table(&ns);
     // Its section emptied, its cgroup in @absent, which steer drops.
     let maps = nft_list(&ns, &["map", "inet", "ldsaref", "p1_4"]);
     let maps = String::from_utf8_lossy(&maps.stdout);
@@ -186,6 +187,39 @@ fn apply_replaces_only_what_changed() {
             "{out}"
         );
         let updated = table(&ns);
+        common::run_ok(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                ns.name(),
+                "nft",
+                "delete",
+                "table",
+                "inet",
+                "ldsaref",
+            ],
+        );
+        let out = apply(rules);
+        assert!(out.stdout.contains("installed"), "{out}");
+        assert_eq!(updated, table(&ns), "{}", rules.display());
+    }
+    assert_eq!(fresh, table(&ns));
+    // With a port rule, nft writes the section (its port chain): b going
+    // (@absent and steer made again: the same table as b's going over
+    // netlink above) and coming back (the table a fresh install makes).
+    let v7 = d.write(
+        "v7",
+        format!("{global}[{a}]\n198.18.7.0/24 saref 71\n198.18.8.0/24 tcp 22 saref 72\n[{b}]\n198.18.0.0/24 mark 2\n198.18.0.0/24 tcp 22 mark 3\n"),
+    );
+    for rules in [&v7, &v5, &v7, &v1] {
+        let out = apply(rules);
+        assert!(out.stdout.contains("1 section replaced\n"), "{out}");
+        let updated = table(&ns);
+        if rules == &v5 {
+            assert_eq!(updated, down);
+            continue;
+        }
         common::run_ok(
             "ip",
             &[

@@ -904,8 +904,8 @@ mod tests {
         );
         let b_cgroup = "ldsaref.slice/ldsaref-b.slice".to_owned();
         assert!(
-            batch.ends_with(&format!(
-                "add element inet ldsaref absent {{ \"{b_cgroup}\" }}\n"
+            batch.contains(&format!(
+                "add set inet ldsaref absent {{ type cgroupsv2; elements = {{ \"{b_cgroup}\" }} }}\n"
             )),
             "{batch}"
         );
@@ -930,9 +930,10 @@ mod tests {
         assert_eq!(n, 1, "{batch}");
         assert!(batch.contains("198.18.2.0/24 : 0x80660000"), "{batch}");
         assert!(!batch.contains("198.18.1.0/24"), "{batch}");
-        assert!(batch.contains(&format!(
-            "delete element inet ldsaref absent {{ \"{b_cgroup}\" }}"
-        )));
+        assert!(
+            batch.contains("add set inet ldsaref absent { type cgroupsv2; }\n"),
+            "{batch}"
+        );
         let elements = elements.unwrap();
         let net = u128::from(u32::from_be_bytes([198, 18, 2, 0]));
         assert!(elements.contains(&Change::Add(

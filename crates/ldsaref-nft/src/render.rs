@@ -597,6 +597,37 @@ fn for_each_map(layout: &Layout, name: &str, mut decl: impl FnMut(String, &str, 
     }
 }
 
+/// The rules of `steer`: a mark the program set itself is left alone;
+/// the cgroups of [`ABSENT_SET`] go to [`ABSENT_CHAIN`], each profile's
+/// cgroup (`root`: see [`Compiled::render`]) to its section; then the
+/// fall-through (fail closed: a cgroup whose profile has no rules here).
+fn steer_rules(sections: &[Section<'_>], root: &str) -> (Vec<String>, [&'static str; 2]) {
+    let mut dispatch = vec![
+        "meta mark != 0 return".to_owned(),
+        format!("socket cgroupv2 level 2 @{ABSENT_SET} goto {ABSENT_CHAIN}"),
+    ];
+    dispatch.extend(sections.iter().enumerate().map(|(i, sec)| {
+        format!(
+            "socket cgroupv2 level 2 \"{root}{}\" goto p{i}",
+            sec.cgroup()
+        )
+    }));
+    // Traffic to this host passes. Not "oifname lo": an operator's route
+    // of the client networks to lo (the no-route gateway's remedy) would
+    // let a dropped profile's sends "succeed" into the loopback, where the
+    // program would never learn they failed.
+    (dispatch, absent_rules())
+}
+
+/// The elements of [`ABSENT_SET`]: the absent profiles' cgroups, quoted.
+fn absent_elements(sections: &[Section<'_>], root: &str) -> Vec<String> {
+    sections
+        .iter()
+        .filter(|sec| matches!(sec, Section::Absent(_)))
+        .map(|sec| format!("\"{root}{}\"", sec.cgroup()))
+        .collect()
+}
+
 /// The rules of [`ABSENT_CHAIN`]: what `steer`'s fall-through does.
 fn absent_rules() -> [&'static str; 2] {
     ["fib daddr type local return", "drop"]
@@ -844,16 +875,27 @@ impl Compiled {
         for r in section_rules(&name, next) {
             s.push_str(&format!("add rule {t} {name} {r}\n"));
         }
-        // (nft 1.0.6 reads the table's elements for this one: a profile
-        // with port chains going or coming back. Without port chains,
-        // `ldsaref apply` writes the update over netlink instead.)
-        if let Some((cgroup, now)) = cgroup {
+        // The profile went or came back: @absent is made again with its
+        // elements inline (an `add element` would have nft 1.0.6 read
+        // every element of the table first: seconds for 100k rules), so
+        // steer, which names it, is written again too.
+        if let Some((_, now)) = cgroup {
             let was = old_section == crate::ABSENT_SECTION;
             if was != now {
+                let sections = self.sections();
                 s.push_str(&format!(
-                    "{} element {t} {ABSENT_SET} {{ \"{cgroup_prefix}{cgroup}\" }}\n",
-                    if now { "add" } else { "delete" }
+                    "flush chain {t} steer\ndelete set {t} {ABSENT_SET}\n\
+                     add set {t} {ABSENT_SET} {{ type cgroupsv2;"
                 ));
+                let elements = absent_elements(&sections, cgroup_prefix);
+                if !elements.is_empty() {
+                    s.push_str(&format!(" elements = {{ {} }}", elements.join(", ")));
+                }
+                s.push_str(" }\n");
+                let (dispatch, fall_through) = steer_rules(&sections, cgroup_prefix);
+                for r in dispatch.iter().map(String::as_str).chain(fall_through) {
+                    s.push_str(&format!("add rule {t} steer {r}\n"));
+                }
             }
         }
         s
@@ -952,14 +994,11 @@ impl Compiled {
         )?;
         writeln!(s, "\tset {ABSENT_SET} {{")?;
         writeln!(s, "\t\ttype cgroupsv2")?;
-        let mut absent = sections
-            .iter()
-            .filter(|sec| matches!(sec, Section::Absent(_)))
-            .peekable();
-        if absent.peek().is_some() {
+        let absent = absent_elements(&sections, root);
+        if !absent.is_empty() {
             writeln!(s, "\t\telements = {{")?;
-            for sec in absent {
-                writeln!(s, "\t\t\t\"{root}{}\",", sec.cgroup())?;
+            for e in absent {
+                writeln!(s, "\t\t\t{e},")?;
             }
             writeln!(s, "\t\t}}")?;
         }
@@ -988,28 +1027,17 @@ impl Compiled {
         writeln!(s)?;
         writeln!(s, "\t# A mark set by the program itself is left alone.")?;
         writeln!(s, "\tchain steer {{")?;
-        writeln!(s, "\t\tmeta mark != 0 return")?;
-        writeln!(
-            s,
-            "\t\tsocket cgroupv2 level 2 @{ABSENT_SET} goto {ABSENT_CHAIN}"
-        )?;
-        for (i, sec) in sections.iter().enumerate() {
-            writeln!(
-                s,
-                "\t\tsocket cgroupv2 level 2 \"{root}{}\" goto p{i}",
-                sec.cgroup()
-            )?;
+        let (dispatch, fall_through) = steer_rules(&sections, root);
+        for r in dispatch {
+            writeln!(s, "\t\t{r}")?;
         }
         writeln!(
             s,
             "\t\t# Fail closed: a cgroup whose profile has no rules here."
         )?;
-        // Traffic to this host passes. Not "oifname lo": an operator's
-        // route of the client networks to lo (the no-route gateway's
-        // remedy) would let a dropped profile's sends "succeed" into the
-        // loopback, where the program would never learn they failed.
-        writeln!(s, "\t\tfib daddr type local return")?;
-        writeln!(s, "\t\tdrop")?;
+        for r in fall_through {
+            writeln!(s, "\t\t{r}")?;
+        }
         writeln!(s, "\t}}")?;
         writeln!(s)?;
         writeln!(s, "\tchain output {{")?;

@@ -574,10 +574,26 @@ fn an_absent_profile_keeps_its_place_and_drops() {
     let u = c.render_update(Some(1), "unified/", 2, "0011223344556677", "aa", "bb");
     assert!(u.contains("add chain inet ldsaref sum_p1_absent\n"), "{u}");
     assert!(u.contains("delete chain inet ldsaref p1_x1\n"), "{u}");
+    // @absent made again with b in it (not `add element`: nft would read
+    // every element of the table first), and steer, which names it.
+    assert!(
+        u.contains(
+            "add rule inet ldsaref p1 accept\n\
+             flush chain inet ldsaref steer\n\
+             delete set inet ldsaref absent\n\
+             add set inet ldsaref absent { type cgroupsv2; elements = { \
+             \"unified/ldsaref.slice/ldsaref-b.slice\" } }\n\
+             add rule inet ldsaref steer meta mark != 0 return\n\
+             add rule inet ldsaref steer socket cgroupv2 level 2 @absent goto absent\n\
+             add rule inet ldsaref steer socket cgroupv2 level 2 \
+             \"unified/ldsaref.slice/ldsaref-a.slice\" goto p0\n"
+        ),
+        "{u}"
+    );
     assert!(
         u.ends_with(
-            "add rule inet ldsaref p1 accept\n\
-             add element inet ldsaref absent { \"unified/ldsaref.slice/ldsaref-b.slice\" }\n"
+            "add rule inet ldsaref steer fib daddr type local return\n\
+             add rule inet ldsaref steer drop\n"
         ),
         "{u}"
     );
