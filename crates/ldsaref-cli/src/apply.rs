@@ -245,14 +245,15 @@ impl Update<'_> {
     fn text(&self) -> String {
         let mut batch = String::new();
         for ((i, ports, old), (before, after)) in self.changed.iter().zip(self.fingerprints()) {
-            batch.push_str(&self.part.render_update(
-                *i,
-                &self.d.prefix,
-                *ports,
-                old,
-                &before,
-                &after,
-            ));
+            batch.push_str(&self.part.render_update(*i, *ports, old, &before, &after));
+        }
+        // Once, however many profiles went or came back.
+        if self
+            .changed
+            .iter()
+            .any(|(i, _, old)| self.part.absence_changed(*i, old))
+        {
+            batch.push_str(&self.part.render_absent(&self.d.prefix));
         }
         batch
     }
@@ -944,9 +945,24 @@ mod tests {
             }
         )));
         assert!(elements.contains(&Change::Absent {
-            cgroup: b_cgroup,
+            cgroup: b_cgroup.clone(),
             add: false
         }));
+        // Both going at once: nft's form makes @absent again once.
+        let empty = set("");
+        let d = planned(&empty, kept(&installed, |_| true));
+        let (batch, n, elements) = update_of(&empty, &d, &installed).unwrap();
+        assert_eq!(n, 2, "{batch}");
+        assert_eq!(batch.matches("delete set inet ldsaref absent").count(), 1);
+        assert!(batch.contains(&format!(
+            "elements = {{ \"ldsaref.slice/ldsaref-a.slice\", \"{b_cgroup}\" }}"
+        )));
+        let absent: Vec<_> = elements
+            .unwrap()
+            .into_iter()
+            .filter(|c| matches!(c, Change::Absent { add: true, .. }))
+            .collect();
+        assert_eq!(absent.len(), 2);
         // One network of a connection down while its other is up: denied,
         // one section.
         let half = set("[a]\n198.18.1.0/24 saref 101\n[b]\n198.18.2.0/24 deny\n");

@@ -792,16 +792,18 @@ impl Compiled {
     /// chains (`profile`: its index, `None` for the global rules) in the
     /// installed table, in one transaction: its maps made again, its port
     /// chains flushed, added or deleted (`old_port_chains` were
-    /// installed), its profile's cgroup added to or removed from
-    /// [`ABSENT_SET`] when it went or came back (`cgroup_prefix`: see
-    /// [`render`](Self::render)), and the fingerprint chains renamed
-    /// (`old_section`, `old_fingerprint` → this section's and
-    /// `fingerprint`). Only valid when the installed table has the same
-    /// shape (see [`SHAPE_CHAIN`]).
+    /// installed), and the fingerprint chains renamed (`old_section`,
+    /// `old_fingerprint` → this section's and `fingerprint`). Only valid
+    /// when the installed table has the same shape (see [`SHAPE_CHAIN`]).
+    /// When its profile went or came back ([`absence_changed`]), the
+    /// batch also needs [`render_absent`] (once, whatever the number of
+    /// such sections).
+    ///
+    /// [`absence_changed`]: Self::absence_changed
+    /// [`render_absent`]: Self::render_absent
     pub fn render_update(
         &self,
         profile: Option<usize>,
-        cgroup_prefix: &str,
         old_port_chains: usize,
         old_section: &str,
         old_fingerprint: &str,
@@ -812,7 +814,7 @@ impl Compiled {
             fingerprint: fp,
             next,
             layout,
-            cgroup,
+            ..
         } = self.part(profile);
         let mut s = String::new();
         let t = TABLE;
@@ -875,28 +877,40 @@ impl Compiled {
         for r in section_rules(&name, next) {
             s.push_str(&format!("add rule {t} {name} {r}\n"));
         }
-        // The profile went or came back: @absent is made again with its
-        // elements inline (an `add element` would have nft 1.0.6 read
-        // every element of the table first: seconds for 100k rules), so
-        // steer, which names it, is written again too.
-        if let Some((_, now)) = cgroup {
-            let was = old_section == crate::ABSENT_SECTION;
-            if was != now {
-                let sections = self.sections();
-                s.push_str(&format!(
-                    "flush chain {t} steer\ndelete set {t} {ABSENT_SET}\n\
-                     add set {t} {ABSENT_SET} {{ type cgroupsv2;"
-                ));
-                let elements = absent_elements(&sections, cgroup_prefix);
-                if !elements.is_empty() {
-                    s.push_str(&format!(" elements = {{ {} }}", elements.join(", ")));
-                }
-                s.push_str(" }\n");
-                let (dispatch, fall_through) = steer_rules(&sections, cgroup_prefix);
-                for r in dispatch.iter().map(String::as_str).chain(fall_through) {
-                    s.push_str(&format!("add rule {t} steer {r}\n"));
-                }
-            }
+        s
+    }
+
+    /// Whether section `profile` (its index; `None`, the global rules,
+    /// never) went absent or came back since the installed table recorded
+    /// `old_section` for it.
+    pub fn absence_changed(&self, profile: Option<usize>, old_section: &str) -> bool {
+        match self.part(profile).cgroup {
+            Some((_, now)) => now != (old_section == crate::ABSENT_SECTION),
+            None => false,
+        }
+    }
+
+    /// The `nft -f` commands that make [`ABSENT_SET`] again with the
+    /// absent profiles' cgroups (`cgroup_prefix`: see [`render`](Self::render)),
+    /// and `steer`, which names it: what an update in which a profile
+    /// went or came back adds. Not `add element`/`delete element`: nft
+    /// 1.0.6 reads every element of the table before those (seconds for
+    /// 100k rules), not before a new set's inline elements.
+    pub fn render_absent(&self, cgroup_prefix: &str) -> String {
+        let t = TABLE;
+        let sections = self.sections();
+        let mut s = format!(
+            "flush chain {t} steer\ndelete set {t} {ABSENT_SET}\n\
+             add set {t} {ABSENT_SET} {{ type cgroupsv2;"
+        );
+        let elements = absent_elements(&sections, cgroup_prefix);
+        if !elements.is_empty() {
+            s.push_str(&format!(" elements = {{ {} }}", elements.join(", ")));
+        }
+        s.push_str(" }\n");
+        let (dispatch, fall_through) = steer_rules(&sections, cgroup_prefix);
+        for r in dispatch.iter().map(String::as_str).chain(fall_through) {
+            s.push_str(&format!("add rule {t} steer {r}\n"));
         }
         s
     }

@@ -571,15 +571,21 @@ fn an_absent_profile_keeps_its_place_and_drops() {
     assert_eq!(c.len(), compile(&set).unwrap().len());
     // Replaced alone: its maps emptied, its port chains gone, its cgroup
     // absent.
-    let u = c.render_update(Some(1), "unified/", 2, "0011223344556677", "aa", "bb");
+    let u = c.render_update(Some(1), 2, "0011223344556677", "aa", "bb");
     assert!(u.contains("add chain inet ldsaref sum_p1_absent\n"), "{u}");
     assert!(u.contains("delete chain inet ldsaref p1_x1\n"), "{u}");
-    // @absent made again with b in it (not `add element`: nft would read
-    // every element of the table first), and steer, which names it.
+    assert!(u.ends_with("add rule inet ldsaref p1 accept\n"), "{u}");
+    // b went: @absent made again with b in it (not `add element`: nft
+    // would read every element of the table first), and steer, which
+    // names it.
+    assert!(c.absence_changed(Some(1), "0011223344556677"));
+    assert!(!c.absence_changed(Some(1), "absent"));
+    assert!(!c.absence_changed(Some(0), "0011223344556677"));
+    assert!(!c.absence_changed(None, "absent"));
+    let a = c.render_absent("unified/");
     assert!(
-        u.contains(
-            "add rule inet ldsaref p1 accept\n\
-             flush chain inet ldsaref steer\n\
+        a.starts_with(
+            "flush chain inet ldsaref steer\n\
              delete set inet ldsaref absent\n\
              add set inet ldsaref absent { type cgroupsv2; elements = { \
              \"unified/ldsaref.slice/ldsaref-b.slice\" } }\n\
@@ -588,14 +594,14 @@ fn an_absent_profile_keeps_its_place_and_drops() {
              add rule inet ldsaref steer socket cgroupv2 level 2 \
              \"unified/ldsaref.slice/ldsaref-a.slice\" goto p0\n"
         ),
-        "{u}"
+        "{a}"
     );
     assert!(
-        u.ends_with(
+        a.ends_with(
             "add rule inet ldsaref steer fib daddr type local return\n\
              add rule inet ldsaref steer drop\n"
         ),
-        "{u}"
+        "{a}"
     );
     // Installed port chains: only nft deletes them.
     assert_eq!(
