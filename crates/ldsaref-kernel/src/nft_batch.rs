@@ -15,22 +15,21 @@
 use std::io;
 
 use crate::netlink::{self, Socket, NLM_F_ACK, NLM_F_REQUEST};
+use crate::nftables::{
+    nfgenmsg, nul_terminated, NETLINK_NETFILTER, NFNL_SUBSYS_NFTABLES, NFTA_CHAIN_NAME,
+    NFTA_CHAIN_TABLE, NFT_MSG_NEWCHAIN,
+};
 
-const NETLINK_NETFILTER: libc::c_int = 12;
 /// Acknowledgements and errors without the request's payload (an element
 /// message can be 64 KiB).
 const NETLINK_CAP_ACK: libc::c_int = 10;
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
-const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_DELCHAIN: u16 = 5;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NLM_F_CREATE: u16 = 0x400;
 const NLA_F_NESTED: u16 = 0x8000;
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -176,20 +175,22 @@ impl Batch {
     /// 64-bit keys in host byte order (cgroup ids: `type cgroupsv2`)
     /// added to set `set`.
     pub fn add_ids(&mut self, set: &str, ids: &[u64]) {
-        let out = ids
-            .iter()
-            .map(|id| element(&id.to_ne_bytes(), None, None, None))
-            .collect();
-        self.elements(NFT_MSG_NEWSETELEM, set, out, "adding elements to set");
+        self.elements(
+            NFT_MSG_NEWSETELEM,
+            set,
+            id_elements(ids),
+            "adding elements to set",
+        );
     }
 
     /// The same keys deleted from set `set` (each must be there).
     pub fn delete_ids(&mut self, set: &str, ids: &[u64]) {
-        let out = ids
-            .iter()
-            .map(|id| element(&id.to_ne_bytes(), None, None, None))
-            .collect();
-        self.elements(NFT_MSG_DELSETELEM, set, out, "deleting elements of set");
+        self.elements(
+            NFT_MSG_DELSETELEM,
+            set,
+            id_elements(ids),
+            "deleting elements of set",
+        );
     }
 
     /// A chain without rules nor hook added.
@@ -368,6 +369,13 @@ fn element(key: &[u8], flags: Option<u32>, data: Option<&[u8]>, udata: Option<&[
     out
 }
 
+/// Elements of 64-bit keys in host byte order, without data.
+fn id_elements(ids: &[u64]) -> Vec<Vec<u8>> {
+    ids.iter()
+        .map(|id| element(&id.to_ne_bytes(), None, None, None))
+        .collect()
+}
+
 /// `NFTA_DATA_VALUE` holding `bytes`.
 fn value(bytes: &[u8]) -> Vec<u8> {
     let mut v = Vec::new();
@@ -380,19 +388,6 @@ fn open_interval_udata() -> Vec<u8> {
     let mut u = vec![1u8, 4];
     u.extend_from_slice(&OPEN_INTERVAL.to_ne_bytes());
     u
-}
-
-fn nul_terminated(s: &str) -> Vec<u8> {
-    let mut v = s.as_bytes().to_vec();
-    v.push(0);
-    v
-}
-
-/// `struct nfgenmsg`: family, version 0, resource id (big-endian).
-fn nfgenmsg(family: u8, res_id: u16) -> Vec<u8> {
-    let mut v = vec![family, 0];
-    v.extend_from_slice(&res_id.to_be_bytes());
-    v
 }
 
 #[cfg(test)]

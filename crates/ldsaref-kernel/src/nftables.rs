@@ -11,14 +11,14 @@ use std::io;
 
 use crate::netlink::{self, Dump, Message, Socket, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
 
-const NETLINK_NETFILTER: libc::c_int = 12;
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
+pub(crate) const NETLINK_NETFILTER: libc::c_int = 12;
+pub(crate) const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_GETTABLE: u16 = 1;
-const NFT_MSG_NEWCHAIN: u16 = 3;
+pub(crate) const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_GETCHAIN: u16 = 4;
 const NFTA_TABLE_NAME: u16 = 1;
-const NFTA_CHAIN_TABLE: u16 = 1;
-const NFTA_CHAIN_NAME: u16 = 3;
+pub(crate) const NFTA_CHAIN_TABLE: u16 = 1;
+pub(crate) const NFTA_CHAIN_NAME: u16 = 3;
 /// `struct nfgenmsg`: family, version, resource id.
 const NFGENMSG: usize = 4;
 
@@ -48,15 +48,18 @@ pub fn chains(family: u8, table: &str) -> io::Result<Option<Vec<String>>> {
     .map(Some)
 }
 
-fn nul_terminated(s: &str) -> Vec<u8> {
+pub(crate) fn nul_terminated(s: &str) -> Vec<u8> {
     let mut v = s.as_bytes().to_vec();
     v.push(0);
     v
 }
 
-fn nfgenmsg(family: u8) -> Vec<u8> {
-    // version NFNETLINK_V0, resource id 0.
-    vec![family, 0, 0, 0]
+/// `struct nfgenmsg`: family, version NFNETLINK_V0, resource id
+/// (big-endian; 0 but for a batch's begin and end).
+pub(crate) fn nfgenmsg(family: u8, res_id: u16) -> Vec<u8> {
+    let mut v = vec![family, 0];
+    v.extend_from_slice(&res_id.to_be_bytes());
+    v
 }
 
 /// `NFT_MSG_GETTABLE` for one table, acknowledged (or `ENOENT`).
@@ -86,7 +89,7 @@ fn chain_dump_request(family: u8, table: &[u8], seq: u32) -> Vec<u8> {
 
 /// An nf_tables request of type `msg` with one attribute.
 fn nft_request(msg: u16, flags: u16, family: u8, attr: u16, value: &[u8], seq: u32) -> Vec<u8> {
-    let mut body = nfgenmsg(family);
+    let mut body = nfgenmsg(family, 0);
     netlink::put_attribute(&mut body, attr, value);
     netlink::request(NFNL_SUBSYS_NFTABLES << 8 | msg, flags, seq, &body)
 }
@@ -124,7 +127,7 @@ mod tests {
     use crate::netlink::{NLMSG_DONE, NLM_F_DUMP_INTR};
 
     fn chain(seq: u32, table: &str, name: &str, flags: u16) -> Vec<u8> {
-        let mut body = nfgenmsg(INET);
+        let mut body = nfgenmsg(INET, 0);
         netlink::put_attribute(&mut body, NFTA_CHAIN_TABLE, &nul_terminated(table));
         netlink::put_attribute(&mut body, 2, &7u64.to_be_bytes());
         netlink::put_attribute(&mut body, NFTA_CHAIN_NAME, &nul_terminated(name));
