@@ -84,20 +84,9 @@ fn apply_replaces_only_what_changed() {
         "v3",
         format!("10.1.0.0/16 saref 1234\n10.3.0.0/16 saref 3\n[{a}]\n198.18.7.0/24 saref 71\n[{b}]\n198.18.0.0/24 mark 2\n"),
     );
-    let out = apply(&v1);
-    assert!(out.stdout.contains("installed"), "{out}");
-    for (rules, sections) in [(&v2, 1), (&v3, 2), (&v1, 2)] {
-        let out = apply(rules);
-        assert_eq!(out.code(), Some(0), "{out}");
-        let s = if sections == 1 { "" } else { "s" };
-        assert!(
-            out.stdout
-                .contains(&format!("): {sections} section{s} replaced")),
-            "{out}"
-        );
-        let updated = table(&ns);
-        let out = apply(rules);
-        assert!(out.stdout.contains("up to date"), "{out}");
+    // The table `updated` is line for line the one a fresh install of
+    // `rules` makes (which it leaves installed).
+    let same_as_fresh = |rules: &PathBuf, updated: Vec<String>| {
         common::run_ok(
             "ip",
             &[
@@ -114,6 +103,22 @@ fn apply_replaces_only_what_changed() {
         let out = apply(rules);
         assert!(out.stdout.contains("installed"), "{out}");
         assert_eq!(updated, table(&ns), "{}", rules.display());
+    };
+    let out = apply(&v1);
+    assert!(out.stdout.contains("installed"), "{out}");
+    for (rules, sections) in [(&v2, 1), (&v3, 2), (&v1, 2)] {
+        let out = apply(rules);
+        assert_eq!(out.code(), Some(0), "{out}");
+        let s = if sections == 1 { "" } else { "s" };
+        assert!(
+            out.stdout
+                .contains(&format!("): {sections} section{s} replaced")),
+            "{out}"
+        );
+        let updated = table(&ns);
+        let out = apply(rules);
+        assert!(out.stdout.contains("up to date"), "{out}");
+        same_as_fresh(rules, updated);
     }
     // One connection goes (its file removed, as updown's --on-down
     // remove does): its profile keeps its place while its cgroup is
@@ -187,22 +192,7 @@ fn apply_replaces_only_what_changed() {
             "{out}"
         );
         let updated = table(&ns);
-        common::run_ok(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                ns.name(),
-                "nft",
-                "delete",
-                "table",
-                "inet",
-                "ldsaref",
-            ],
-        );
-        let out = apply(rules);
-        assert!(out.stdout.contains("installed"), "{out}");
-        assert_eq!(updated, table(&ns), "{}", rules.display());
+        same_as_fresh(rules, updated);
     }
     assert_eq!(fresh, table(&ns));
     // With a port rule, nft writes the section (its port chain): b going
@@ -220,22 +210,7 @@ fn apply_replaces_only_what_changed() {
             assert_eq!(updated, down);
             continue;
         }
-        common::run_ok(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                ns.name(),
-                "nft",
-                "delete",
-                "table",
-                "inet",
-                "ldsaref",
-            ],
-        );
-        let out = apply(rules);
-        assert!(out.stdout.contains("installed"), "{out}");
-        assert_eq!(updated, table(&ns), "{}", rules.display());
+        same_as_fresh(rules, updated);
     }
     assert_eq!(fresh, table(&ns));
     // Without its cgroup, a profile's place is not kept: a new shape.

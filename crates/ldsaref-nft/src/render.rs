@@ -884,10 +884,11 @@ impl Compiled {
     /// never) went absent or came back since the installed table recorded
     /// `old_section` for it.
     pub fn absence_changed(&self, profile: Option<usize>, old_section: &str) -> bool {
-        match self.part(profile).cgroup {
-            Some((_, now)) => now != (old_section == crate::ABSENT_SECTION),
-            None => false,
-        }
+        // From the sections alone: `part` would lay the section out too.
+        profile.is_some_and(|i| {
+            matches!(self.sections()[i], Section::Absent(_))
+                != (old_section == crate::ABSENT_SECTION)
+        })
     }
 
     /// The `nft -f` commands that make [`ABSENT_SET`] again with the

@@ -5,7 +5,7 @@
 //! section's elements).
 
 use crate::render::{section_maps, Layout, MapElements, Part};
-use crate::{Compiled, ABSENT_SECTION, FINGERPRINT_CHAIN, SECTION_CHAIN};
+use crate::{Compiled, FINGERPRINT_CHAIN, SECTION_CHAIN};
 
 /// One change of the installed table, neither a rule nor a declaration.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -54,10 +54,11 @@ impl Compiled {
         if old_port_chains > 0 || !layout.chains.is_empty() {
             return None;
         }
+        let moved = cgroup.filter(|_| self.absence_changed(profile, old_section));
         Some(changes(
             &name,
             &layout,
-            cgroup.map(|(cg, now)| (cg, old_section == ABSENT_SECTION, now)),
+            moved,
             (old_section, fp),
             (old_fingerprint, fingerprint),
         ))
@@ -65,13 +66,12 @@ impl Compiled {
 }
 
 /// Section `name`'s maps emptied and given `layout`'s elements; the
-/// profile's `cgroup` (was absent, is absent) moved in or out of the
-/// absent set; the section's and the table's fingerprint chains renamed
-/// (old, new).
+/// profile's cgroup `moved` into the absent set (`true`) or out of it;
+/// the section's and the table's fingerprint chains renamed (old, new).
 fn changes(
     name: &str,
     layout: &Layout,
-    cgroup: Option<(String, bool, bool)>,
+    moved: Option<(String, bool)>,
     section: (&str, &str),
     table: (&str, &str),
 ) -> Vec<Change> {
@@ -84,10 +84,8 @@ fn changes(
         };
         (!empty).then_some(Change::Add(m, elements))
     }));
-    if let Some((cgroup, was, now)) = cgroup {
-        if was != now {
-            v.push(Change::Absent { cgroup, add: now });
-        }
+    if let Some((cgroup, add)) = moved {
+        v.push(Change::Absent { cgroup, add });
     }
     for (prefix, (old, new)) in [
         (format!("{SECTION_CHAIN}{name}_"), section),
